@@ -1,0 +1,73 @@
+//! The router's configuration model. The binary fills it from its TOML file and flags (and,
+//! later, from a Crossbar node directory); the router crate never parses files itself.
+
+use std::time::Duration;
+
+use crate::outbound::QueueLimits;
+use crate::uri::UriCheck;
+
+/// One realm's settings.
+#[derive(Clone, Debug)]
+pub struct RealmConfig {
+    pub name: String,
+    pub uri_check: UriCheck,
+}
+
+impl RealmConfig {
+    pub fn new(name: impl Into<String>) -> Self {
+        RealmConfig {
+            name: name.into(),
+            uri_check: UriCheck::Loose,
+        }
+    }
+}
+
+/// Limits and timeouts that protect the router from slow, silent or hostile peers.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest message accepted or sent, in bytes (WebSocket message, RawSocket frame).
+    pub max_message_size: usize,
+    /// Per-session outbound queue.
+    pub queue: QueueLimits,
+    /// Time allowed from connect to a complete HELLO (and from CHALLENGE to AUTHENTICATE).
+    pub handshake_timeout: Duration,
+    /// WebSocket ping interval when the peer is idle; `None` disables pings.
+    pub ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the connection is dropped.
+    pub ping_timeout: Duration,
+    /// How long one batch write may take before the peer is considered stalled.
+    pub write_timeout: Duration,
+    /// How long to wait for the peer's GOODBYE after the router said goodbye.
+    pub goodbye_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 16 << 20,
+            queue: QueueLimits::default(),
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Some(Duration::from_secs(30)),
+            ping_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            goodbye_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything a [`crate::Router`] needs.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    pub realms: Vec<RealmConfig>,
+    pub limits: Limits,
+}
+
+impl Default for RouterConfig {
+    /// The embedded defaults: realms `realm1` and `buildbot`, open to anonymous clients.
+    fn default() -> Self {
+        RouterConfig {
+            realms: vec![RealmConfig::new("realm1"), RealmConfig::new("buildbot")],
+            limits: Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! The dealer: registrations, call routing and the life of every pending invocation.
+//!
+//! A CALL picks a registration (exact, then longest prefix, then the most specific wildcard),
+//! a callee by the registration's `invoke` policy, and becomes an INVOCATION with a request ID
+//! from the callee's own sequence. The pending invocation is keyed by (callee, invocation ID)
+//! and indexed by (caller, call request ID) for CANCEL. Every way a call can end goes through
+//! [`State::finish`]: YIELD, callee ERROR, cancel, timeout, caller gone, callee gone; so a
+//! caller always gets exactly one final answer and nothing leaks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::Rng;
+
+use crate::broker::bool_option;
+use crate::id::random_id;
+use crate::matcher::UriIndex;
+use crate::session::SessionHandle;
+use crate::uri::{errors, MatchPolicy};
+use crate::wire::{code, Dict, Id, Message, Payload, Value};
+use crate::WampError;
+
+/// How a shared registration picks among its callees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvokePolicy {
+    Single,
+    RoundRobin,
+    Random,
+    First,
+    Last,
+}
+
+impl InvokePolicy {
+    pub fn from_option(v: Option<&Value>) -> Result<Self, WampError> {
+        match v.map(|v| v.as_str()) {
+            None | Some(Some("single")) => Ok(InvokePolicy::Single),
+            Some(Some("roundrobin")) => Ok(InvokePolicy::RoundRobin),
+            Some(Some("random")) => Ok(InvokePolicy::Random),
+            Some(Some("first")) => Ok(InvokePolicy::First),
+            Some(Some("last")) => Ok(InvokePolicy::Last),
+            _ => Err(WampError::new(
+                errors::INVALID_ARGUMENT,
+                "option 'invoke' must be one of single, roundrobin, random, first, last",
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            InvokePolicy::Single => "single",
+            InvokePolicy::RoundRobin => "roundrobin",
+            InvokePolicy::Random => "random",
+            InvokePolicy::First => "first",
+            InvokePolicy::Last => "last",
+        }
+    }
+}
+
+/// How CANCEL treats the callee.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CancelMode {
+    /// Answer the caller now; the callee is not told and its answer is discarded.
+    Skip,
+    /// INTERRUPT the callee and answer the caller when the callee answers.
+    Kill,
+    /// INTERRUPT the callee and answer the caller now.
+    KillNoWait,
+}
+
+struct Registration {
+    id: Id,
+    policy: MatchPolicy,
+    procedure: String,
+    invoke: InvokePolicy,
+    /// In registration order (for `first`/`last`).
+    callees: Vec<SessionHandle>,
+    next: usize,
+}
+
+struct Pending {
+    caller: SessionHandle,
+    call_request: Id,
+    callee: SessionHandle,
+    receive_progress: bool,
+    /// Set when a `kill` cancel was sent: the callee's answer becomes `canceled`.
+    kill_requested: bool,
+    timer: Option<tokio::task::AbortHandle>,
+}
+
+type InvocationKey = (Id, Id); // (callee session, invocation request)
+type CallKey = (Id, Id); // (caller session, call request)
+
+#[derive(Default)]
+struct State {
+    registrations: HashMap<Id, Registration>,
+    index: UriIndex<Id>,
+    pending: HashMap<InvocationKey, Pending>,
+    by_call: HashMap<CallKey, InvocationKey>,
+}
+
+/// A realm's registrations and calls in flight.
+#[derive(Default, Clone)]
+pub struct Dealer {
+    state: Arc<Mutex<State>>,
+}
+
+/// What a registration looks like from outside (meta API, tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationInfo {
+    pub id: Id,
+    pub policy: MatchPolicy,
+    pub procedure: String,
+    pub invoke: InvokePolicy,
+    pub callees: Vec<Id>,
+}
+
+impl State {
+    /// Ends a pending invocation: removes it everywhere and stops its timer.
+    fn finish(&mut self, key: InvocationKey) -> Option<Pending> {
+        let p = self.pending.remove(&key)?;
+        self.by_call.remove(&(p.caller.id(), p.call_request));
+        if let Some(t) = &p.timer {
+            t.abort();
+        }
+        Some(p)
+    }
+}
+
+fn error_to_caller(p: &Pending, error: &str, text: &str) {
+    p.caller.send(Message::error(
+        code::CALL,
+        p.call_request,
+        error,
+        Some(text.to_owned()),
+    ));
+}
+
+fn interrupt(p: &Pending, invocation: Id, mode: &str, reason: &str) {
+    if p.callee.features.callee_call_canceling {
+        let mut options = Dict::new();
+        options.insert("mode".into(), Value::from(mode));
+        options.insert("reason".into(), Value::from(reason));
+        p.callee.send(Message::Interrupt {
+            request: invocation,
+            options,
+        });
+    }
+}
+
+impl Dealer {
+    /// Registers `session` as a callee of `procedure` under `policy`.
+    pub fn register(
+        &self,
+        session: &SessionHandle,
+        policy: MatchPolicy,
+        procedure: &str,
+        options: &Dict,
+    ) -> Result<Id, WampError> {
+        let invoke = InvokePolicy::from_option(options.get("invoke"))?;
+        let mut st = self.state.lock();
+        if let Some(id) = st.index.get(policy, procedure).copied() {
+            let reg = st.registrations.get_mut(&id).expect("index and map agree");
+            if reg.invoke == InvokePolicy::Single || reg.invoke != invoke {
+                let text = if reg.invoke == invoke {
+                    format!("procedure '{procedure}' is already registered")
+                } else {
+                    format!(
+                        "procedure '{procedure}' is registered with invoke '{}', not '{}'",
+                        reg.invoke.name(),
+                        invoke.name()
+                    )
+                };
+                return Err(WampError::new(errors::PROCEDURE_ALREADY_EXISTS, text));
+            }
+            if reg.callees.iter().any(|c| c.id() == session.id()) {
+                return Err(WampError::new(
+                    errors::PROCEDURE_ALREADY_EXISTS,
+                    format!("this session already registered '{procedure}'"),
+                ));
+            }
+            reg.callees.push(session.clone());
+            return Ok(id);
+        }
+        let id = random_id();
+        st.index.insert(policy, procedure, id);
+        st.registrations.insert(
+            id,
+            Registration {
+                id,
+                policy,
+                procedure: procedure.to_owned(),
+                invoke,
+                callees: vec![session.clone()],
+                next: 0,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Removes `session` as a callee of registration `id`.
+    pub fn unregister(&self, session: Id, id: Id) -> Result<(), WampError> {
+        let mut st = self.state.lock();
+        let Some(reg) = st.registrations.get_mut(&id) else {
+            return Err(WampError::new(
+                errors::NO_SUCH_REGISTRATION,
+                format!("no registration {id}"),
+            ));
+        };
+        let before = reg.callees.len();
+        reg.callees.retain(|c| c.id() != session);
+        if reg.callees.len() == before {
+            return Err(WampError::new(
+                errors::NO_SUCH_REGISTRATION,
+                format!("session is not a callee of registration {id}"),
+            ));
+        }
+        if reg.callees.is_empty() {
+            let (policy, procedure) = (reg.policy, reg.procedure.clone());
+            st.registrations.remove(&id);
+            st.index.remove(policy, &procedure);
+        }
+        Ok(())
+    }
+
+    /// Routes a CALL to a callee. Errors are for the caller (no such procedure, bad options).
+    pub fn call(
+        &self,
+        caller: &SessionHandle,
+        request: Id,
+        options: &Dict,
+        procedure: &str,
+        payload: Payload,
+    ) -> Result<(), WampError> {
+        let receive_progress = bool_option(options, "receive_progress")?.unwrap_or(false);
+        let disclose = bool_option(options, "disclose_me")?.unwrap_or(false);
+        let timeout_ms = match options.get("timeout") {
+            None => 0,
+            Some(v) => v.as_u64().ok_or_else(|| {
+                WampError::new(
+                    errors::INVALID_ARGUMENT,
+                    "option 'timeout' must be a non-negative integer (ms)",
+                )
+            })?,
+        };
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if st.by_call.contains_key(&(caller.id(), request)) {
+            return Err(WampError::new(
+                errors::PROTOCOL_VIOLATION,
+                format!("call request {request} is already in flight"),
+            ));
+        }
+        let Some((policy, reg_id)) = st.index.best_match(procedure).map(|(p, id)| (p, *id)) else {
+            return Err(WampError::new(
+                errors::NO_SUCH_PROCEDURE,
+                format!("no callee registered for procedure '{procedure}'"),
+            ));
+        };
+        let reg = st
+            .registrations
+            .get_mut(&reg_id)
+            .expect("index and map agree");
+        let n = reg.callees.len();
+        let pick = match reg.invoke {
+            InvokePolicy::Single | InvokePolicy::First => 0,
+            InvokePolicy::Last => n - 1,
+            InvokePolicy::Random => rand::rng().random_range(0..n),
+            InvokePolicy::RoundRobin => {
+                let i = reg.next % n;
+                reg.next = (i + 1) % n;
+                i
+            }
+        };
+        let callee = reg.callees[pick].clone();
+        let registration = reg.id;
+        let invocation = callee.next_request_id();
+
+        let mut details = Dict::new();
+        if policy != MatchPolicy::Exact {
+            details.insert("procedure".into(), Value::from(procedure));
+        }
+        let progress = receive_progress && callee.features.callee_progressive_results;
+        if progress {
+            details.insert("receive_progress".into(), Value::Bool(true));
+        }
+        if disclose {
+            details.insert("caller".into(), Value::from(caller.id()));
+            details.insert(
+                "caller_authid".into(),
+                Value::from(caller.info.authid.as_str()),
+            );
+            details.insert(
+                "caller_authrole".into(),
+                Value::from(caller.info.authrole.as_str()),
+            );
+        }
+        if timeout_ms > 0 {
+            details.insert("timeout".into(), Value::from(timeout_ms));
+        }
+
+        let key = (callee.id(), invocation);
+        let timer = (timeout_ms > 0).then(|| {
+            let dealer = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
+                dealer.timed_out(key);
+            })
+            .abort_handle()
+        });
+        st.by_call.insert((caller.id(), request), key);
+        st.pending.insert(
+            key,
+            Pending {
+                caller: caller.clone(),
+                call_request: request,
+                callee: callee.clone(),
+                receive_progress: progress,
+                kill_requested: false,
+                timer,
+            },
+        );
+        callee.send(Message::Invocation {
+            request: invocation,
+            registration,
+            details,
+            payload,
+        });
+        Ok(())
+    }
+
+    fn timed_out(&self, key: InvocationKey) {
+        let mut st = self.state.lock();
+        if let Some(p) = st.finish(key) {
+            interrupt(&p, key.1, "killnowait", errors::TIMEOUT);
+            error_to_caller(&p, errors::TIMEOUT, "the call timed out");
+        }
+    }
+
+    /// A callee's YIELD: a progressive result or the final one.
+    pub fn yield_result(&self, callee: Id, request: Id, options: &Dict, payload: Payload) {
+        let progress = matches!(options.get("progress"), Some(Value::Bool(true)));
+        let mut st = self.state.lock();
+        let key = (callee, request);
+        if progress {
+            if let Some(p) = st.pending.get(&key) {
+                if p.receive_progress && !p.kill_requested {
+                    let mut details = Dict::new();
+                    details.insert("progress".into(), Value::Bool(true));
+                    p.caller.send(Message::Result {
+                        request: p.call_request,
+                        details,
+                        payload,
+                    });
+                }
+            }
+            return;
+        }
+        // An answer to a call already answered (skip-canceled, timed out) is dropped.
+        if let Some(p) = st.finish(key) {
+            if p.kill_requested {
+                error_to_caller(&p, errors::CANCELED, "the call was canceled");
+            } else {
+                p.caller.send(Message::Result {
+                    request: p.call_request,
+                    details: Dict::new(),
+                    payload,
+                });
+            }
+        }
+    }
+
+    /// A callee's ERROR for an invocation, forwarded to the caller.
+    pub fn invocation_error(&self, callee: Id, request: Id, error: String, payload: Payload) {
+        let mut st = self.state.lock();
+        if let Some(p) = st.finish((callee, request)) {
+            let error = if p.kill_requested {
+                errors::CANCELED.to_owned()
+            } else {
+                error
+            };
+            p.caller.send(Message::Error {
+                request_type: code::CALL,
+                request: p.call_request,
+                details: Dict::new(),
+                error,
+                payload,
+            });
+        }
+    }
+
+    /// A caller's CANCEL.
+    pub fn cancel(&self, caller: Id, request: Id, options: &Dict) -> Result<(), WampError> {
+        let mode = match options.get("mode").map(|v| v.as_str()) {
+            None => CancelMode::KillNoWait,
+            Some(Some("skip")) => CancelMode::Skip,
+            Some(Some("kill")) => CancelMode::Kill,
+            Some(Some("killnowait")) => CancelMode::KillNoWait,
+            _ => {
+                return Err(WampError::new(
+                    errors::INVALID_ARGUMENT,
+                    "option 'mode' must be one of skip, kill, killnowait",
+                ))
+            }
+        };
+        let mut st = self.state.lock();
+        // Canceling a call that already ended is not an error: the answer is on its way.
+        let Some(&key) = st.by_call.get(&(caller, request)) else {
+            return Ok(());
+        };
+        let callee_cancels = st.pending[&key].callee.features.callee_call_canceling;
+        // A callee that cannot be interrupted is treated as `skip`.
+        let mode = if callee_cancels {
+            mode
+        } else {
+            CancelMode::Skip
+        };
+        match mode {
+            CancelMode::Skip | CancelMode::KillNoWait => {
+                let p = st.finish(key).expect("indexed call is pending");
+                if mode == CancelMode::KillNoWait {
+                    interrupt(&p, key.1, "killnowait", errors::CANCELED);
+                }
+                error_to_caller(&p, errors::CANCELED, "the call was canceled");
+            }
+            CancelMode::Kill => {
+                let p = st.pending.get_mut(&key).expect("indexed call is pending");
+                if !p.kill_requested {
+                    p.kill_requested = true;
+                    interrupt(p, key.1, "kill", errors::CANCELED);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cleans up after a session leaves: its registrations go, its callers get an error at
+    /// once, and callees working for it are interrupted.
+    pub fn remove_session(&self, session: Id, registrations: impl IntoIterator<Item = Id>) {
+        for id in registrations {
+            let _ = self.unregister(session, id);
+        }
+        let mut st = self.state.lock();
+        let keys: Vec<InvocationKey> = st
+            .pending
+            .iter()
+            .filter(|(_, p)| p.callee.id() == session || p.caller.id() == session)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let p = st.finish(key).expect("collected from the map");
+            if p.callee.id() == session {
+                error_to_caller(
+                    &p,
+                    errors::CANCELED,
+                    "callee disconnected from in-flight request",
+                );
+            } else {
+                interrupt(&p, key.1, "killnowait", errors::CANCELED);
+            }
+        }
+    }
+
+    /// A snapshot of every registration, for meta APIs and tests.
+    pub fn registrations(&self) -> Vec<RegistrationInfo> {
+        let st = self.state.lock();
+        st.registrations
+            .values()
+            .map(|r| RegistrationInfo {
+                id: r.id,
+                policy: r.policy,
+                procedure: r.procedure.clone(),
+                invoke: r.invoke,
+                callees: r.callees.iter().map(|c| c.id()).collect(),
+            })
+            .collect()
+    }
+
+    /// How many invocations are in flight.
+    pub fn pending_count(&self) -> usize {
+        self.state.lock().pending.len()
+    }
+}

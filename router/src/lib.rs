@@ -1,0 +1,56 @@
+//! switchyard's WAMP v2 router.
+//!
+//! Layout, one concern per module:
+//! - [`wire`]: values, messages, serializers, batched framing (no I/O);
+//! - [`transport`]: TCP listener, WebSocket and RawSocket on one port, HTTP;
+//! - [`protocol`]: the per-connection session state machine (HELLO → WELCOME → ... → GOODBYE);
+//! - [`router`], [`realm`]: realms, each owning a [`broker::Broker`] and a [`dealer::Dealer`];
+//! - [`matcher`]: the exact/prefix/wildcard URI index both of them use;
+//! - [`session`], [`outbound`]: what routing code sends to, and the bounded queue behind it;
+//! - [`auth`]: Accept/Deny/Challenge authentication and authorization interfaces;
+//! - [`shutdown`]: the one shutdown mechanism every task watches.
+//!
+//! See ARCHITECTURE.md at the repository root for how a message flows from socket to socket.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod dealer;
+mod id;
+pub mod matcher;
+pub mod outbound;
+pub mod protocol;
+pub mod realm;
+pub mod router;
+pub mod session;
+pub mod shutdown;
+pub mod transport;
+pub mod uri;
+pub mod wire;
+
+pub use config::{Limits, RealmConfig, RouterConfig};
+pub use router::{LocalSession, Router};
+pub use shutdown::Shutdown;
+
+/// A WAMP-level error: an error URI and a message, sent to the peer as ERROR or ABORT.
+/// These are data, not Rust failures: the session carries on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{uri}: {message}")]
+pub struct WampError {
+    pub uri: String,
+    pub message: String,
+}
+
+impl WampError {
+    pub fn new(uri: &str, message: impl Into<String>) -> Self {
+        WampError {
+            uri: uri.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The ERROR message answering `request_type`/`request`.
+    pub fn to_message(&self, request_type: u64, request: wire::Id) -> wire::Message {
+        wire::Message::error(request_type, request, &self.uri, Some(self.message.clone()))
+    }
+}

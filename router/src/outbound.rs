@@ -1,0 +1,240 @@
+//! A session's bounded outbound queue.
+//!
+//! Routing code never awaits a slow socket: it pushes already-encoded bytes here and moves on.
+//! The connection's writer task takes everything queued in one go and writes it as one batch
+//! (one syscall for RawSocket, one flush for WebSocket). The queue is bounded in messages and
+//! bytes: above the soft byte limit for longer than `slow_consumer_timeout`, or above the hard
+//! limit at any time, the session is cut off as a slow consumer, so router memory never grows
+//! with a subscriber that does not read.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// Limits of one session's outbound queue.
+#[derive(Clone, Debug)]
+pub struct QueueLimits {
+    /// Above this many queued bytes, the slow-consumer clock starts.
+    pub soft_bytes: usize,
+    /// Above this many queued bytes, the session is cut off at once.
+    pub hard_bytes: usize,
+    /// Above this many queued messages, the session is cut off at once.
+    pub max_messages: usize,
+    /// How long a session may stay above `soft_bytes`.
+    pub slow_consumer_timeout: Duration,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            soft_bytes: 4 << 20,
+            hard_bytes: 32 << 20,
+            max_messages: 100_000,
+            slow_consumer_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a queue stopped accepting messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The session ended normally (goodbye, abort, transport closed, shutdown).
+    Normal,
+    /// The session did not read fast enough and was cut off.
+    SlowConsumer,
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    bytes: usize,
+    over_soft_since: Option<Instant>,
+    /// Set once closed; `flush_first` says whether queued items are still written.
+    closed: Option<(Closed, bool)>,
+}
+
+/// A bounded multi-producer, single-consumer queue of outgoing items.
+pub struct Queue<T> {
+    state: Mutex<State<T>>,
+    notify: Notify,
+    limits: QueueLimits,
+}
+
+/// What the writer gets from [`Queue::take`].
+pub enum Taken {
+    /// Items were moved into the caller's buffer.
+    Items,
+    /// The queue is closed and drained; the writer should end the transport.
+    Closed(Closed),
+}
+
+impl<T> Queue<T> {
+    pub fn new(limits: QueueLimits) -> Self {
+        Queue {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                bytes: 0,
+                over_soft_since: None,
+                closed: None,
+            }),
+            notify: Notify::new(),
+            limits,
+        }
+    }
+
+    /// Queues an item of `size` bytes. Returns the reason if the queue is closed or this push
+    /// made the session a slow consumer (the queue is then closed and emptied).
+    pub fn push(&self, item: T, size: usize) -> Result<(), Closed> {
+        let mut st = self.state.lock();
+        if let Some((reason, _)) = st.closed {
+            return Err(reason);
+        }
+        st.items.push_back(item);
+        st.bytes += size;
+        let over_hard =
+            st.bytes > self.limits.hard_bytes || st.items.len() > self.limits.max_messages;
+        let over_soft_too_long = if st.bytes > self.limits.soft_bytes {
+            let since = *st.over_soft_since.get_or_insert_with(Instant::now);
+            since.elapsed() > self.limits.slow_consumer_timeout
+        } else {
+            false
+        };
+        if over_hard || over_soft_too_long {
+            st.items.clear();
+            st.bytes = 0;
+            st.closed = Some((Closed::SlowConsumer, false));
+            drop(st);
+            self.notify.notify_one();
+            return Err(Closed::SlowConsumer);
+        }
+        drop(st);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Closes the queue. With `flush_first`, items already queued (say a final GOODBYE or
+    /// ABORT) are still handed to the writer; otherwise they are dropped.
+    pub fn close(&self, reason: Closed, flush_first: bool) {
+        let mut st = self.state.lock();
+        if st.closed.is_none() {
+            st.closed = Some((reason, flush_first));
+            if !flush_first {
+                st.items.clear();
+                st.bytes = 0;
+            }
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Queues a last item and closes the queue behind it.
+    pub fn push_and_close(&self, item: T, size: usize) {
+        let mut st = self.state.lock();
+        if st.closed.is_none() {
+            st.items.push_back(item);
+            st.bytes += size;
+            st.closed = Some((Closed::Normal, true));
+        }
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed.is_some()
+    }
+
+    /// Waits for items and moves all of them into `out` (subtracting `size_of` each).
+    pub async fn take(&self, out: &mut Vec<T>, size_of: impl Fn(&T) -> usize) -> Taken {
+        loop {
+            {
+                let mut st = self.state.lock();
+                if !st.items.is_empty() {
+                    out.extend(st.items.drain(..));
+                    let taken: usize = out.iter().map(&size_of).sum();
+                    st.bytes = st.bytes.saturating_sub(taken);
+                    if st.bytes <= self.limits.soft_bytes {
+                        st.over_soft_since = None;
+                    }
+                    return Taken::Items;
+                }
+                if let Some((reason, _)) = st.closed {
+                    return Taken::Closed(reason);
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Resolves once the queue is closed (for the reader side to stop reading).
+    pub async fn closed(&self) -> Closed {
+        loop {
+            let notified = self.notify.notified();
+            if let Some((reason, _)) = self.state.lock().closed {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
+    /// Bytes currently queued, for metrics and tests.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> QueueLimits {
+        QueueLimits {
+            soft_bytes: 10,
+            hard_bytes: 100,
+            max_messages: 5,
+            slow_consumer_timeout: Duration::from_millis(0),
+        }
+    }
+
+    #[test]
+    fn hard_limit_cuts_off_and_frees_memory() {
+        let q = Queue::new(limits());
+        for _ in 0..5 {
+            q.push(1u8, 1).unwrap();
+        }
+        assert_eq!(q.push(1u8, 1), Err(Closed::SlowConsumer));
+        assert_eq!(q.queued_bytes(), 0);
+        assert_eq!(q.push(1u8, 1), Err(Closed::SlowConsumer));
+    }
+
+    #[test]
+    fn soft_limit_needs_time_over_it() {
+        let q = Queue::new(QueueLimits {
+            slow_consumer_timeout: Duration::from_secs(60),
+            ..limits()
+        });
+        q.push(1u8, 11).unwrap();
+        q.push(1u8, 11).unwrap();
+        let q = Queue::new(QueueLimits {
+            slow_consumer_timeout: Duration::from_millis(1),
+            ..limits()
+        });
+        q.push(1u8, 11).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(q.push(1u8, 1), Err(Closed::SlowConsumer));
+    }
+
+    #[tokio::test]
+    async fn take_drains_then_reports_close() {
+        let q = Queue::new(QueueLimits::default());
+        q.push(7u8, 1).unwrap();
+        q.push_and_close(8u8, 1);
+        let mut out = Vec::new();
+        assert!(matches!(q.take(&mut out, |_| 1).await, Taken::Items));
+        assert_eq!(out, vec![7, 8]);
+        assert!(matches!(
+            q.take(&mut out, |_| 1).await,
+            Taken::Closed(Closed::Normal)
+        ));
+    }
+}

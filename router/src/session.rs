@@ -1,0 +1,200 @@
+//! What the router keeps of a joined session, and how messages reach it.
+//!
+//! A [`SessionHandle`] is shared by every structure that may send to the session (its
+//! subscriptions, registrations, pending calls). Sending never blocks: it encodes for the
+//! session's serializer (or hands the decoded message to an in-process session) and pushes to
+//! the bounded outbound [`Queue`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::outbound::{Closed, Queue};
+use crate::wire::{Dict, Id, Message, Serializer, Value, MAX_ID, SERIALIZER_COUNT};
+
+/// Where a session's outgoing messages go.
+#[derive(Clone)]
+pub enum Link {
+    /// A socket: messages are encoded with the negotiated serializer.
+    Remote {
+        serializer: Serializer,
+        queue: Arc<Queue<Bytes>>,
+    },
+    /// An in-process session: decoded messages, no serialization at all.
+    Local { queue: Arc<Queue<Message>> },
+}
+
+/// The size an in-process message counts for against queue byte limits.
+pub const LOCAL_MESSAGE_SIZE: usize = 256;
+
+impl Link {
+    /// Closes the link's queue (the connection's writer then ends the transport).
+    pub fn close(&self, reason: Closed, flush_first: bool) {
+        match self {
+            Link::Remote { queue, .. } => queue.close(reason, flush_first),
+            Link::Local { queue } => queue.close(reason, flush_first),
+        }
+    }
+
+    pub fn serializer(&self) -> Option<Serializer> {
+        match self {
+            Link::Remote { serializer, .. } => Some(*serializer),
+            Link::Local { .. } => None,
+        }
+    }
+
+    /// Sends one message. Encoding failures (a value the serializer cannot carry) are logged
+    /// and the message dropped; the session itself is unaffected.
+    pub fn send(&self, msg: Message) -> Result<(), Closed> {
+        match self {
+            Link::Remote { serializer, queue } => match serializer.encode(&msg) {
+                Ok(bytes) => {
+                    let n = bytes.len();
+                    queue.push(bytes, n)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping a message that cannot be encoded");
+                    Ok(())
+                }
+            },
+            Link::Local { queue } => queue.push(msg, LOCAL_MESSAGE_SIZE),
+        }
+    }
+
+    /// Sends a message that is shared by many receivers, encoding it at most once per
+    /// serializer through `cache`.
+    pub fn send_cached(&self, cache: &mut EncodeCache<'_>) -> Result<(), Closed> {
+        match self {
+            Link::Remote { serializer, queue } => match cache.bytes(*serializer) {
+                Some(bytes) => {
+                    let n = bytes.len();
+                    queue.push(bytes, n)
+                }
+                None => Ok(()),
+            },
+            Link::Local { queue } => queue.push(cache.msg.clone(), LOCAL_MESSAGE_SIZE),
+        }
+    }
+}
+
+/// Encodes one message lazily, once per serializer, for fan-out.
+pub struct EncodeCache<'a> {
+    msg: &'a Message,
+    encoded: [Option<Option<Bytes>>; SERIALIZER_COUNT],
+}
+
+impl<'a> EncodeCache<'a> {
+    pub fn new(msg: &'a Message) -> Self {
+        EncodeCache {
+            msg,
+            encoded: Default::default(),
+        }
+    }
+
+    fn bytes(&mut self, serializer: Serializer) -> Option<Bytes> {
+        let msg = self.msg;
+        self.encoded[serializer.index()]
+            .get_or_insert_with(|| match serializer.encode(msg) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping a message that cannot be encoded");
+                    None
+                }
+            })
+            .clone()
+    }
+}
+
+/// Identity and authentication facts of a session, as WELCOME reported them.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub id: Id,
+    pub realm: String,
+    pub authid: String,
+    pub authrole: String,
+    pub authmethod: String,
+    pub authprovider: String,
+    /// Router-internal sessions may publish and register under `wamp.`.
+    pub internal: bool,
+    /// `websocket`, `rawsocket` or `local`, with the peer address where there is one.
+    pub transport: String,
+}
+
+/// Advanced-profile features the client announced in HELLO that change what the router sends.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerFeatures {
+    pub callee_call_canceling: bool,
+    pub callee_progressive_results: bool,
+}
+
+impl PeerFeatures {
+    pub fn from_hello(details: &Dict) -> Self {
+        let feature = |role: &str, name: &str| {
+            details
+                .get("roles")
+                .and_then(Value::as_dict)
+                .and_then(|r| r.get(role))
+                .and_then(Value::as_dict)
+                .and_then(|r| r.get("features"))
+                .and_then(Value::as_dict)
+                .and_then(|f| f.get(name))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        PeerFeatures {
+            callee_call_canceling: feature("callee", "call_canceling"),
+            callee_progressive_results: feature("callee", "progressive_call_results"),
+        }
+    }
+}
+
+/// A joined session as the broker and dealer see it.
+pub struct Session {
+    pub info: SessionInfo,
+    pub features: PeerFeatures,
+    pub link: Link,
+    /// Router-issued request IDs (INVOCATION, INTERRUPT) for this session.
+    next_request: AtomicU64,
+}
+
+pub type SessionHandle = Arc<Session>;
+
+impl Session {
+    pub fn new(info: SessionInfo, features: PeerFeatures, link: Link) -> SessionHandle {
+        Arc::new(Session {
+            info,
+            features,
+            link,
+            next_request: AtomicU64::new(0),
+        })
+    }
+
+    pub fn id(&self) -> Id {
+        self.info.id
+    }
+
+    /// Sends to this session; a closed or slow session simply does not receive it (its
+    /// connection task reports why and tears it down).
+    pub fn send(&self, msg: Message) {
+        let _ = self.link.send(msg);
+    }
+
+    pub fn send_cached(&self, cache: &mut EncodeCache<'_>) {
+        let _ = self.link.send_cached(cache);
+    }
+
+    /// The next router-side request ID for this session, wrapping within `[1, 2^53]`.
+    pub fn next_request_id(&self) -> Id {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        n % MAX_ID + 1
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}

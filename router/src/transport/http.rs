@@ -1,0 +1,180 @@
+//! HTTP on the shared port: WebSocket upgrades on the configured paths, a plain page
+//! elsewhere.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::{websocket, ListenerConfig};
+use crate::wire::Codec;
+use crate::Router;
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.into())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Serves HTTP/1.1 on one connection (keep-alive, with upgrades).
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    config: Arc<ListenerConfig>,
+) {
+    let timeout = router.limits().handshake_timeout;
+    let shutdown = router.shutdown().clone();
+    let service = hyper::service::service_fn(move |req| {
+        let (router, config) = (router.clone(), config.clone());
+        async move { Ok::<_, Infallible>(handle(req, peer, router, &config)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = shutdown.requested() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn).await;
+        }
+    }
+}
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Picks the WAMP subprotocol: the client's first offer that switchyard speaks.
+fn choose_subprotocol(req: &Request<Incoming>) -> Result<Option<Codec>, String> {
+    let offered: Vec<&str> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Ok(None);
+    }
+    offered
+        .iter()
+        .find_map(|p| Codec::from_subprotocol(p))
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "none of the offered WebSocket subprotocols ({}) is supported; use one of: {}",
+                offered.join(", "),
+                Codec::SUBPROTOCOLS.join(", ")
+            )
+        })
+}
+
+fn handle(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    router: Router,
+    config: &ListenerConfig,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
+        && header_has_token(&req, header::UPGRADE, "websocket");
+    if !is_upgrade {
+        return if path == "/" || config.websocket_paths.iter().any(|p| *p == path) {
+            text(
+                StatusCode::OK,
+                "switchyard: a WAMP v2 router. Connect with a WebSocket WAMP client.\n",
+            )
+        } else {
+            text(StatusCode::NOT_FOUND, format!("no resource at {path}\n"))
+        };
+    }
+    if !config.websocket_paths.iter().any(|p| *p == path) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no WebSocket endpoint at {path}\n"),
+        );
+    }
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Version must be 13\n",
+        );
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let (codec, echo_protocol) = match choose_subprotocol(&req) {
+        Ok(Some(c)) => (c, true),
+        // A client that offers no subprotocol gets JSON, as Crossbar does.
+        Ok(None) => (
+            Codec {
+                serializer: crate::wire::Serializer::Json,
+                batched: false,
+            },
+            false,
+        ),
+        Err(e) => {
+            tracing::info!(%peer, "WebSocket upgrade refused: {e}");
+            return text(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let tasks = router.shutdown().clone();
+    tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => websocket::serve(TokioIo::new(upgraded), peer, codec, router).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+            .expect("base64 is a valid header"),
+    );
+    if echo_protocol {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_str(&codec.subprotocol()).expect("ASCII subprotocol"),
+        );
+    }
+    resp
+}

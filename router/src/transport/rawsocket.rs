@@ -1,0 +1,310 @@
+//! WAMP over RawSocket: the 4-byte handshake, then length-prefixed frames.
+//!
+//! Handshake: the client sends `0x7F, LLLLSSSS, 0, 0` (it accepts messages up to 2^(9+L)
+//! bytes, serializer S); the router answers with its own L and the same S, or with
+//! `0x7F, EEEE0000, 0, 0` for an error. Frames: `00000TTT` (0 message, 1 PING, 2 PONG) and a
+//! 24-bit length. Framing is check-then-parse over one read buffer, so a frame split across
+//! reads costs no copy beyond the buffer itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use crate::outbound::{Closed, Queue, Taken};
+use crate::protocol::{Connection, Flow};
+use crate::session::Link;
+use crate::uri::errors;
+use crate::wire::Serializer;
+use crate::Router;
+
+/// The first byte of a RawSocket handshake.
+pub const MAGIC: u8 = 0x7f;
+
+/// Handshake error codes (upper nibble of the reply's second byte).
+pub mod handshake_error {
+    pub const SERIALIZER_UNSUPPORTED: u8 = 1;
+    pub const LENGTH_UNACCEPTABLE: u8 = 2;
+    pub const RESERVED_BITS_USED: u8 = 3;
+    pub const CONNECTION_LIMIT: u8 = 4;
+}
+
+const FRAME_MESSAGE: u8 = 0;
+const FRAME_PING: u8 = 1;
+const FRAME_PONG: u8 = 2;
+
+/// The largest length exponent: 2^(9+15) = 16 MiB, the most a 24-bit length can say.
+const MAX_LENGTH_EXPONENT: u8 = 15;
+
+/// The L nibble announcing at most `max` bytes.
+fn length_exponent(max: usize) -> u8 {
+    let mut l = 0u8;
+    while l < MAX_LENGTH_EXPONENT && (1usize << (9 + l + 1)) <= max {
+        l += 1;
+    }
+    l
+}
+
+/// Parses a client handshake into (serializer, the most the client accepts), or the error code.
+pub fn parse_handshake(h: [u8; 4]) -> Result<(Serializer, usize), u8> {
+    if h[0] != MAGIC || h[2] != 0 || h[3] != 0 {
+        return Err(handshake_error::RESERVED_BITS_USED);
+    }
+    let client_max = 1usize << (9 + (h[1] >> 4));
+    let serializer = Serializer::from_rawsocket_code(h[1] & 0x0f)
+        .ok_or(handshake_error::SERIALIZER_UNSUPPORTED)?;
+    Ok((serializer, client_max))
+}
+
+enum Control {
+    Pong(Bytes),
+}
+
+/// Runs one RawSocket connection to its end.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, router: Router) {
+    let limits = router.limits().clone();
+    let mut hs = [0u8; 4];
+    match timeout(limits.handshake_timeout, stream.read_exact(&mut hs)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "RawSocket handshake read failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "RawSocket handshake not completed within {:?}", limits.handshake_timeout);
+            return;
+        }
+    }
+    let (serializer, client_max) = match parse_handshake(hs) {
+        Ok(v) => v,
+        Err(code) => {
+            tracing::info!(%peer, "RawSocket handshake refused (error {code}): {hs:02x?}");
+            let _ = timeout(
+                limits.write_timeout,
+                stream.write_all(&[MAGIC, code << 4, 0, 0]),
+            )
+            .await;
+            return;
+        }
+    };
+    let our_exponent = length_exponent(limits.max_message_size);
+    let our_max = 1usize << (9 + our_exponent);
+    let reply = [
+        MAGIC,
+        (our_exponent << 4) | serializer.rawsocket_code(),
+        0,
+        0,
+    ];
+    if timeout(limits.write_timeout, stream.write_all(&reply))
+        .await
+        .is_err()
+    {
+        return;
+    }
+
+    let label = format!("rawsocket {peer} {serializer}");
+    let (mut reader, writer) = stream.into_split();
+    let queue = Arc::new(Queue::<Bytes>::new(limits.queue.clone()));
+    let link = Link::Remote {
+        serializer,
+        queue: queue.clone(),
+    };
+    let mut conn = Connection::new(router.clone(), link, label.clone());
+    let (control_tx, control_rx) = mpsc::channel(8);
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        queue.clone(),
+        control_rx,
+        client_max,
+        limits.clone(),
+        label.clone(),
+    ));
+
+    let shutdown = router.shutdown().clone();
+    let mut said_goodbye = false;
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let handshake_deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    let mut goodbye_deadline = None;
+    'read: loop {
+        // Check-then-parse every complete frame already buffered.
+        while buf.len() >= 4 {
+            let header = [buf[0], buf[1], buf[2], buf[3]];
+            let len = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+            if header[0] & 0xf8 != 0 {
+                conn.protocol_violation(format!(
+                    "RawSocket frame header {:#04x} uses reserved bits",
+                    header[0]
+                ));
+                break 'read;
+            }
+            if len > our_max {
+                tracing::info!(peer = %label, "frame of {len} bytes exceeds the announced {our_max}");
+                conn.abort(
+                    errors::PAYLOAD_SIZE_EXCEEDED,
+                    format!("message exceeds the limit of {our_max} bytes"),
+                );
+                break 'read;
+            }
+            if buf.len() < 4 + len {
+                buf.reserve(4 + len - buf.len());
+                break;
+            }
+            buf.advance(4);
+            let payload = buf.split_to(len).freeze();
+            match header[0] & 0x07 {
+                FRAME_MESSAGE => {
+                    let flow = match serializer.decode(&payload) {
+                        Ok(msg) => conn.handle(msg),
+                        Err(e) => conn.protocol_violation(e.to_string()),
+                    };
+                    if flow == Flow::Close {
+                        break 'read;
+                    }
+                }
+                FRAME_PING => {
+                    let _ = control_tx.try_send(Control::Pong(payload));
+                }
+                FRAME_PONG => {}
+                other => {
+                    conn.protocol_violation(format!("unknown RawSocket frame type {other}"));
+                    break 'read;
+                }
+            }
+        }
+        let wake = goodbye_deadline.unwrap_or(if conn.is_established() {
+            tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+        } else {
+            handshake_deadline
+        });
+        tokio::select! {
+            _ = shutdown.requested(), if !said_goodbye => {
+                said_goodbye = true;
+                if conn.begin_goodbye(errors::SYSTEM_SHUTDOWN) == Flow::Close {
+                    break;
+                }
+                goodbye_deadline = Some(tokio::time::Instant::now() + limits.goodbye_timeout);
+            }
+            reason = queue.closed() => {
+                if reason == Closed::SlowConsumer {
+                    tracing::warn!(session = ?conn.session().map(|s| s.id()), peer = %label,
+                        "slow consumer: outbound queue limit exceeded; disconnected");
+                }
+                break;
+            }
+            n = reader.read_buf(&mut buf) => match n {
+                Ok(0) => {
+                    if !buf.is_empty() {
+                        tracing::debug!(peer = %label, "connection closed mid-frame");
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(peer = %label, error = %e, "RawSocket read failed");
+                    break;
+                }
+            },
+            _ = tokio::time::sleep_until(wake) => {
+                if goodbye_deadline.is_none() && !conn.is_established() {
+                    tracing::info!(peer = %label, "no HELLO within {:?}; closed", limits.handshake_timeout);
+                    conn.abort(errors::PROTOCOL_VIOLATION, "no HELLO within the handshake timeout");
+                }
+                break;
+            }
+        }
+    }
+    conn.transport_closed();
+    drop(control_tx);
+    let _ = timeout(limits.write_timeout, writer_task).await;
+}
+
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    queue: Arc<Queue<Bytes>>,
+    mut control: mpsc::Receiver<Control>,
+    client_max: usize,
+    limits: crate::Limits,
+    label: String,
+) {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        tokio::select! {
+            taken = queue.take(&mut batch, Bytes::len) => match taken {
+                Taken::Items => {
+                    for msg in batch.drain(..) {
+                        if msg.len() > client_max {
+                            tracing::warn!(peer = %label, "dropping a {}-byte message: the client accepts at most {client_max}", msg.len());
+                            continue;
+                        }
+                        out.put_u8(FRAME_MESSAGE);
+                        out.put_uint(msg.len() as u64, 3);
+                        out.extend_from_slice(&msg);
+                    }
+                    match timeout(limits.write_timeout, writer.write_all(&out)).await {
+                        Ok(Ok(())) => out.clear(),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %label, error = %e, "RawSocket write failed");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::info!(peer = %label, "write stalled for {:?}; disconnected", limits.write_timeout);
+                            break;
+                        }
+                    }
+                }
+                Taken::Closed(_) => {
+                    let _ = timeout(limits.write_timeout, writer.shutdown()).await;
+                    return;
+                }
+            },
+            Some(Control::Pong(payload)) = control.recv() => {
+                out.put_u8(FRAME_PONG);
+                out.put_uint(payload.len() as u64, 3);
+                out.extend_from_slice(&payload);
+                if !matches!(timeout(limits.write_timeout, writer.write_all(&out)).await, Ok(Ok(()))) {
+                    break;
+                }
+                out.clear();
+            }
+        }
+    }
+    queue.close(Closed::Normal, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_parsing() {
+        assert_eq!(
+            parse_handshake([0x7f, 0xf2, 0, 0]),
+            Ok((Serializer::MsgPack, 1 << 24))
+        );
+        assert_eq!(
+            parse_handshake([0x7f, 0x01, 0, 0]),
+            Ok((Serializer::Json, 512))
+        );
+        assert_eq!(
+            parse_handshake([0x7f, 0xf4, 0, 0]),
+            Err(handshake_error::SERIALIZER_UNSUPPORTED)
+        );
+        assert_eq!(
+            parse_handshake([0x7f, 0xf2, 1, 0]),
+            Err(handshake_error::RESERVED_BITS_USED)
+        );
+    }
+
+    #[test]
+    fn length_exponent_fits_the_limit() {
+        assert_eq!(length_exponent(16 << 20), 15);
+        assert_eq!(length_exponent(1 << 20), 11);
+        assert_eq!(length_exponent(100), 0);
+    }
+}

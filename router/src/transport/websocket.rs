@@ -1,0 +1,249 @@
+//! WAMP over WebSocket: the reader runs the session state machine, a separate writer task
+//! drains the session's queue in batches.
+//!
+//! Reader: frame → split (batched subprotocols) → decode → [`Connection::handle`]. It also
+//! pings an idle peer and drops one that does not answer. Writer: takes everything queued,
+//! feeds it to the socket (one frame per message, or one frame per batch for `.batched`
+//! subprotocols) and flushes once, under a write timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::outbound::{Closed, Queue, Taken};
+use crate::protocol::{Connection, Flow};
+use crate::session::Link;
+use crate::uri::errors;
+use crate::wire::Codec;
+use crate::Router;
+
+/// Frames the reader asks the writer to send.
+enum Control {
+    Ping,
+}
+
+/// Runs one WebSocket WAMP connection to its end.
+pub async fn serve<S>(io: S, peer: SocketAddr, codec: Codec, router: Router)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = router.limits().clone();
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(limits.max_message_size))
+        .max_frame_size(Some(limits.max_message_size));
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+    let (sink, mut stream) = ws.split();
+    let queue = Arc::new(Queue::<Bytes>::new(limits.queue.clone()));
+    let link = Link::Remote {
+        serializer: codec.serializer,
+        queue: queue.clone(),
+    };
+    let label = format!("websocket {peer} {}", codec.subprotocol());
+    let mut conn = Connection::new(router.clone(), link, label.clone());
+    let (control_tx, control_rx) = mpsc::channel(4);
+    let writer = tokio::spawn(write_loop(
+        sink,
+        queue.clone(),
+        control_rx,
+        codec,
+        limits.clone(),
+        label.clone(),
+    ));
+
+    let shutdown = router.shutdown().clone();
+    let mut said_goodbye = false;
+    let mut awaiting_pong = false;
+    let idle = limits.ping_interval;
+    let far = Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+    let mut deadline = idle.map(|d| Instant::now() + d).unwrap_or(far);
+    // Without a HELLO in time, the connection is dropped.
+    let mut handshake_deadline = Some(Instant::now() + limits.handshake_timeout);
+
+    loop {
+        let wake = handshake_deadline.map_or(deadline, |h| h.min(deadline));
+        tokio::select! {
+            _ = shutdown.requested(), if !said_goodbye => {
+                said_goodbye = true;
+                if conn.begin_goodbye(errors::SYSTEM_SHUTDOWN) == Flow::Close {
+                    break;
+                }
+                deadline = Instant::now() + limits.goodbye_timeout;
+            }
+            reason = queue.closed() => {
+                if reason == Closed::SlowConsumer {
+                    tracing::warn!(session = ?conn.session().map(|s| s.id()), peer = %label,
+                        "slow consumer: outbound queue limit exceeded; disconnected");
+                }
+                break;
+            }
+            frame = stream.next() => {
+                let frame = match frame {
+                    None => break,
+                    Some(Ok(f)) => f,
+                    Some(Err(WsError::Capacity(e))) => {
+                        tracing::info!(peer = %label, "message over the size limit: {e}");
+                        conn.abort(errors::PAYLOAD_SIZE_EXCEEDED, format!("message exceeds the limit of {} bytes", limits.max_message_size));
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(peer = %label, error = %e, "WebSocket read failed");
+                        break;
+                    }
+                };
+                if !said_goodbye {
+                    awaiting_pong = false;
+                    deadline = idle.map(|d| Instant::now() + d).unwrap_or(far);
+                }
+                let data: &[u8] = match &frame {
+                    WsMessage::Text(t) => t.as_bytes(),
+                    WsMessage::Binary(b) => b,
+                    WsMessage::Close(_) => break,
+                    _ => continue, // tungstenite answers pings itself
+                };
+                if handle_frame(&mut conn, codec, data) == Flow::Close {
+                    break;
+                }
+                if conn.is_established() {
+                    handshake_deadline = None;
+                }
+            }
+            _ = sleep_until(wake) => {
+                if handshake_deadline.is_some_and(|h| Instant::now() >= h) && !conn.is_established() {
+                    tracing::info!(peer = %label, "no HELLO within {:?}; closed", limits.handshake_timeout);
+                    conn.abort(errors::PROTOCOL_VIOLATION, "no HELLO within the handshake timeout");
+                    break;
+                }
+                handshake_deadline = None;
+                if Instant::now() < deadline {
+                    continue;
+                }
+                if said_goodbye {
+                    break; // the peer did not answer our GOODBYE in time
+                }
+                if awaiting_pong {
+                    tracing::info!(peer = %label, "no pong within {:?}; disconnected", limits.ping_timeout);
+                    break;
+                }
+                let _ = control_tx.try_send(Control::Ping);
+                awaiting_pong = true;
+                deadline = Instant::now() + limits.ping_timeout;
+            }
+        }
+    }
+    conn.transport_closed();
+    drop(control_tx);
+    // The writer flushes a final ABORT/GOODBYE if one was queued, then closes the socket.
+    if timeout(limits.write_timeout, writer).await.is_err() {
+        tracing::debug!(peer = %label, "writer did not finish in time");
+    }
+}
+
+fn handle_frame(conn: &mut Connection, codec: Codec, data: &[u8]) -> Flow {
+    let parts = match codec.split_frame(data) {
+        Ok(p) => p,
+        Err(e) => return conn.protocol_violation(e.to_string()),
+    };
+    for part in parts {
+        let msg = match codec.serializer.decode(part) {
+            Ok(m) => m,
+            Err(e) => return conn.protocol_violation(e.to_string()),
+        };
+        if conn.handle(msg) == Flow::Close {
+            return Flow::Close;
+        }
+    }
+    Flow::Continue
+}
+
+fn frame_for(codec: Codec, payload: Bytes) -> WsMessage {
+    if codec.serializer.is_binary() {
+        WsMessage::Binary(payload)
+    } else {
+        match Utf8Bytes::try_from(payload) {
+            Ok(t) => WsMessage::Text(t),
+            // serde_json only writes UTF-8; this arm exists so a bug cannot panic the writer.
+            Err(_) => WsMessage::Text(Utf8Bytes::from_static("")),
+        }
+    }
+}
+
+async fn write_loop<S>(
+    mut sink: SplitSink<WebSocketStream<S>, WsMessage>,
+    queue: Arc<Queue<Bytes>>,
+    mut control: mpsc::Receiver<Control>,
+    codec: Codec,
+    limits: crate::Limits,
+    label: String,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    let close_frame = |code: CloseCode, reason: &'static str| {
+        WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }))
+    };
+    loop {
+        tokio::select! {
+            taken = queue.take(&mut batch, Bytes::len) => match taken {
+                Taken::Items => {
+                    let write = async {
+                        if codec.batched {
+                            let mut frame = BytesMut::new();
+                            for msg in batch.drain(..) {
+                                if !frame.is_empty() && frame.len() + msg.len() + 4 > limits.max_message_size {
+                                    sink.feed(frame_for(codec, frame.split().freeze())).await?;
+                                }
+                                codec.append_to_batch(&mut frame, &msg);
+                            }
+                            sink.feed(frame_for(codec, frame.freeze())).await?;
+                        } else {
+                            for msg in batch.drain(..) {
+                                sink.feed(frame_for(codec, msg)).await?;
+                            }
+                        }
+                        sink.flush().await
+                    };
+                    match timeout(limits.write_timeout, write).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %label, error = %e, "WebSocket write failed");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::info!(peer = %label, "write stalled for {:?}; disconnected", limits.write_timeout);
+                            break;
+                        }
+                    }
+                    batch.clear();
+                }
+                Taken::Closed(reason) => {
+                    let frame = match reason {
+                        Closed::SlowConsumer => close_frame(CloseCode::Policy, "slow consumer"),
+                        Closed::Normal => close_frame(CloseCode::Normal, ""),
+                    };
+                    let _ = timeout(limits.write_timeout, sink.send(frame)).await;
+                    return;
+                }
+            },
+            Some(Control::Ping) = control.recv() => {
+                if timeout(limits.write_timeout, sink.send(WsMessage::Ping(Bytes::new()))).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // The socket failed: stop the reader too.
+    queue.close(Closed::Normal, false);
+}

@@ -1,0 +1,367 @@
+//! Serializers (JSON, MsgPack, CBOR) and the batched framing of their WebSocket subprotocols.
+//!
+//! A [`Codec`] is what a transport negotiated: a serializer plus, for WebSocket, whether
+//! messages are batched into one frame. Encoding one message never depends on batching, so a
+//! router can encode an EVENT once per [`Serializer`] and let each connection's writer add the
+//! batch framing.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeSeed;
+
+use super::message::{Message, MessageError};
+use super::value::{BinaryForm, ValueSeed};
+
+/// The payload serializers a transport can negotiate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Serializer {
+    Json,
+    MsgPack,
+    Cbor,
+}
+
+/// The number of serializers, for per-serializer caches indexed by [`Serializer::index`].
+pub const SERIALIZER_COUNT: usize = 3;
+
+/// Why bytes could not be turned into a message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{serializer} payload could not be decoded: {reason}")]
+    Syntax {
+        serializer: &'static str,
+        reason: String,
+    },
+    #[error("invalid WAMP message: {0}")]
+    Message(#[from] MessageError),
+    #[error("batched frame is malformed: {0}")]
+    Batch(&'static str),
+}
+
+/// Why a message could not be encoded (a value the format cannot express).
+#[derive(Debug, thiserror::Error)]
+#[error("{serializer} could not encode {message}: {reason}")]
+pub struct EncodeError {
+    pub serializer: &'static str,
+    pub message: &'static str,
+    pub reason: String,
+}
+
+impl Serializer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Serializer::Json => "json",
+            Serializer::MsgPack => "msgpack",
+            Serializer::Cbor => "cbor",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Serializer> {
+        match name {
+            "json" => Some(Serializer::Json),
+            "msgpack" => Some(Serializer::MsgPack),
+            "cbor" => Some(Serializer::Cbor),
+            _ => None,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether WebSocket frames carrying this serializer are binary (text for JSON).
+    pub fn is_binary(self) -> bool {
+        self != Serializer::Json
+    }
+
+    fn form(self) -> BinaryForm {
+        match self {
+            Serializer::Json => BinaryForm::Base64String,
+            _ => BinaryForm::Native,
+        }
+    }
+
+    /// The RawSocket serializer code (1 JSON, 2 MsgPack, 3 CBOR).
+    pub fn rawsocket_code(self) -> u8 {
+        match self {
+            Serializer::Json => 1,
+            Serializer::MsgPack => 2,
+            Serializer::Cbor => 3,
+        }
+    }
+
+    pub fn from_rawsocket_code(code: u8) -> Option<Serializer> {
+        match code {
+            1 => Some(Serializer::Json),
+            2 => Some(Serializer::MsgPack),
+            3 => Some(Serializer::Cbor),
+            _ => None,
+        }
+    }
+
+    /// Decodes one message.
+    pub fn decode(self, bytes: &[u8]) -> Result<Message, DecodeError> {
+        let syntax = |reason: String| DecodeError::Syntax {
+            serializer: self.name(),
+            reason,
+        };
+        let seed = ValueSeed(self.form());
+        let value = match self {
+            Serializer::Json => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                let v = seed
+                    .deserialize(&mut de)
+                    .map_err(|e| syntax(e.to_string()))?;
+                de.end().map_err(|e| syntax(e.to_string()))?;
+                v
+            }
+            Serializer::MsgPack => {
+                let mut reader = bytes;
+                let mut de = rmp_serde::Deserializer::new(&mut reader);
+                let v = seed
+                    .deserialize(&mut de)
+                    .map_err(|e| syntax(e.to_string()))?;
+                drop(de);
+                if !reader.is_empty() {
+                    return Err(syntax("trailing bytes after the message".into()));
+                }
+                v
+            }
+            Serializer::Cbor => {
+                let mut reader = bytes;
+                let NativeValue(v) =
+                    ciborium::de::from_reader(&mut reader).map_err(|e| syntax(e.to_string()))?;
+                if !reader.is_empty() {
+                    return Err(syntax("trailing bytes after the message".into()));
+                }
+                v
+            }
+        };
+        Ok(Message::from_value(value)?)
+    }
+
+    /// Encodes one message.
+    pub fn encode(self, msg: &Message) -> Result<Bytes, EncodeError> {
+        let mut buf = BytesMut::with_capacity(128).writer();
+        let wire = msg.wire(self.form());
+        let failed = |reason: String| EncodeError {
+            serializer: self.name(),
+            message: msg.name(),
+            reason,
+        };
+        match self {
+            Serializer::Json => {
+                serde_json::to_writer(&mut buf, &wire).map_err(|e| failed(e.to_string()))?
+            }
+            Serializer::MsgPack => {
+                let mut ser = rmp_serde::Serializer::new(&mut buf);
+                serde::Serialize::serialize(&wire, &mut ser).map_err(|e| failed(e.to_string()))?
+            }
+            Serializer::Cbor => {
+                ciborium::ser::into_writer(&wire, &mut buf).map_err(|e| failed(e.to_string()))?
+            }
+        }
+        Ok(buf.into_inner().freeze())
+    }
+}
+
+impl std::fmt::Display for Serializer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A [`Value`](super::value::Value) decoded with native binary strings, for decoders (ciborium)
+/// that only take an owned `Deserialize` type rather than a seed.
+struct NativeValue(super::value::Value);
+
+impl<'de> serde::Deserialize<'de> for NativeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ValueSeed(BinaryForm::Native)
+            .deserialize(d)
+            .map(NativeValue)
+    }
+}
+
+/// JSON batches end each message with this record separator.
+const JSON_BATCH_SEPARATOR: u8 = 0x1e;
+
+/// A negotiated serializer and framing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Codec {
+    pub serializer: Serializer,
+    /// WebSocket `.batched` subprotocols carry several messages per frame.
+    pub batched: bool,
+}
+
+impl Codec {
+    /// The WebSocket subprotocols switchyard speaks, in the order it prefers them when a client
+    /// offers several with no preference of its own.
+    pub const SUBPROTOCOLS: [&'static str; 6] = [
+        "wamp.2.json",
+        "wamp.2.msgpack",
+        "wamp.2.cbor",
+        "wamp.2.json.batched",
+        "wamp.2.msgpack.batched",
+        "wamp.2.cbor.batched",
+    ];
+
+    pub fn from_subprotocol(name: &str) -> Option<Codec> {
+        let rest = name.strip_prefix("wamp.2.")?;
+        let (ser, batched) = match rest.strip_suffix(".batched") {
+            Some(s) => (s, true),
+            None => (rest, false),
+        };
+        Some(Codec {
+            serializer: Serializer::from_name(ser)?,
+            batched,
+        })
+    }
+
+    pub fn subprotocol(&self) -> String {
+        let suffix = if self.batched { ".batched" } else { "" };
+        format!("wamp.2.{}{}", self.serializer.name(), suffix)
+    }
+
+    /// Splits a WebSocket frame into the messages it carries (one, unless batched).
+    pub fn split_frame<'a>(&self, frame: &'a [u8]) -> Result<Vec<&'a [u8]>, DecodeError> {
+        if !self.batched {
+            return Ok(vec![frame]);
+        }
+        let mut out = Vec::new();
+        match self.serializer {
+            Serializer::Json => {
+                if frame.last() != Some(&JSON_BATCH_SEPARATOR) {
+                    return Err(DecodeError::Batch("JSON batch must end with 0x1E"));
+                }
+                for part in frame[..frame.len() - 1].split(|b| *b == JSON_BATCH_SEPARATOR) {
+                    out.push(part);
+                }
+            }
+            Serializer::MsgPack | Serializer::Cbor => {
+                let mut rest = frame;
+                while !rest.is_empty() {
+                    if rest.len() < 4 {
+                        return Err(DecodeError::Batch("truncated length prefix"));
+                    }
+                    let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                    if rest.len() - 4 < len {
+                        return Err(DecodeError::Batch("length prefix exceeds the frame"));
+                    }
+                    out.push(&rest[4..4 + len]);
+                    rest = &rest[4 + len..];
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(DecodeError::Batch("empty batch"));
+        }
+        Ok(out)
+    }
+
+    /// Appends one encoded message to a batched frame being built.
+    pub fn append_to_batch(&self, frame: &mut BytesMut, message: &[u8]) {
+        match self.serializer {
+            Serializer::Json => {
+                frame.extend_from_slice(message);
+                frame.put_u8(JSON_BATCH_SEPARATOR);
+            }
+            Serializer::MsgPack | Serializer::Cbor => {
+                frame.put_u32(message.len() as u32);
+                frame.extend_from_slice(message);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Dict, Payload, Value};
+
+    fn event_with_bytes() -> Message {
+        let mut kw = Dict::new();
+        kw.insert(
+            "blob".into(),
+            Value::Bytes(Bytes::from_static(b"\x00\x01binary\xff")),
+        );
+        Message::Event {
+            subscription: 5,
+            publication: 1 << 53,
+            details: Dict::new(),
+            payload: Payload::new(vec![Value::Int(-3), Value::Float(1.5)], kw),
+        }
+    }
+
+    #[test]
+    fn every_serializer_round_trips_binary() {
+        for s in [Serializer::Json, Serializer::MsgPack, Serializer::Cbor] {
+            let msg = event_with_bytes();
+            let bytes = s.encode(&msg).unwrap();
+            assert_eq!(s.decode(&bytes).unwrap(), msg, "{s}");
+        }
+    }
+
+    #[test]
+    fn json_binary_uses_nul_base64() {
+        let bytes = Serializer::Json.encode(&event_with_bytes()).unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.contains(r#""blob":"\u0000AAFiaW5hcnn/""#), "{text}");
+    }
+
+    #[test]
+    fn msgpack_binary_is_bin_type() {
+        let bytes = Serializer::MsgPack.encode(&event_with_bytes()).unwrap();
+        // 0xc4 = bin8 with the 9-byte payload.
+        assert!(bytes.windows(2).any(|w| w == [0xc4, 9]));
+    }
+
+    #[test]
+    fn ids_out_of_range_are_rejected() {
+        let e = Serializer::Json
+            .decode(br#"[32, 0, {}, "a.b"]"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("outside [1, 2^53]"), "{e}");
+        let e = Serializer::Json
+            .decode(br#"[32, 9007199254740993, {}, "a.b"]"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_counts_are_named() {
+        let e = Serializer::Json
+            .decode(br#"[32, 1, [], "a.b"]"#)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("SUBSCRIBE Options must be a dict"),
+            "{e}"
+        );
+        let e = Serializer::Json.decode(br#"[32, 1, {}]"#).unwrap_err();
+        assert!(e.to_string().contains("missing its Topic"), "{e}");
+        let e = Serializer::Json
+            .decode(br#"[32, 1, {}, "a", 5]"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("trailing"), "{e}");
+        let e = Serializer::Json.decode(br#"[99, 1]"#).unwrap_err();
+        assert!(e.to_string().contains("unknown message type 99"), "{e}");
+        assert!(Serializer::Json.decode(b"[1, \"r\", {}] x").is_err());
+        assert!(Serializer::MsgPack.decode(&[0x93, 0x01]).is_err());
+        assert!(Serializer::Cbor.decode(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn batches_split_and_reject_empty() {
+        let c = Codec::from_subprotocol("wamp.2.json.batched").unwrap();
+        assert_eq!(
+            c.split_frame(b"[1]\x1e[2]\x1e").unwrap(),
+            vec![&b"[1]"[..], &b"[2]"[..]]
+        );
+        assert!(c.split_frame(b"").is_err());
+        let c = Codec::from_subprotocol("wamp.2.msgpack.batched").unwrap();
+        let mut f = BytesMut::new();
+        c.append_to_batch(&mut f, b"abc");
+        c.append_to_batch(&mut f, b"d");
+        assert_eq!(c.split_frame(&f).unwrap(), vec![&b"abc"[..], &b"d"[..]]);
+        assert!(c.split_frame(&[0, 0, 0, 9, 1]).is_err());
+        assert!(c.split_frame(b"").is_err());
+    }
+}

@@ -1,0 +1,292 @@
+//! switchyard's own configuration file (TOML) and its mapping onto the router's model.
+//!
+//! Every table rejects unknown keys, so a typo is an error that names the key instead of a
+//! setting silently ignored.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_router::config::{Limits, RealmConfig, RouterConfig};
+use switchyard_router::outbound::QueueLimits;
+use switchyard_router::transport::ListenerConfig;
+use switchyard_router::uri::{self, MatchPolicy, UriCheck};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on, `host:port`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Log level (`error`, `warn`, `info`, `debug`, `trace`) unless RUST_LOG is set.
+    #[serde(default)]
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub transport: TransportSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default = "default_realms")]
+    pub realms: Vec<RealmSection>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_realms() -> Vec<RealmSection> {
+    ["realm1", "buildbot"]
+        .into_iter()
+        .map(|name| RealmSection {
+            name: name.into(),
+            uri_check: UriCheckName::Loose,
+        })
+        .collect()
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            listen: default_listen(),
+            log_level: None,
+            transport: TransportSection::default(),
+            limits: LimitsSection::default(),
+            realms: default_realms(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {
+    #[serde(default = "default_ws_paths")]
+    pub websocket_paths: Vec<String>,
+    #[serde(default = "yes")]
+    pub rawsocket: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_ws_paths() -> Vec<String> {
+    vec!["/ws".into(), "/".into()]
+}
+fn yes() -> bool {
+    true
+}
+fn default_max_connections() -> usize {
+    100_000
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        TransportSection {
+            websocket_paths: default_ws_paths(),
+            rawsocket: true,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// Limits; every field optional, defaulting to the router's defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_message_size: Option<usize>,
+    pub queue_soft_bytes: Option<usize>,
+    pub queue_hard_bytes: Option<usize>,
+    pub queue_max_messages: Option<usize>,
+    pub slow_consumer_timeout_ms: Option<u64>,
+    pub handshake_timeout_ms: Option<u64>,
+    /// 0 disables WebSocket pings.
+    pub ping_interval_ms: Option<u64>,
+    pub ping_timeout_ms: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
+    pub goodbye_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealmSection {
+    pub name: String,
+    #[serde(default)]
+    pub uri_check: UriCheckName,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum UriCheckName {
+    #[default]
+    Loose,
+    Strict,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| {
+            ConfigError::Invalid(format!("listen = {:?} is not host:port ({e})", self.listen))
+        })
+    }
+
+    /// Validates and converts to the router's model.
+    pub fn router_config(&self) -> Result<(RouterConfig, ListenerConfig), ConfigError> {
+        if self.realms.is_empty() {
+            return Err(ConfigError::Invalid(
+                "at least one [[realms]] entry is required".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut realms = Vec::new();
+        for r in &self.realms {
+            if !uri::is_valid(&r.name, UriCheck::Loose, MatchPolicy::Exact) {
+                return Err(ConfigError::Invalid(format!(
+                    "realms.name {:?} is not a valid URI",
+                    r.name
+                )));
+            }
+            if !seen.insert(r.name.clone()) {
+                return Err(ConfigError::Invalid(format!(
+                    "realm {:?} is declared twice",
+                    r.name
+                )));
+            }
+            realms.push(RealmConfig {
+                name: r.name.clone(),
+                uri_check: match r.uri_check {
+                    UriCheckName::Loose => UriCheck::Loose,
+                    UriCheckName::Strict => UriCheck::Strict,
+                },
+            });
+        }
+        let l = &self.limits;
+        let d = Limits::default();
+        let ms = Duration::from_millis;
+        let max_message_size = l.max_message_size.unwrap_or(d.max_message_size);
+        if !(512..=(16 << 20)).contains(&max_message_size) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_message_size = {max_message_size} must be between 512 and 16777216"
+            )));
+        }
+        let queue = QueueLimits {
+            soft_bytes: l.queue_soft_bytes.unwrap_or(d.queue.soft_bytes),
+            hard_bytes: l.queue_hard_bytes.unwrap_or(d.queue.hard_bytes),
+            max_messages: l.queue_max_messages.unwrap_or(d.queue.max_messages),
+            slow_consumer_timeout: l
+                .slow_consumer_timeout_ms
+                .map(ms)
+                .unwrap_or(d.queue.slow_consumer_timeout),
+        };
+        if queue.soft_bytes > queue.hard_bytes {
+            return Err(ConfigError::Invalid(
+                "limits.queue_soft_bytes must not exceed limits.queue_hard_bytes".into(),
+            ));
+        }
+        let limits = Limits {
+            max_message_size,
+            queue,
+            handshake_timeout: l
+                .handshake_timeout_ms
+                .map(ms)
+                .unwrap_or(d.handshake_timeout),
+            ping_interval: match l.ping_interval_ms {
+                Some(0) => None,
+                Some(v) => Some(ms(v)),
+                None => d.ping_interval,
+            },
+            ping_timeout: l.ping_timeout_ms.map(ms).unwrap_or(d.ping_timeout),
+            write_timeout: l.write_timeout_ms.map(ms).unwrap_or(d.write_timeout),
+            goodbye_timeout: l.goodbye_timeout_ms.map(ms).unwrap_or(d.goodbye_timeout),
+        };
+        for p in &self.transport.websocket_paths {
+            if !p.starts_with('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "transport.websocket_paths entry {p:?} must start with '/'"
+                )));
+            }
+        }
+        let listener = ListenerConfig {
+            websocket_paths: self.transport.websocket_paths.clone(),
+            rawsocket: self.transport.rawsocket,
+            max_connections: self.transport.max_connections,
+        };
+        Ok((RouterConfig { realms, limits }, listener))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e =
+            FileConfig::parse("listen = \"127.0.0.1:1\"\nlisten_port = 5\n", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("listen_port"), "{e}");
+        let e = FileConfig::parse("[limits]\nmax_msg_size = 5\n", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("max_msg_size"), "{e}");
+        let e = FileConfig::parse("[[realms]]\nname = \"a\"\ncheck = \"strict\"\n", "x.toml")
+            .unwrap_err();
+        assert!(e.to_string().contains("check"), "{e}");
+    }
+
+    #[test]
+    fn defaults_give_two_open_realms() {
+        let (rc, lc) = FileConfig::default().router_config().unwrap();
+        let names: Vec<_> = rc.realms.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["realm1", "buildbot"]);
+        assert!(lc.rawsocket);
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let c = FileConfig::parse("[[realms]]\nname = \"a b\"\n", "x").unwrap();
+        assert!(c
+            .router_config()
+            .unwrap_err()
+            .to_string()
+            .contains("not a valid URI"));
+        let c =
+            FileConfig::parse("[[realms]]\nname = \"a\"\n[[realms]]\nname = \"a\"\n", "x").unwrap();
+        assert!(c.router_config().unwrap_err().to_string().contains("twice"));
+        let c = FileConfig::parse("listen = \"nope\"\n", "x").unwrap();
+        assert!(c
+            .listen_addr()
+            .unwrap_err()
+            .to_string()
+            .contains("host:port"));
+        let e = FileConfig::parse("[[realms]]\nname = \"a\"\nuri_check = \"sloppy\"\n", "x")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("sloppy") || e.to_string().contains("variant"),
+            "{e}"
+        );
+    }
+}
