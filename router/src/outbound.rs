@@ -57,7 +57,10 @@ struct State<T> {
 /// A bounded multi-producer, single-consumer queue of outgoing items.
 pub struct Queue<T> {
     state: Mutex<State<T>>,
+    /// Wakes the single consumer (the writer) when items arrive or the queue closes.
     notify: Notify,
+    /// Wakes everyone waiting in [`Queue::closed`] (the reader side), once.
+    closed_notify: Notify,
     limits: QueueLimits,
 }
 
@@ -79,6 +82,7 @@ impl<T> Queue<T> {
                 closed: None,
             }),
             notify: Notify::new(),
+            closed_notify: Notify::new(),
             limits,
         }
     }
@@ -105,7 +109,7 @@ impl<T> Queue<T> {
             st.bytes = 0;
             st.closed = Some((Closed::SlowConsumer, false));
             drop(st);
-            self.notify.notify_one();
+            self.wake_all();
             return Err(Closed::SlowConsumer);
         }
         drop(st);
@@ -125,7 +129,7 @@ impl<T> Queue<T> {
             }
         }
         drop(st);
-        self.notify.notify_one();
+        self.wake_all();
     }
 
     /// Queues a last item and closes the queue behind it.
@@ -137,7 +141,12 @@ impl<T> Queue<T> {
             st.closed = Some((Closed::Normal, true));
         }
         drop(st);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
         self.notify.notify_one();
+        self.closed_notify.notify_waiters();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -169,7 +178,10 @@ impl<T> Queue<T> {
     /// Resolves once the queue is closed (for the reader side to stop reading).
     pub async fn closed(&self) -> Closed {
         loop {
-            let notified = self.notify.notified();
+            let notified = self.closed_notify.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a close between the check and the await is seen.
+            notified.as_mut().enable();
             if let Some((reason, _)) = self.state.lock().closed {
                 return reason;
             }
