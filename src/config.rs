@@ -236,6 +236,7 @@ impl FileConfig {
             websocket_paths: self.transport.websocket_paths.clone(),
             rawsocket: self.transport.rawsocket,
             max_connections: self.transport.max_connections,
+            ..ListenerConfig::default()
         };
         Ok((RouterConfig { realms, limits }, listener))
     }

@@ -223,12 +223,34 @@ impl<T> UriIndex<T> {
         if let Some(v) = self.exact.get(uri) {
             return Some((MatchPolicy::Exact, v));
         }
+        if let Some(v) = self.longest_prefix(uri) {
+            return Some((MatchPolicy::Prefix, v));
+        }
+        self.best_wildcard(uri).map(|v| (MatchPolicy::Wildcard, v))
+    }
+
+    /// The exact pattern equal to `uri`.
+    pub fn exact(&self, uri: &str) -> Option<&T> {
+        self.exact.get(uri)
+    }
+
+    /// The longest prefix pattern `uri` starts with.
+    pub fn longest_prefix(&self, uri: &str) -> Option<&T> {
         for &len in self.prefix_lengths.keys().rev() {
             if len <= uri.len() && uri.is_char_boundary(len) {
                 if let Some(v) = self.prefix.get(&uri[..len]) {
-                    return Some((MatchPolicy::Prefix, v));
+                    return Some(v);
                 }
             }
+        }
+        None
+    }
+
+    /// The matching wildcard pattern with the most literal components (ties go to the one
+    /// whose literals come first).
+    pub fn best_wildcard(&self, uri: &str) -> Option<&T> {
+        if self.wildcard.is_empty() {
+            return None;
         }
         let mut best: Option<(&T, usize)> = None;
         // The trie visits literal branches before wildcard slots, so the first of equally
@@ -239,7 +261,7 @@ impl<T> UriIndex<T> {
                     best = Some((v, literals));
                 }
             });
-        best.map(|(v, _)| (MatchPolicy::Wildcard, v))
+        best.map(|(v, _)| v)
     }
 }
 

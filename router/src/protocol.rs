@@ -16,7 +16,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::auth::{Action, AuthDecision, Identity, PendingAuth};
+use crate::auth::{
+    Action, AuthDecision, Authenticator, Authorization, Hello, Identity, PendingAuth,
+};
 use crate::id::random_id;
 use crate::outbound::Closed;
 use crate::realm::Realm;
@@ -48,6 +50,8 @@ enum State {
         realm: Arc<Realm>,
         features: PeerFeatures,
         pending: Box<dyn PendingAuth>,
+        /// The ID chosen at HELLO (WAMP-CRA's challenge names it), used if accepted.
+        session: Id,
     },
     Established(Box<Joined>),
     Closed,
@@ -61,6 +65,9 @@ pub struct Connection {
     state: State,
     /// In-process connections may use the reserved `wamp.` namespace.
     internal: bool,
+    /// How HELLOs on this connection authenticate: its listener's (Crossbar configures auth
+    /// per transport), else the router's.
+    authenticator: Arc<dyn Authenticator>,
 }
 
 fn features_dict(names: &[&str]) -> Value {
@@ -102,6 +109,7 @@ fn router_roles() -> Value {
 impl Connection {
     pub fn new(router: Router, link: Link, transport: impl Into<String>) -> Self {
         Connection {
+            authenticator: router.authenticator().clone(),
             router,
             link,
             transport: transport.into(),
@@ -110,9 +118,16 @@ impl Connection {
         }
     }
 
+    /// Authenticates this connection's HELLOs with `authenticator` instead of the router's.
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = authenticator;
+        self
+    }
+
     /// An in-process connection (trusted router code): may use `wamp.` URIs.
     pub(crate) fn new_internal(router: Router, link: Link) -> Self {
         Connection {
+            authenticator: router.authenticator().clone(),
             router,
             link,
             transport: "local".into(),
@@ -216,10 +231,11 @@ impl Connection {
                 realm,
                 features,
                 pending,
+                session,
             } => match msg {
                 Message::Authenticate { signature, extra } => {
                     let decision = pending.authenticate(&signature, &extra);
-                    self.decide(realm, features, decision, true)
+                    self.decide(realm, features, decision, session, true)
                 }
                 other => self.protocol_violation(format!(
                     "{} received instead of AUTHENTICATE",
@@ -247,7 +263,12 @@ impl Connection {
             .ok_or_else(|| format!("no realm named '{realm}'"))?;
         let mut details = Dict::new();
         details.insert("roles".into(), Value::Dict(roles));
-        self.welcome(realm, PeerFeatures::from_hello(&details), identity);
+        self.welcome(
+            realm,
+            PeerFeatures::from_hello(&details),
+            identity,
+            random_id(),
+        );
         Ok(())
     }
 
@@ -269,8 +290,13 @@ impl Connection {
             );
         };
         let features = PeerFeatures::from_hello(&details);
-        let decision = self.router.authenticator().hello(&realm_name, &details);
-        self.decide(realm, features, decision, false)
+        let session = random_id();
+        let decision = self.authenticator.hello(&Hello {
+            realm: &realm_name,
+            details: &details,
+            session,
+        });
+        self.decide(realm, features, decision, session, false)
     }
 
     fn decide(
@@ -278,12 +304,47 @@ impl Connection {
         realm: Arc<Realm>,
         features: PeerFeatures,
         decision: AuthDecision,
+        session: Id,
         answered: bool,
     ) -> Flow {
         match decision {
-            AuthDecision::Accept(identity) => self.welcome(realm, features, identity),
+            AuthDecision::Accept(identity) => {
+                // A principal bound to another realm joins that one (as Crossbar does).
+                let realm = match &identity.realm {
+                    Some(name) if name != realm.name() => match self.router.realm(name) {
+                        Some(r) => r,
+                        None => {
+                            return self.abort(
+                                errors::NO_SUCH_REALM,
+                                format!("no realm named '{name}' (assigned by authentication)"),
+                            )
+                        }
+                    },
+                    _ => realm,
+                };
+                if !self
+                    .router
+                    .authorizer()
+                    .has_role(realm.name(), &identity.authrole)
+                {
+                    tracing::info!(transport = %self.transport, realm = realm.name(), authid = %identity.authid,
+                        authrole = %identity.authrole, "authentication refused: no such role");
+                    return self.abort(
+                        errors::NO_SUCH_ROLE,
+                        format!(
+                            "realm '{}' has no role '{}'",
+                            realm.name(),
+                            identity.authrole
+                        ),
+                    );
+                }
+                tracing::debug!(transport = %self.transport, realm = realm.name(), authid = %identity.authid,
+                    authmethod = %identity.authmethod, "authenticated");
+                self.welcome(realm, features, identity, session)
+            }
             AuthDecision::Deny { reason, message } => {
-                tracing::info!(transport = %self.transport, realm = realm.name(), "authentication refused: {reason}");
+                // The message names no secret, so it may be logged as it is sent.
+                tracing::info!(transport = %self.transport, realm = realm.name(), "authentication refused: {reason}: {message}");
                 self.abort(&reason, message)
             }
             AuthDecision::Challenge { .. } if answered => self.abort(
@@ -300,14 +361,20 @@ impl Connection {
                     realm,
                     features,
                     pending,
+                    session,
                 };
                 Flow::Continue
             }
         }
     }
 
-    fn welcome(&mut self, realm: Arc<Realm>, features: PeerFeatures, who: Identity) -> Flow {
-        let id = random_id();
+    fn welcome(
+        &mut self,
+        realm: Arc<Realm>,
+        features: PeerFeatures,
+        who: Identity,
+        id: Id,
+    ) -> Flow {
         let info = SessionInfo {
             id,
             realm: realm.name().to_owned(),
@@ -355,20 +422,29 @@ impl Connection {
             unreachable!("checked by handle")
         };
         let internal = self.internal;
-        let authorized = |j: &Joined, uri: &str, action: Action| {
-            internal
-                || self.router.authorizer().authorize(
-                    j.realm.name(),
-                    &j.session.info.authrole,
-                    uri,
-                    action,
-                )
+        let authorization = |j: &Joined, uri: &str, action: Action| {
+            if internal {
+                return Authorization::ALLOW;
+            }
+            let a = self.router.authorizer().authorize(
+                j.realm.name(),
+                &j.session.info.authrole,
+                uri,
+                action,
+            );
+            if !a.allow {
+                tracing::debug!(session = j.session.id(), authrole = %j.session.info.authrole,
+                    "not authorized to {} '{uri}'", action.name());
+            }
+            a
         };
+        let authorized =
+            |j: &Joined, uri: &str, action: Action| authorization(j, uri, action).allow;
         let check = j.realm.config.uri_check;
         match msg {
             Message::Publish {
                 request,
-                options,
+                mut options,
                 topic,
                 payload,
             } => {
@@ -383,15 +459,22 @@ impl Connection {
                         errors::INVALID_URI,
                         format!("topic '{topic}' is in the reserved wamp. namespace"),
                     ))
-                } else if !authorized(j, &topic, Action::Publish) {
-                    Err(WampError::new(
-                        errors::NOT_AUTHORIZED,
-                        format!("not authorized to publish to '{topic}'"),
-                    ))
                 } else {
-                    j.realm
-                        .broker
-                        .publish(&j.session, &topic, &options, payload)
+                    let auth = authorization(j, &topic, Action::Publish);
+                    if !auth.allow {
+                        Err(WampError::new(
+                            errors::NOT_AUTHORIZED,
+                            format!("not authorized to publish to '{topic}'"),
+                        ))
+                    } else {
+                        if auth.disclose {
+                            // The role forces disclosure: as if the publisher had asked.
+                            options.insert("disclose_me".into(), Value::Bool(true));
+                        }
+                        j.realm
+                            .broker
+                            .publish(&j.session, &topic, &options, payload)
+                    }
                 };
                 match result {
                     Ok(publication) if ack => j.session.send(Message::Published {
@@ -519,7 +602,7 @@ impl Connection {
             }
             Message::Call {
                 request,
-                options,
+                mut options,
                 procedure,
                 payload,
             } => {
@@ -528,15 +611,22 @@ impl Connection {
                         errors::INVALID_URI,
                         format!("invalid procedure URI '{procedure}'"),
                     ))
-                } else if !authorized(j, &procedure, Action::Call) {
-                    Err(WampError::new(
-                        errors::NOT_AUTHORIZED,
-                        format!("not authorized to call '{procedure}'"),
-                    ))
                 } else {
-                    j.realm
-                        .dealer
-                        .call(&j.session, request, &options, &procedure, payload)
+                    let auth = authorization(j, &procedure, Action::Call);
+                    if !auth.allow {
+                        Err(WampError::new(
+                            errors::NOT_AUTHORIZED,
+                            format!("not authorized to call '{procedure}'"),
+                        ))
+                    } else {
+                        if auth.disclose {
+                            // The role forces disclosure: as if the caller had asked.
+                            options.insert("disclose_me".into(), Value::Bool(true));
+                        }
+                        j.realm
+                            .dealer
+                            .call(&j.session, request, &options, &procedure, payload)
+                    }
                 };
                 if let Err(e) = result {
                     j.session.send(e.to_message(code::CALL, request));

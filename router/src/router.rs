@@ -65,8 +65,9 @@ impl Router {
         &self.inner.limits
     }
 
-    pub fn authenticator(&self) -> &dyn Authenticator {
-        &*self.inner.authenticator
+    /// How sessions authenticate on listeners that do not configure their own.
+    pub fn authenticator(&self) -> &Arc<dyn Authenticator> {
+        &self.inner.authenticator
     }
 
     pub fn authorizer(&self) -> &dyn Authorizer {
@@ -106,6 +107,7 @@ impl Router {
             authrole: authrole.to_owned(),
             authmethod: "local".into(),
             authprovider: "switchyard".into(),
+            realm: None,
         };
         conn.join_internal(realm, roles, identity)?;
         let mut session = LocalSession {

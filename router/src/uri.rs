@@ -85,6 +85,12 @@ pub mod errors {
     pub const NO_SUCH_REALM: &str = "wamp.error.no_such_realm";
     pub const AUTHENTICATION_FAILED: &str = "wamp.error.authentication_failed";
     pub const NO_MATCHING_AUTH_METHOD: &str = "wamp.error.no_matching_auth_method";
+    /// What Crossbar (and autobahn's `ApplicationError.NO_AUTH_METHOD`) sends when none of the
+    /// offered authmethods is configured.
+    pub const NO_AUTH_METHOD: &str = "wamp.error.no_auth_method";
+    pub const NO_SUCH_PRINCIPAL: &str = "wamp.error.no_such_principal";
+    pub const NO_SUCH_ROLE: &str = "wamp.error.no_such_role";
+    pub const NO_SUCH_SESSION: &str = "wamp.error.no_such_session";
     pub const TIMEOUT: &str = "wamp.error.timeout";
     pub const OPTION_NOT_ALLOWED: &str = "wamp.error.option_not_allowed";
     pub const UNAVAILABLE: &str = "wamp.error.unavailable";

@@ -11,10 +11,10 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::{websocket, ListenerConfig};
+use super::{websocket, Endpoint, ListenerConfig};
 use crate::wire::Codec;
 use crate::Router;
 
@@ -30,13 +30,11 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     r
 }
 
-/// Serves HTTP/1.1 on one connection (keep-alive, with upgrades).
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    router: Router,
-    config: Arc<ListenerConfig>,
-) {
+/// Serves HTTP/1.1 on one connection (keep-alive, with upgrades), plain or TLS.
+pub async fn serve<S>(stream: S, peer: SocketAddr, router: Router, config: Arc<ListenerConfig>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let timeout = router.limits().handshake_timeout;
     let shutdown = router.shutdown().clone();
     let service = hyper::service::service_fn(move |req| {
@@ -72,7 +70,10 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 }
 
 /// Picks the WAMP subprotocol: the client's first offer that switchyard speaks.
-fn choose_subprotocol(req: &Request<Incoming>) -> Result<Option<Codec>, String> {
+fn choose_subprotocol(
+    req: &Request<Incoming>,
+    endpoint: &Endpoint,
+) -> Result<Option<Codec>, String> {
     let offered: Vec<&str> = req
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -87,7 +88,7 @@ fn choose_subprotocol(req: &Request<Incoming>) -> Result<Option<Codec>, String> 
     }
     offered
         .iter()
-        .find_map(|p| Codec::from_subprotocol(p))
+        .find_map(|p| Codec::from_subprotocol(p).filter(|c| endpoint.accepts(c.serializer)))
         .map(Some)
         .ok_or_else(|| {
             format!(
@@ -137,7 +138,8 @@ fn handle(
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
-    let (codec, echo_protocol) = match choose_subprotocol(&req) {
+    let endpoint = Endpoint::for_listener(&router, config, Some(&path));
+    let (codec, echo_protocol) = match choose_subprotocol(&req, &endpoint) {
         Ok(Some(c)) => (c, true),
         // A client that offers no subprotocol gets JSON, as Crossbar does.
         Ok(None) => (
@@ -156,7 +158,9 @@ fn handle(
     let tasks = router.shutdown().clone();
     tasks.spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => websocket::serve(TokioIo::new(upgraded), peer, codec, router).await,
+            Ok(upgraded) => {
+                websocket::serve(TokioIo::new(upgraded), peer, codec, router, endpoint).await
+            }
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }
     });

@@ -8,17 +8,22 @@ pub mod http;
 pub mod rawsocket;
 pub mod websocket;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::auth::Authenticator;
+use crate::config::Limits;
+use crate::wire::Serializer;
 use crate::Router;
 
 /// Listener settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ListenerConfig {
     /// URL paths that accept WebSocket upgrades.
     pub websocket_paths: Vec<String>,
@@ -26,6 +31,19 @@ pub struct ListenerConfig {
     pub rawsocket: bool,
     /// Most connections open at once; further ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// How sessions on this listener authenticate (Crossbar configures auth per transport);
+    /// `None` uses the router's authenticator.
+    pub auth: Option<Arc<dyn Authenticator>>,
+    /// Per WebSocket path authentication, overriding `auth` (Crossbar's `web` transports
+    /// configure auth per path).
+    pub path_auth: HashMap<String, Arc<dyn Authenticator>>,
+    /// Serve TLS (wss://, TLS RawSocket) with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Limits for this listener's connections, overriding the router's (Crossbar sets message
+    /// sizes and pings per transport).
+    pub limits: Option<Limits>,
+    /// The serializers this listener accepts; `None` accepts all.
+    pub serializers: Option<Vec<Serializer>>,
 }
 
 impl Default for ListenerConfig {
@@ -34,7 +52,60 @@ impl Default for ListenerConfig {
             websocket_paths: vec!["/ws".into(), "/".into()],
             rawsocket: true,
             max_connections: 100_000,
+            auth: None,
+            path_auth: HashMap::new(),
+            tls: None,
+            limits: None,
+            serializers: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ListenerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerConfig")
+            .field("websocket_paths", &self.websocket_paths)
+            .field("rawsocket", &self.rawsocket)
+            .field("max_connections", &self.max_connections)
+            .field("auth", &self.auth.is_some())
+            .field("path_auth", &self.path_auth.keys().collect::<Vec<_>>())
+            .field("tls", &self.tls.is_some())
+            .field("limits", &self.limits)
+            .field("serializers", &self.serializers)
+            .finish()
+    }
+}
+
+/// What one connection gets from its listener: how it authenticates and its limits.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub authenticator: Arc<dyn Authenticator>,
+    pub limits: Limits,
+    pub serializers: Option<Vec<Serializer>>,
+}
+
+impl Endpoint {
+    /// The endpoint for RawSocket connections (or WebSocket ones on `path`) of a listener.
+    pub fn for_listener(router: &Router, config: &ListenerConfig, path: Option<&str>) -> Endpoint {
+        let authenticator = path
+            .and_then(|p| config.path_auth.get(p))
+            .or(config.auth.as_ref())
+            .unwrap_or(router.authenticator())
+            .clone();
+        Endpoint {
+            authenticator,
+            limits: config
+                .limits
+                .clone()
+                .unwrap_or_else(|| router.limits().clone()),
+            serializers: config.serializers.clone(),
+        }
+    }
+
+    pub fn accepts(&self, serializer: Serializer) -> bool {
+        self.serializers
+            .as_ref()
+            .is_none_or(|s| s.contains(&serializer))
     }
 }
 
@@ -84,8 +155,38 @@ async fn handle_connection(
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10));
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-    let mut first = [0u8; 1];
     let timeout = router.limits().handshake_timeout;
+    if let Some(tls) = config.tls.clone() {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let tls_stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "TLS handshake not completed within {timeout:?}; closed");
+                return;
+            }
+        };
+        // TLS streams cannot peek: buffer them to look at the first byte.
+        let mut buffered = BufReader::new(tls_stream);
+        let first = match tokio::time::timeout(timeout, buffered.fill_buf()).await {
+            Ok(Ok([b, ..])) => *b,
+            Ok(Ok([])) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS connection failed before its first byte");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "connection sent nothing within {timeout:?}; closed");
+                return;
+            }
+        };
+        dispatch(buffered, first, peer, router, config).await;
+        return;
+    }
+    let mut first = [0u8; 1];
     match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
         Ok(Ok(_)) => return, // closed before sending anything
@@ -98,9 +199,23 @@ async fn handle_connection(
             return;
         }
     }
-    if first[0] == rawsocket::MAGIC {
+    dispatch(stream, first[0], peer, router, config).await;
+}
+
+/// Hands a connection to RawSocket or HTTP by its first byte.
+async fn dispatch<S>(
+    stream: S,
+    first: u8,
+    peer: SocketAddr,
+    router: Router,
+    config: Arc<ListenerConfig>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if first == rawsocket::MAGIC {
         if config.rawsocket {
-            rawsocket::serve(stream, peer, router).await;
+            let endpoint = Endpoint::for_listener(&router, &config, None);
+            rawsocket::serve(stream, peer, router, endpoint).await;
         } else {
             tracing::info!(%peer, "RawSocket is disabled on this listener; closed");
         }

@@ -10,12 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+use super::Endpoint;
 use crate::outbound::{Closed, Queue, Taken};
 use crate::protocol::{Connection, Flow};
 use crate::session::Link;
@@ -65,9 +64,12 @@ enum Control {
     Pong(Bytes),
 }
 
-/// Runs one RawSocket connection to its end.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, router: Router) {
-    let limits = router.limits().clone();
+/// Runs one RawSocket connection (plain TCP or TLS) to its end.
+pub async fn serve<S>(mut stream: S, peer: SocketAddr, router: Router, endpoint: Endpoint)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = endpoint.limits.clone();
     let mut hs = [0u8; 4];
     match timeout(limits.handshake_timeout, stream.read_exact(&mut hs)).await {
         Ok(Ok(_)) => {}
@@ -80,7 +82,14 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, router: Router) {
             return;
         }
     }
-    let (serializer, client_max) = match parse_handshake(hs) {
+    let parsed = parse_handshake(hs).and_then(|(s, max)| {
+        if endpoint.accepts(s) {
+            Ok((s, max))
+        } else {
+            Err(handshake_error::SERIALIZER_UNSUPPORTED)
+        }
+    });
+    let (serializer, client_max) = match parsed {
         Ok(v) => v,
         Err(code) => {
             tracing::info!(%peer, "RawSocket handshake refused (error {code}): {hs:02x?}");
@@ -108,13 +117,14 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, router: Router) {
     }
 
     let label = format!("rawsocket {peer} {serializer}");
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let queue = Arc::new(Queue::<Bytes>::new(limits.queue.clone()));
     let link = Link::Remote {
         serializer,
         queue: queue.clone(),
     };
-    let mut conn = Connection::new(router.clone(), link, label.clone());
+    let mut conn = Connection::new(router.clone(), link, label.clone())
+        .with_authenticator(endpoint.authenticator.clone());
     let (control_tx, control_rx) = mpsc::channel(8);
     let writer_task = tokio::spawn(write_loop(
         writer,
@@ -223,8 +233,8 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, router: Router) {
     let _ = timeout(limits.write_timeout, writer_task).await;
 }
 
-async fn write_loop(
-    mut writer: OwnedWriteHalf,
+async fn write_loop<S: AsyncWrite>(
+    mut writer: WriteHalf<S>,
     queue: Arc<Queue<Bytes>>,
     mut control: mpsc::Receiver<Control>,
     client_max: usize,

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use super::Endpoint;
 use crate::outbound::{Closed, Queue, Taken};
 use crate::protocol::{Connection, Flow};
 use crate::session::Link;
@@ -33,11 +34,11 @@ enum Control {
 }
 
 /// Runs one WebSocket WAMP connection to its end.
-pub async fn serve<S>(io: S, peer: SocketAddr, codec: Codec, router: Router)
+pub async fn serve<S>(io: S, peer: SocketAddr, codec: Codec, router: Router, endpoint: Endpoint)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = router.limits().clone();
+    let limits = endpoint.limits.clone();
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_size))
         .max_frame_size(Some(limits.max_message_size));
@@ -49,7 +50,8 @@ where
         queue: queue.clone(),
     };
     let label = format!("websocket {peer} {}", codec.subprotocol());
-    let mut conn = Connection::new(router.clone(), link, label.clone());
+    let mut conn = Connection::new(router.clone(), link, label.clone())
+        .with_authenticator(endpoint.authenticator.clone());
     let (control_tx, control_rx) = mpsc::channel(4);
     let writer = tokio::spawn(write_loop(
         sink,

@@ -1,0 +1,223 @@
+//! WAMP-CRA with static users, plain and salted, byte for byte as autobahn computes it.
+//!
+//! The challenge is a JSON string (authid, authrole, authmethod, authprovider, session, nonce,
+//! timestamp); the signature is `base64(HMAC-SHA256(key, challenge))`. The key is the secret,
+//! or for salted users `base64(PBKDF2-HMAC-SHA256(secret, salt, iterations, keylen))`, whose
+//! base64 *text* is the HMAC key (autobahn's `derive_key`). The derived key is computed once
+//! when the config is loaded, not per HELLO: PBKDF2 is deliberately slow and a flood of HELLOs
+//! must not make the router burn CPU on it.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::{AuthDecision, Hello, Identity, PendingAuth};
+use crate::uri::errors;
+use crate::wire::{Dict, Value};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The PBKDF2 parameters a salted user's challenge announces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Salt {
+    pub salt: String,
+    pub iterations: u32,
+    pub keylen: usize,
+}
+
+/// One WAMP-CRA user (`auth.wampcra.users.<authid>`).
+#[derive(Clone)]
+pub struct WampCraUser {
+    /// The HMAC key: the secret itself, or the base64 text of its PBKDF2 derivation.
+    key: Vec<u8>,
+    salt: Option<Salt>,
+    pub role: String,
+    pub realm: Option<String>,
+}
+
+impl std::fmt::Debug for WampCraUser {
+    // The key is a secret: never in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WampCraUser")
+            .field("salt", &self.salt)
+            .field("role", &self.role)
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WampCraUser {
+    pub fn new(secret: &str, salt: Option<Salt>, role: String, realm: Option<String>) -> Self {
+        let key = match &salt {
+            None => secret.as_bytes().to_vec(),
+            Some(s) => derive_key(secret, &s.salt, s.iterations, s.keylen).into_bytes(),
+        };
+        WampCraUser {
+            key,
+            salt,
+            role,
+            realm,
+        }
+    }
+}
+
+/// autobahn's `derive_key`: base64 of PBKDF2-HMAC-SHA256.
+pub fn derive_key(secret: &str, salt: &str, iterations: u32, keylen: usize) -> String {
+    let mut out = vec![0u8; keylen];
+    pbkdf2::pbkdf2_hmac::<Sha256>(secret.as_bytes(), salt.as_bytes(), iterations, &mut out);
+    base64::engine::general_purpose::STANDARD.encode(out)
+}
+
+/// autobahn's `compute_wcs`: base64 of HMAC-SHA256(key, challenge).
+pub fn compute_signature(key: &[u8], challenge: &str) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(challenge.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct WampCra {
+    pub users: HashMap<String, WampCraUser>,
+}
+
+struct PendingCra {
+    key: Vec<u8>,
+    challenge: String,
+    identity: Identity,
+}
+
+impl WampCra {
+    pub fn hello(&self, hello: &Hello<'_>) -> AuthDecision {
+        let Some(authid) = hello.authid() else {
+            return AuthDecision::deny(
+                errors::NO_SUCH_PRINCIPAL,
+                "WAMP-CRA needs an authid in HELLO",
+            );
+        };
+        let Some(user) = self.users.get(authid) else {
+            return AuthDecision::deny(
+                errors::NO_SUCH_PRINCIPAL,
+                format!("no principal with authid \"{authid}\" exists"),
+            );
+        };
+        let identity = Identity {
+            authid: authid.to_owned(),
+            authrole: user.role.clone(),
+            authmethod: "wampcra".into(),
+            authprovider: "static".into(),
+            realm: user.realm.clone(),
+        };
+        let challenge = serde_json::json!({
+            "authid": identity.authid,
+            "authrole": identity.authrole,
+            "authmethod": "wampcra",
+            "authprovider": "static",
+            "session": hello.session,
+            "nonce": nonce(),
+            "timestamp": utc_timestamp(std::time::SystemTime::now()),
+        })
+        .to_string();
+        let mut extra = Dict::new();
+        extra.insert("challenge".into(), Value::from(challenge.as_str()));
+        if let Some(s) = &user.salt {
+            extra.insert("salt".into(), Value::from(s.salt.as_str()));
+            extra.insert("iterations".into(), Value::from(u64::from(s.iterations)));
+            extra.insert("keylen".into(), Value::from(s.keylen as u64));
+        }
+        AuthDecision::Challenge {
+            method: "wampcra".into(),
+            extra,
+            pending: Box::new(PendingCra {
+                key: user.key.clone(),
+                challenge,
+                identity,
+            }),
+        }
+    }
+}
+
+impl PendingAuth for PendingCra {
+    fn authenticate(self: Box<Self>, signature: &str, _extra: &Dict) -> AuthDecision {
+        let denied = || {
+            AuthDecision::deny(
+                errors::AUTHENTICATION_FAILED,
+                "WAMP-CRA client signature is invalid",
+            )
+        };
+        let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(signature.trim()) else {
+            return denied();
+        };
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(self.challenge.as_bytes());
+        // `verify_slice` compares in constant time.
+        match mac.verify_slice(&sig) {
+            Ok(()) => AuthDecision::Accept(self.identity),
+            Err(_) => denied(),
+        }
+    }
+}
+
+/// A random 64-character nonce (autobahn's `newid(64)` alphabet).
+fn nonce() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    let mut rng = rand::rng();
+    (0..64)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// `2026-11-27T21:16:36.123Z`, as autobahn's `utcnow()` writes it.
+pub(crate) fn utc_timestamp(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derive_key_matches_autobahn() {
+        // autobahn.wamp.auth.derive_key(b"secret123", b"salt123", 100, 16)
+        assert_eq!(
+            derive_key("secret123", "salt123", 100, 16),
+            include_str!("testdata/derive_key_100_16.txt").trim()
+        );
+        // autobahn.wamp.auth.compute_wcs(b"secret123", b"hello")
+        assert_eq!(
+            compute_signature(b"secret123", "hello"),
+            include_str!("testdata/compute_wcs_hello.txt").trim()
+        );
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_900_596_123);
+        assert_eq!(utc_timestamp(t), "2026-11-28T21:16:36.123Z");
+        assert_eq!(
+            utc_timestamp(std::time::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
+}
