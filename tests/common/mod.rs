@@ -3,19 +3,28 @@
 //! arrives on the wire.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+use switchyard_router::auth::{Anonymous, Authorizer};
 use switchyard_router::transport::{self, ListenerConfig};
 use switchyard_router::wire::{Codec, Dict, Id, Message, Payload, Serializer, Value};
 use switchyard_router::{Router, RouterConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
+
+/// Any client byte stream: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type BoxIo = Box<dyn Io>;
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -42,6 +51,19 @@ impl TestRouter {
         TestRouter { addr, router }
     }
 
+    /// A router with an authorizer, serving `listener` (which carries its own auth and TLS).
+    pub async fn with_listener(
+        config: RouterConfig,
+        authorizer: Arc<dyn Authorizer>,
+        listener_config: ListenerConfig,
+    ) -> TestRouter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::with_auth(config, Arc::new(Anonymous::default()), authorizer);
+        tokio::spawn(transport::serve(listener, router.clone(), listener_config));
+        TestRouter { addr, router }
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
@@ -59,8 +81,8 @@ impl TestRouter {
 }
 
 enum Wire {
-    Ws(WebSocketStream<MaybeTlsStream<TcpStream>>),
-    Raw { stream: TcpStream, buf: BytesMut },
+    Ws(WebSocketStream<BoxIo>),
+    Raw { stream: BoxIo, buf: BytesMut },
 }
 
 /// A raw WAMP client: no client library, every message explicit.
@@ -115,10 +137,19 @@ pub fn args(values: Vec<Value>) -> Payload {
 
 impl Client {
     pub async fn websocket(url: &str, subprotocol: &str) -> Client {
+        let req = url.into_client_request().unwrap();
+        let host = req.uri().host().unwrap().to_owned();
+        let port = req.uri().port_u16().unwrap();
+        let tcp = TcpStream::connect((host.as_str(), port)).await.unwrap();
+        Self::websocket_over(Box::new(tcp), url, subprotocol).await
+    }
+
+    /// A WebSocket client over an already connected stream (plain or TLS).
+    pub async fn websocket_over(io: BoxIo, url: &str, subprotocol: &str) -> Client {
         let mut req = url.into_client_request().unwrap();
         req.headers_mut()
             .insert("Sec-WebSocket-Protocol", subprotocol.parse().unwrap());
-        let (ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        let (ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, io))
             .await
             .unwrap()
             .unwrap();
@@ -139,8 +170,21 @@ impl Client {
 
     /// RawSocket with the given serializer; panics if the router refuses the handshake.
     pub async fn rawsocket(addr: SocketAddr, serializer: Serializer) -> Client {
-        let (stream, reply) =
-            raw_handshake(addr, [0x7f, 0xf0 | serializer.rawsocket_code(), 0, 0]).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        Self::rawsocket_over(Box::new(tcp), serializer).await
+    }
+
+    /// RawSocket over an already connected stream (plain or TLS).
+    pub async fn rawsocket_over(mut stream: BoxIo, serializer: Serializer) -> Client {
+        stream
+            .write_all(&[0x7f, 0xf0 | serializer.rawsocket_code(), 0, 0])
+            .await
+            .unwrap();
+        let mut reply = [0u8; 4];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(reply[0], 0x7f);
         assert_eq!(
             reply[1] & 0x0f,
