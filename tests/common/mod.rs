@@ -81,7 +81,7 @@ impl TestRouter {
 }
 
 enum Wire {
-    Ws(WebSocketStream<BoxIo>),
+    Ws(Box<WebSocketStream<BoxIo>>),
     Raw { stream: BoxIo, buf: BytesMut },
 }
 
@@ -161,7 +161,7 @@ impl Client {
             .unwrap();
         let codec = Codec::from_subprotocol(got).unwrap();
         Client {
-            wire: Wire::Ws(ws),
+            wire: Wire::Ws(Box::new(ws)),
             codec,
             next_request: 1,
             pending: Default::default(),
