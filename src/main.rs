@@ -1,12 +1,15 @@
 //! The `switchyard` binary: command line, configuration and wiring.
 
 mod config;
+mod crossbar;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use switchyard_router::auth::methods::TransportAuth;
+use switchyard_router::transport::ListenerConfig;
 use switchyard_router::{transport, Router};
 use tracing_subscriber::EnvFilter;
 
@@ -30,13 +33,25 @@ struct Cli {
 enum Command {
     /// Run the router (embedded defaults: 127.0.0.1:8080, realms realm1 and buildbot, anonymous).
     Start(StartArgs),
+    /// Check a Crossbar node directory's configuration and report every issue.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Crossbar node directory holding config.json or config.yaml.
+    #[arg(long, default_value = ".crossbar")]
+    cbdir: PathBuf,
 }
 
 #[derive(Args)]
 struct StartArgs {
     /// A switchyard TOML config file.
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "cbdir")]
     config: Option<PathBuf>,
+    /// A Crossbar node directory: run its config.json (or config.yaml) as Crossbar would.
+    #[arg(long, conflicts_with_all = ["listen", "realms"])]
+    cbdir: Option<PathBuf>,
     /// Listen address, host:port (port 0 picks a free port); overrides the config file.
     #[arg(long)]
     listen: Option<String>,
@@ -60,10 +75,118 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Start(args) => start(args, cli.log_level),
+        Command::Check(args) => check(&args.cbdir),
     }
 }
 
+fn check(cbdir: &std::path::Path) -> ExitCode {
+    match crossbar::Node::load(cbdir) {
+        Ok(node) => {
+            for w in &node.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "{}: ok ({} realm(s), {} transport(s), {} warning(s))",
+                node.path.display(),
+                node.router.realms.len(),
+                node.listeners.len(),
+                node.warnings.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if let crossbar::NodeError::Invalid { report, .. } = &e {
+                for w in &report.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            eprintln!("switchyard: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs a Crossbar node directory: one listener per transport, each with its own auth.
+fn start_node(cbdir: &std::path::Path, log_level: Option<String>) -> ExitCode {
+    let node = match crossbar::Node::load(cbdir) {
+        Ok(n) => n,
+        Err(e) => {
+            if let crossbar::NodeError::Invalid { report, .. } = &e {
+                for w in &report.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(log_level.as_deref());
+    for w in &node.warnings {
+        tracing::warn!("{}: {w}", node.path.display());
+    }
+    let listeners: Vec<(String, std::net::SocketAddr, ListenerConfig)> = node
+        .listeners
+        .into_iter()
+        .map(|l| (l.name, l.addr, l.config))
+        .collect();
+    // Every listener carries its own auth; the router-wide authenticator is never reached,
+    // and is anonymous-only (Crossbar's behavior without an auth block) all the same.
+    let router = Router::with_auth(
+        node.router,
+        std::sync::Arc::new(TransportAuth::default()),
+        node.authorizer,
+    );
+    serve(router, listeners)
+}
+
+/// Binds every listener, prints one `switchyard listening on ADDR` line each (in order), and
+/// serves until SIGTERM/SIGINT.
+fn serve(
+    router: Router,
+    listeners: Vec<(String, std::net::SocketAddr, ListenerConfig)>,
+) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let mut bound = Vec::new();
+        for (name, addr, config) in listeners {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => bound.push((name, l, config)),
+                Err(e) => {
+                    eprintln!("switchyard: cannot listen on {addr} ({name}): {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        let realms: Vec<String> = router.realms().map(|r| r.name().to_owned()).collect();
+        let mut servers = Vec::new();
+        for (name, listener, config) in bound {
+            let local = listener.local_addr().expect("bound socket has an address");
+            tracing::info!(%local, transport = %name, tls = config.tls.is_some(), ?realms, "listening");
+            // Tests and scripts read these lines to learn the ports.
+            println!("switchyard listening on {local}");
+            servers.push(tokio::spawn(transport::serve(listener, router.clone(), config)));
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing every session with wamp.close.system_shutdown");
+        let clean = router.shutdown().wait(Duration::from_secs(5)).await;
+        for s in servers {
+            s.abort();
+        }
+        if !clean {
+            tracing::warn!("some connections did not close within 5 s");
+        }
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
 fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
+    if let Some(cbdir) = &args.cbdir {
+        return start_node(cbdir, log_level);
+    }
     let mut file = match &args.config {
         Some(path) => match FileConfig::load(path) {
             Ok(c) => c,
@@ -102,35 +225,8 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("switchyard: cannot listen on {addr}: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        let local = listener.local_addr().expect("bound socket has an address");
-        let router = Router::new(router_config);
-        let realms: Vec<String> = router.realms().map(|r| r.name().to_owned()).collect();
-        tracing::info!(%local, ?realms, "router started");
-        // Tests and scripts read this line to learn the port.
-        println!("switchyard listening on {local}");
-        let server = tokio::spawn(transport::serve(listener, router.clone(), listener_config));
-        wait_for_signal().await;
-        tracing::info!("shutting down: closing every session with wamp.close.system_shutdown");
-        let clean = router.shutdown().wait(Duration::from_secs(5)).await;
-        server.abort();
-        if !clean {
-            tracing::warn!("some connections did not close within 5 s");
-        }
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
-    })
+    let router = Router::new(router_config);
+    serve(router, vec![("listen".into(), addr, listener_config)])
 }
 
 async fn wait_for_signal() {

@@ -67,6 +67,7 @@ fn all_methods() -> TransportAuth {
         anonymous: Some(AnonymousConfig {
             role: "guest".into(),
             authid: None,
+            realm: None,
         }),
         ticket: Some(Ticket {
             principals: tickets,

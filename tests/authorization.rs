@@ -70,6 +70,7 @@ async fn router() -> TestRouter {
         anonymous: Some(AnonymousConfig {
             role: "frontend".into(),
             authid: None,
+            realm: None,
         }),
         ticket: Some(Ticket { principals }),
         ..Default::default()

@@ -18,6 +18,8 @@ pub struct AnonymousConfig {
     /// A fixed authid for every anonymous session; `None` gives each a random one. The
     /// client's own authid is ignored, as Crossbar ignores it.
     pub authid: Option<String>,
+    /// A realm anonymous sessions are bound to, whatever HELLO asked for.
+    pub realm: Option<String>,
 }
 
 impl Default for AnonymousConfig {
@@ -25,6 +27,7 @@ impl Default for AnonymousConfig {
         AnonymousConfig {
             role: "anonymous".into(),
             authid: None,
+            realm: None,
         }
     }
 }
@@ -52,7 +55,7 @@ impl TransportAuth {
             authrole: config.role.clone(),
             authmethod: "anonymous".into(),
             authprovider: "static".into(),
-            realm: None,
+            realm: config.realm.clone(),
         })
     }
 }

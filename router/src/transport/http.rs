@@ -108,8 +108,16 @@ fn handle(
     let path = req.uri().path().to_owned();
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
         && header_has_token(&req, header::UPGRADE, "websocket");
+    // `*` answers upgrades on any path (a Crossbar `websocket` transport does).
+    let ws_path = if config.websocket_paths.iter().any(|p| *p == path) {
+        Some(path.as_str())
+    } else if config.websocket_paths.iter().any(|p| p == "*") {
+        Some("*")
+    } else {
+        None
+    };
     if !is_upgrade {
-        return if path == "/" || config.websocket_paths.iter().any(|p| *p == path) {
+        return if path == "/" || ws_path.is_some() {
             text(
                 StatusCode::OK,
                 "switchyard: a WAMP v2 router. Connect with a WebSocket WAMP client.\n",
@@ -118,12 +126,12 @@ fn handle(
             text(StatusCode::NOT_FOUND, format!("no resource at {path}\n"))
         };
     }
-    if !config.websocket_paths.iter().any(|p| *p == path) {
+    let Some(ws_path) = ws_path else {
         return text(
             StatusCode::NOT_FOUND,
             format!("no WebSocket endpoint at {path}\n"),
         );
-    }
+    };
     if req
         .headers()
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -138,7 +146,7 @@ fn handle(
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
-    let endpoint = Endpoint::for_listener(&router, config, Some(&path));
+    let endpoint = Endpoint::for_listener(&router, config, Some(ws_path));
     let (codec, echo_protocol) = match choose_subprotocol(&req, &endpoint) {
         Ok(Some(c)) => (c, true),
         // A client that offers no subprotocol gets JSON, as Crossbar does.

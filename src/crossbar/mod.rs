@@ -1,0 +1,357 @@
+//! Crossbar.io node directories: reads `config.json` (or `config.yaml`) from a `--cbdir` and
+//! maps it onto the router's model (realms, roles, listeners with their auth and TLS).
+//!
+//! Both file formats are parsed into one JSON tree and walked by the same code, so they mean
+//! exactly the same. Every key is accounted for: keys switchyard implements are honored; keys
+//! it does not implement are reported by their path, as an **error** when ignoring them would
+//! change security or routing (the node does not start) and as a **warning** when they are
+//! cosmetic. Nothing is silently ignored.
+//!
+//! - [`walk`]: the path-tracking walker and the report of issues;
+//! - [`auth`]: `auth` blocks (anonymous, ticket, wampcra, cryptosign) and realm roles;
+//! - [`transports`]: transports, endpoints, TLS, WebSocket/RawSocket options.
+
+mod auth;
+mod transports;
+mod walk;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+use switchyard_router::auth::roles::RoleAuthorizer;
+use switchyard_router::config::{Limits, RealmConfig, RouterConfig};
+use switchyard_router::transport::ListenerConfig;
+use switchyard_router::uri::{self, MatchPolicy, UriCheck};
+
+pub use walk::Report;
+use walk::Walker;
+
+/// Why a node directory could not be loaded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("no config.json or config.yaml in node directory {0}")]
+    NoConfig(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid {format}: {message}")]
+    Syntax {
+        path: String,
+        format: &'static str,
+        message: String,
+    },
+    #[error("{path}: {} error(s) in the configuration:\n{}", .report.errors.len(), .report.render_errors())]
+    Invalid { path: String, report: Report },
+}
+
+/// One listening transport.
+pub struct Listener {
+    /// `workers[0].transports[1]`, for logs.
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+    pub config: ListenerConfig,
+}
+
+/// Everything a Crossbar node directory configures that switchyard runs.
+pub struct Node {
+    /// The file read.
+    pub path: PathBuf,
+    pub router: RouterConfig,
+    pub authorizer: Arc<RoleAuthorizer>,
+    pub listeners: Vec<Listener>,
+    /// Warnings to log at start-up (errors stop the load).
+    pub warnings: Vec<String>,
+}
+
+impl Node {
+    /// Loads `cbdir/config.json`, else `cbdir/config.yaml`.
+    pub fn load(cbdir: &Path) -> Result<Node, NodeError> {
+        let json = cbdir.join("config.json");
+        let yaml = cbdir.join("config.yaml");
+        let (path, is_yaml) = if json.is_file() {
+            (json, false)
+        } else if yaml.is_file() {
+            (yaml, true)
+        } else {
+            return Err(NodeError::NoConfig(cbdir.display().to_string()));
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| NodeError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let tree = parse(&text, is_yaml).map_err(|(format, message)| NodeError::Syntax {
+            path: path.display().to_string(),
+            format,
+            message,
+        })?;
+        Self::from_tree(&tree, cbdir, path)
+    }
+
+    /// Maps a parsed configuration; relative file names resolve against `cbdir`.
+    pub fn from_tree(tree: &Value, cbdir: &Path, path: PathBuf) -> Result<Node, NodeError> {
+        let mut w = Walker::new(cbdir);
+        let node = read_node(&mut w, tree);
+        let report = w.into_report();
+        match node {
+            Some((router, authorizer, listeners)) if report.errors.is_empty() => Ok(Node {
+                path,
+                router,
+                authorizer: Arc::new(authorizer),
+                listeners,
+                warnings: report.warnings,
+            }),
+            _ => Err(NodeError::Invalid {
+                path: path.display().to_string(),
+                report,
+            }),
+        }
+    }
+}
+
+/// Parses JSON or YAML into one tree.
+pub fn parse(text: &str, is_yaml: bool) -> Result<Value, (&'static str, String)> {
+    if is_yaml {
+        serde_yaml_ng::from_str(text).map_err(|e| ("YAML", e.to_string()))
+    } else {
+        serde_json::from_str(text).map_err(|e| ("JSON", e.to_string()))
+    }
+}
+
+type NodeParts = (RouterConfig, RoleAuthorizer, Vec<Listener>);
+
+fn read_node(w: &mut Walker, tree: &Value) -> Option<NodeParts> {
+    let top = w.object(tree, "")?;
+    w.keys(
+        &top,
+        "",
+        &["version", "$schema", "workers", "controller"],
+        &[],
+    );
+    match top.get("version") {
+        Some(v) if v.as_u64() == Some(2) => {}
+        Some(_) => w.error("version", "only configuration version 2 is supported"),
+        None => w.error(
+            "version",
+            "missing (Crossbar node configurations say \"version\": 2)",
+        ),
+    }
+    if let Some(c) = top.get("controller") {
+        if c.as_object().is_some_and(|o| !o.is_empty()) {
+            w.warning(
+                "controller",
+                "node controller settings (id, options, fabric) do not apply to switchyard and are ignored",
+            );
+        }
+    }
+    let workers = match top.get("workers") {
+        Some(v) => w.array(v, "workers")?,
+        None => {
+            w.error("workers", "missing: a node needs a router worker");
+            return None;
+        }
+    };
+    let mut routers = Vec::new();
+    for (i, worker) in workers.iter().enumerate() {
+        let path = format!("workers[{i}]");
+        let Some(obj) = w.object(worker, &path) else {
+            continue;
+        };
+        match obj.get("type").and_then(Value::as_str) {
+            Some("router") => routers.push((path, obj)),
+            Some(t @ ("container" | "guest" | "proxy" | "websocket-testee" | "xbrmm" | "hub"
+            | "marketplace")) => w.error(
+                &format!("{path}.type"),
+                &format!("\"{t}\" workers are not supported (switchyard runs router workers only; run application components as separate processes)"),
+            ),
+            Some(t) => w.error(&format!("{path}.type"), &format!("unknown worker type \"{t}\"")),
+            None => w.error(&format!("{path}.type"), "missing"),
+        }
+    }
+    match routers.len() {
+        0 => {
+            w.error("workers", "no router worker configured");
+            None
+        }
+        1 => {
+            let (path, obj) = routers.pop().expect("one");
+            read_router(w, &path, &obj)
+        }
+        _ => {
+            // Merging workers would make each worker's realms reachable through the other's
+            // transports (with their auth): a security change, so refused.
+            w.error(
+                &routers[1].0,
+                "only one router worker is supported (each worker's realms would become reachable through every transport)",
+            );
+            None
+        }
+    }
+}
+
+fn read_router(w: &mut Walker, path: &str, obj: &walk::Obj) -> Option<NodeParts> {
+    w.keys(
+        obj,
+        path,
+        &[
+            "type",
+            "id",
+            "realms",
+            "transports",
+            "components",
+            "connections",
+        ],
+        &["options", "manhole"],
+    );
+    for key in ["components", "connections"] {
+        if let Some(v) = obj.get(key) {
+            if v.as_array().is_none_or(|a| !a.is_empty()) {
+                w.error(
+                    &format!("{path}.{key}"),
+                    "embedded application components are not supported; run them as separate WAMP clients",
+                );
+            }
+        }
+    }
+    let mut realms = Vec::new();
+    let mut authorizer = RoleAuthorizer::new();
+    let realm_list = match obj.get("realms") {
+        Some(v) => w.array(v, &format!("{path}.realms")).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if realm_list.is_empty() {
+        w.error(
+            &format!("{path}.realms"),
+            "a router worker needs at least one realm",
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, realm) in realm_list.iter().enumerate() {
+        let rpath = format!("{path}.realms[{i}]");
+        if let Some(r) = read_realm(w, &rpath, realm, &mut authorizer) {
+            if !seen.insert(r.name.clone()) {
+                w.error(
+                    &format!("{rpath}.name"),
+                    &format!("realm \"{}\" is declared twice", r.name),
+                );
+            }
+            realms.push(r);
+        }
+    }
+    let transport_list = match obj.get("transports") {
+        Some(v) => w
+            .array(v, &format!("{path}.transports"))
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if transport_list.is_empty() {
+        w.error(
+            &format!("{path}.transports"),
+            "a router worker needs at least one transport",
+        );
+    }
+    let mut listeners: Vec<Listener> = Vec::new();
+    for (i, t) in transport_list.iter().enumerate() {
+        let tpath = format!("{path}.transports[{i}]");
+        if let Some(l) = transports::read_transport(w, &tpath, t) {
+            if l.addr.port() != 0 && listeners.iter().any(|o| o.addr == l.addr) {
+                w.error(
+                    &format!("{tpath}.endpoint"),
+                    &format!("another transport already listens on {}", l.addr),
+                );
+            }
+            listeners.push(l);
+        }
+    }
+    let router = RouterConfig {
+        realms,
+        limits: Limits::default(),
+    };
+    Some((router, authorizer, listeners))
+}
+
+fn read_realm(
+    w: &mut Walker,
+    path: &str,
+    v: &Value,
+    authorizer: &mut RoleAuthorizer,
+) -> Option<RealmConfig> {
+    let obj = w.object(v, path)?;
+    w.keys(
+        &obj,
+        path,
+        &["name", "roles", "options", "store", "id"],
+        &[],
+    );
+    let name = w.string_at(&obj, path, "name")?;
+    if !uri::is_valid(&name, UriCheck::Loose, MatchPolicy::Exact) {
+        w.error(
+            &format!("{path}.name"),
+            &format!("\"{name}\" is not a valid realm URI"),
+        );
+    }
+    let mut config = RealmConfig::new(name.clone());
+    if let Some(opts) = obj.get("options") {
+        let opath = format!("{path}.options");
+        if let Some(o) = w.object(opts, &opath) {
+            w.keys(
+                &o,
+                &opath,
+                &["uri_check", "enable_meta_api"],
+                &["event_dispatching_chunk_size"],
+            );
+            match o.get("uri_check").map(|v| v.as_str()) {
+                None => {}
+                Some(Some("strict")) => config.uri_check = UriCheck::Strict,
+                Some(Some("loose")) => config.uri_check = UriCheck::Loose,
+                Some(_) => w.error(
+                    &format!("{opath}.uri_check"),
+                    "must be \"strict\" or \"loose\"",
+                ),
+            }
+            if let Some(v) = o.get("enable_meta_api") {
+                if v.as_bool().is_none() {
+                    w.error(&format!("{opath}.enable_meta_api"), "must be a boolean");
+                }
+            }
+        }
+    }
+    if let Some(store) = obj.get("store") {
+        let spath = format!("{path}.store");
+        if let Some(s) = w.object(store, &spath) {
+            w.keys(
+                &s,
+                &spath,
+                &["type", "event-history"],
+                &["limit", "maxsize"],
+            );
+            // Event history changes what subscribers can fetch: not implemented yet.
+            if s.get("event-history").is_some() {
+                w.error(
+                    &format!("{spath}.event-history"),
+                    "event history is not implemented by switchyard",
+                );
+            }
+        }
+    }
+    let roles = match obj.get("roles") {
+        Some(v) => w.array(v, &format!("{path}.roles")).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, role) in roles.iter().enumerate() {
+        let rpath = format!("{path}.roles[{i}]");
+        if let Some((role_name, role)) = auth::read_role(w, &rpath, role) {
+            if !seen.insert(role_name.clone()) {
+                w.error(
+                    &format!("{rpath}.name"),
+                    &format!("role \"{role_name}\" is declared twice"),
+                );
+            }
+            authorizer.add_role(&name, &role_name, role);
+        }
+    }
+    Some(config)
+}
