@@ -355,3 +355,176 @@ fn read_realm(
     }
     Some(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn load(tree: Value) -> Result<Node, Report> {
+        Node::from_tree(&tree, Path::new("/nonexistent"), "config.json".into()).map_err(|e| match e
+        {
+            NodeError::Invalid { report, .. } => report,
+            other => panic!("{other}"),
+        })
+    }
+
+    fn minimal(transport: Value, realm: Value) -> Value {
+        json!({
+            "version": 2,
+            "workers": [{"type": "router", "realms": [realm], "transports": [transport]}]
+        })
+    }
+
+    fn ws() -> Value {
+        json!({"type": "websocket", "endpoint": {"type": "tcp", "port": 0, "interface": "127.0.0.1"}})
+    }
+
+    fn realm() -> Value {
+        json!({"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+            {"uri": "", "match": "prefix", "allow": {"call": true}}]}]})
+    }
+
+    fn errors_of(tree: Value) -> Vec<String> {
+        load(tree).err().expect("should be rejected").errors
+    }
+
+    #[test]
+    fn minimal_node_loads() {
+        let node = load(minimal(ws(), realm())).unwrap();
+        assert_eq!(node.router.realms[0].name, "realm1");
+        assert_eq!(node.listeners.len(), 1);
+        assert!(node.warnings.is_empty(), "{:?}", node.warnings);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_their_path() {
+        let mut t = ws();
+        t["auth"] = json!({"ticket": {"type": "static", "principals": {
+            "a": {"ticket": "x", "role": "anonymous", "tiket": "typo"}}}});
+        let e = errors_of(minimal(t, realm()));
+        assert_eq!(
+            e,
+            ["workers[0].transports[0].auth.ticket.principals.a.tiket: not supported by switchyard"]
+        );
+        let mut r = realm();
+        r["roles"][0]["permissions"][0]["allow"]["publsh"] = json!(true);
+        let e = errors_of(minimal(ws(), r));
+        assert!(
+            e[0].starts_with("workers[0].realms[0].roles[0].permissions[0].allow.publsh"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn cosmetic_keys_are_warnings() {
+        let mut t = ws();
+        t["endpoint"]["backlog"] = json!(100);
+        t["options"] = json!({"compression": {}, "auto_ping_interval": 1000});
+        t["debug"] = json!(true);
+        let node = load(minimal(t, realm())).unwrap();
+        let mut w = node.warnings.clone();
+        w.sort();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].starts_with("workers[0].transports[0].debug"));
+        assert!(w[1].starts_with("workers[0].transports[0].endpoint.backlog"));
+        assert!(w[2].starts_with("workers[0].transports[0].options.compression"));
+        let limits = node.listeners[0].config.limits.clone().unwrap();
+        assert_eq!(
+            limits.ping_interval,
+            Some(std::time::Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn security_and_routing_features_not_implemented_are_errors() {
+        let cases = [
+            (
+                json!({"ticket": {"type": "dynamic", "authenticator": "com.auth"}}),
+                "auth.ticket.type",
+            ),
+            (
+                json!({"scram": {"type": "static", "principals": {}}}),
+                "auth.scram",
+            ),
+        ];
+        for (auth, key) in cases {
+            let mut t = ws();
+            t["auth"] = auth;
+            let e = errors_of(minimal(t, realm()));
+            assert!(
+                e.iter()
+                    .any(|e| e.starts_with(&format!("workers[0].transports[0].{key}"))),
+                "{key}: {e:?}"
+            );
+        }
+        let mut r = realm();
+        r["roles"][0] = json!({"name": "x", "authorizer": "com.authorize"});
+        assert!(errors_of(minimal(ws(), r))[0].contains("roles[0].authorizer"));
+        let mut t = ws();
+        t["options"] = json!({"allowed_origins": ["https://example.com"]});
+        assert!(errors_of(minimal(t, realm()))[0].contains("allowed_origins"));
+        let mut t = ws();
+        t["options"] = json!({"allowed_origins": ["*"]});
+        load(minimal(t, realm())).unwrap();
+        let mut tree = minimal(ws(), realm());
+        tree["workers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "container"}));
+        assert!(errors_of(tree)[0].starts_with("workers[1].type"));
+        let mut r = realm();
+        r["store"] = json!({"type": "memory", "event-history": [{"uri": "com.a", "limit": 10}]});
+        assert!(errors_of(minimal(ws(), r))[0].contains("event-history"));
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let mut t = ws();
+        t["auth"] = json!({"cryptosign": {"type": "static", "principals": {
+            "d": {"authorized_keys": ["abcd"], "role": "anonymous"}}}});
+        assert!(errors_of(minimal(t, realm()))[0].contains("authorized_keys[0]"));
+        let mut t = ws();
+        t["auth"] = json!({"wampcra": {"type": "static", "users": {
+            "u": {"secret": "s", "role": "anonymous", "salt": "x"}}}});
+        assert!(errors_of(minimal(t, realm()))[0].contains("together"));
+        let mut t = ws();
+        t["endpoint"]["type"] = json!("unix");
+        assert!(errors_of(minimal(t, realm()))[0].contains("endpoint.type"));
+        let mut r = realm();
+        r["name"] = json!("bad realm");
+        assert!(errors_of(minimal(ws(), r))[0].contains("realms[0].name"));
+        assert!(errors_of(json!({"workers": []}))
+            .iter()
+            .any(|e| e.starts_with("version")));
+        let mut t = ws();
+        t["endpoint"]["tls"] = json!({"key": "k.pem", "certificate": "c.pem"});
+        let e = errors_of(minimal(t, realm()));
+        assert!(
+            e.iter().any(|e| e.contains("endpoint.tls.certificate")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn yaml_and_json_mean_the_same() {
+        let yaml = r#"
+version: 2
+workers:
+  - type: router
+    realms:
+      - name: realm1
+        roles:
+          - name: anonymous
+            permissions:
+              - uri: ""
+                match: prefix
+                allow: {call: true}
+    transports:
+      - type: websocket
+        endpoint: {type: tcp, port: 0, interface: 127.0.0.1}
+"#;
+        let from_yaml = parse(yaml, true).unwrap();
+        assert_eq!(from_yaml, minimal(ws(), realm()));
+    }
+}

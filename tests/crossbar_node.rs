@@ -1,0 +1,408 @@
+//! The Crossbar fixture node directory (tests/fixtures/crossbar/.crossbar) run by the real
+//! binary: every transport, every auth method, roles, TLS; and bad node configs refused with
+//! the offending key named.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use common::tls::TestCert;
+use common::*;
+use ed25519_dalek::{Signer, SigningKey};
+use hmac::{Hmac, Mac};
+use switchyard_router::wire::{code, Dict, Message, Serializer, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const MASTER_TICKET: &str = "master-ticket-from-env";
+
+/// A running `switchyard start --cbdir`, killed on drop, with its temporary node directory.
+struct Node {
+    child: std::process::Child,
+    addrs: Vec<SocketAddr>,
+    dir: PathBuf,
+    cert: TestCert,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "switchyard-{name}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Rewrites every endpoint port to 0 so parallel tests never collide.
+fn zero_ports(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("type").and_then(|t| t.as_str()) == Some("tcp") && o.contains_key("port") {
+                o.insert("port".into(), 0.into());
+            }
+            o.values_mut().for_each(zero_ports);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(zero_ports),
+        _ => {}
+    }
+}
+
+/// Copies the fixture (ports zeroed), adds a fresh test certificate, and starts the binary.
+fn start_fixture() -> Node {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crossbar/.crossbar");
+    let dir = temp_dir("fixture");
+    let text = std::fs::read_to_string(fixture.join("config.json")).unwrap();
+    let mut tree: serde_json::Value = serde_json::from_str(&text).unwrap();
+    zero_ports(&mut tree);
+    std::fs::write(dir.join("config.json"), tree.to_string()).unwrap();
+    let cert = TestCert::generate();
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    std::fs::write(dir.join("tls/server.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.join("tls/server.key"), &cert.key_pem).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["start", "--cbdir"])
+        .arg(&dir)
+        .env("SWITCHYARD_TEST_MASTER_TICKET", MASTER_TICKET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        addrs.push(
+            line.trim()
+                .strip_prefix("switchyard listening on ")
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .parse()
+                .unwrap(),
+        );
+    }
+    Node {
+        child,
+        addrs,
+        dir,
+        cert,
+    }
+}
+
+fn hello(authid: Option<&str>, methods: &[&str], extra: Option<Dict>) -> Dict {
+    let mut d = client_roles();
+    if let Some(a) = authid {
+        d.insert("authid".into(), Value::from(a));
+    }
+    d.insert(
+        "authmethods".into(),
+        Value::List(methods.iter().map(|m| Value::from(*m)).collect()),
+    );
+    if let Some(e) = extra {
+        d.insert("authextra".into(), Value::Dict(e));
+    }
+    d
+}
+
+async fn answer(c: &mut Client, signature: String) -> Dict {
+    c.send(&Message::Authenticate {
+        signature,
+        extra: Dict::new(),
+    })
+    .await;
+    match c.recv().await {
+        Message::Welcome { details, .. } => details,
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+fn challenge_extra(m: Message) -> Dict {
+    match m {
+        Message::Challenge { extra, .. } => extra,
+        other => panic!("expected CHALLENGE, got {other:?}"),
+    }
+}
+
+fn hmac_b64(key: &[u8], msg: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(msg.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+async fn cryptosign(c: &mut Client, realm: &str, authid: &str, seed: u8) -> Dict {
+    let key = SigningKey::from_bytes(&[seed; 32]);
+    let extra = opts(&[(
+        "pubkey",
+        Value::from(hex::encode(key.verifying_key().to_bytes())),
+    )]);
+    let ch = challenge_extra(
+        c.hello(realm, hello(Some(authid), &["cryptosign"], Some(extra)))
+            .await,
+    );
+    let bytes = hex::decode(ch["challenge"].as_str().unwrap()).unwrap();
+    let sig = key.sign(&bytes);
+    answer(
+        c,
+        format!("{}{}", hex::encode(sig.to_bytes()), hex::encode(&bytes)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn fixture_universal_websocket_all_methods_and_roles() {
+    let node = start_fixture();
+    let url = format!("ws://{}/ws", node.addrs[0]);
+
+    // Anonymous: role anonymous, may subscribe under com.example. but not publish.
+    let mut anon = Client::websocket(&url, "wamp.2.json").await;
+    let d = match anon
+        .hello("realm1", hello(None, &["anonymous"], None))
+        .await
+    {
+        Message::Welcome { details, .. } => details,
+        m => panic!("{m:?}"),
+    };
+    assert_eq!(d["authrole"], Value::from("anonymous"));
+    anon.subscribe("com.example.news", Dict::new()).await;
+    let req = anon
+        .publish(
+            "com.example.news",
+            opts(&[("acknowledge", true.into())]),
+            args(vec![]),
+        )
+        .await;
+    assert_eq!(
+        anon.expect_error(code::PUBLISH, req).await,
+        "wamp.error.not_authorized"
+    );
+
+    // Ticket: alice is a user and may publish (disclosed as publisher by her role).
+    let mut alice = Client::websocket(&url, "wamp.2.msgpack").await;
+    challenge_extra(
+        alice
+            .hello("realm1", hello(Some("alice"), &["ticket"], None))
+            .await,
+    );
+    let d = answer(&mut alice, "alice-ticket-secret".into()).await;
+    assert_eq!(d["authrole"], Value::from("user"));
+    alice
+        .publish(
+            "com.example.news",
+            Dict::new(),
+            args(vec![Value::from("hi")]),
+        )
+        .await;
+    match anon.recv().await {
+        Message::Event { details, .. } => {
+            assert_eq!(details["publisher_authid"], Value::from("alice"))
+        }
+        m => panic!("{m:?}"),
+    }
+    // ...but not on admin topics (wildcard permission).
+    let req = alice
+        .publish(
+            "com.example.x.admin",
+            opts(&[("acknowledge", true.into())]),
+            args(vec![]),
+        )
+        .await;
+    assert_eq!(
+        alice.expect_error(code::PUBLISH, req).await,
+        "wamp.error.not_authorized"
+    );
+
+    // WAMP-CRA salted: carol is a backend and registers a procedure.
+    let mut carol = Client::websocket(&url, "wamp.2.cbor").await;
+    let ch = challenge_extra(
+        carol
+            .hello("realm1", hello(Some("carol"), &["wampcra"], None))
+            .await,
+    );
+    let mut key = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(b"carol-secret", b"salt123", 100, &mut key);
+    let key = base64::engine::general_purpose::STANDARD.encode(key);
+    let d = answer(
+        &mut carol,
+        hmac_b64(key.as_bytes(), ch["challenge"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(d["authrole"], Value::from("backend"));
+    carol.register("com.example.public.echo", Dict::new()).await;
+
+    // Anonymous may call public procedures, disclosed to the callee by its role.
+    anon.call("com.example.public.echo", Dict::new(), args(vec![]))
+        .await;
+    match carol.recv().await {
+        Message::Invocation { details, .. } => {
+            assert_eq!(details["caller_authrole"], Value::from("anonymous"))
+        }
+        m => panic!("{m:?}"),
+    }
+
+    // WAMP-CRA plain (bob) with a wrong signature fails.
+    let mut bob = Client::websocket(&url, "wamp.2.json").await;
+    challenge_extra(
+        bob.hello("realm1", hello(Some("bob"), &["wampcra"], None))
+            .await,
+    );
+    bob.send(&Message::Authenticate {
+        signature: hmac_b64(b"not-bobs", "x"),
+        extra: Dict::new(),
+    })
+    .await;
+    assert_eq!(bob.expect_abort().await, "wamp.error.authentication_failed");
+
+    // Cryptosign: dave is a backend.
+    let mut dave = Client::websocket(&url, "wamp.2.json").await;
+    let d = cryptosign(&mut dave, "realm1", "dave", 7).await;
+    assert_eq!(d["authrole"], Value::from("backend"));
+}
+
+#[tokio::test]
+async fn fixture_rawsocket_ticket_from_environment_and_wampcra() {
+    let node = start_fixture();
+    // Ticket read from ${SWITCHYARD_TEST_MASTER_TICKET}; role master on realm buildbot.
+    let mut master = Client::rawsocket(node.addrs[0], Serializer::MsgPack).await;
+    challenge_extra(
+        master
+            .hello("buildbot", hello(Some("master"), &["ticket"], None))
+            .await,
+    );
+    let d = answer(&mut master, MASTER_TICKET.into()).await;
+    assert_eq!(d["authrole"], Value::from("master"));
+    master.register("org.buildbot.ping", Dict::new()).await;
+    // RawSocket does not offer anonymous on this transport.
+    let mut anon = Client::rawsocket(node.addrs[0], Serializer::Json).await;
+    match anon.hello("realm1", client_roles()).await {
+        Message::Abort { reason, .. } => assert_eq!(reason, "wamp.error.no_auth_method"),
+        m => panic!("{m:?}"),
+    }
+    // WAMP-CRA unsalted.
+    let mut worker = Client::rawsocket(node.addrs[0], Serializer::Cbor).await;
+    let ch = challenge_extra(
+        worker
+            .hello("realm1", hello(Some("worker"), &["wampcra"], None))
+            .await,
+    );
+    let d = answer(
+        &mut worker,
+        hmac_b64(b"worker-secret", ch["challenge"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(d["authid"], Value::from("worker"));
+}
+
+#[tokio::test]
+async fn fixture_tls_web_transport_and_realm_bound_principal() {
+    let node = start_fixture();
+    let url = format!("wss://localhost:{}/ws", node.addrs[1].port());
+    // Ticket over wss://.
+    let io = node.cert.connect(node.addrs[1]).await;
+    let mut alice = Client::websocket_over(io, &url, "wamp.2.json").await;
+    challenge_extra(
+        alice
+            .hello("realm1", hello(Some("alice"), &["ticket"], None))
+            .await,
+    );
+    answer(&mut alice, "alice-ticket-secret".into()).await;
+    // The sensor's principal is bound to realm iot.
+    let io = node.cert.connect(node.addrs[1]).await;
+    let mut sensor = Client::websocket_over(io, &url, "wamp.2.msgpack").await;
+    let d = cryptosign(&mut sensor, "iot", "sensor-1", 8).await;
+    assert_eq!(d["realm"], Value::from("iot"));
+    assert_eq!(d["authrole"], Value::from("device"));
+    let req = sensor
+        .publish(
+            "io.sensor.s1.reading",
+            opts(&[("acknowledge", true.into())]),
+            args(vec![]),
+        )
+        .await;
+    assert!(matches!(sensor.recv().await, Message::Published { request, .. } if request == req));
+    let req = sensor
+        .publish(
+            "io.sensor.s1.config",
+            opts(&[("acknowledge", true.into())]),
+            args(vec![]),
+        )
+        .await;
+    assert_eq!(
+        sensor.expect_error(code::PUBLISH, req).await,
+        "wamp.error.not_authorized"
+    );
+    // This transport serves json and msgpack only.
+    let io = node.cert.connect(node.addrs[1]).await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        url.as_str(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "wamp.2.cbor".parse().unwrap());
+    assert!(tokio_tungstenite::client_async(req, io).await.is_err());
+}
+
+#[tokio::test]
+async fn fixture_plain_websocket_transport_is_anonymous_only() {
+    let node = start_fixture();
+    // Any path works on a websocket transport.
+    let mut c = Client::websocket(&format!("ws://{}/", node.addrs[2]), "wamp.2.json").await;
+    match c
+        .hello("realm1", hello(Some("alice"), &["ticket"], None))
+        .await
+    {
+        Message::Abort { reason, .. } => assert_eq!(reason, "wamp.error.no_auth_method"),
+        m => panic!("{m:?}"),
+    }
+    let mut c = Client::websocket(&format!("ws://{}/anything", node.addrs[2]), "wamp.2.json").await;
+    c.join("realm1").await;
+}
+
+#[test]
+fn bad_node_config_is_refused_naming_the_key() {
+    let dir = temp_dir("bad");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "version: 2\nworkers:\n  - type: router\n    realms:\n      - name: realm1\n    transports:\n      - type: websocket\n        endpoint: {type: tcp, port: 0, interface: 127.0.0.1}\n        auth:\n          ticket: {type: dynamic, authenticator: com.example.auth}\n",
+    )
+    .unwrap();
+    for cmd in ["start", "check"] {
+        let out = Command::new(BIN)
+            .args([cmd, "--cbdir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("workers[0].transports[0].auth.ticket.type"),
+            "{cmd}: {err}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["start", "--cbdir"])
+        .arg(dir.join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no config.json or config.yaml"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
