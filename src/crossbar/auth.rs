@@ -317,9 +317,8 @@ pub fn read_role(w: &mut Walker, path: &str, v: &Value) -> Option<(String, Role)
             },
         };
         // An empty prefix (`""` or `"*"`) matches every URI, as in Crossbar.
-        if !(uri_text.is_empty() && policy == MatchPolicy::Prefix)
-            && !uri::is_valid(&uri_text, UriCheck::Loose, policy)
-        {
+        let match_all = uri_text.is_empty() && policy == MatchPolicy::Prefix;
+        if !match_all && !uri::is_valid(&uri_text, UriCheck::Loose, policy) {
             w.error(
                 &format!("{ppath}.uri"),
                 &format!(

@@ -220,7 +220,6 @@ pub fn read_transport(w: &mut Walker, path: &str, v: &Value) -> Option<Listener>
         tls,
         limits: Some(limits),
         serializers,
-        ..ListenerConfig::default()
     };
     Some(Listener {
         name: path.to_owned(),

@@ -109,7 +109,7 @@ fn handle(
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
         && header_has_token(&req, header::UPGRADE, "websocket");
     // `*` answers upgrades on any path (a Crossbar `websocket` transport does).
-    let ws_path = if config.websocket_paths.iter().any(|p| *p == path) {
+    let ws_path = if config.websocket_paths.contains(&path) {
         Some(path.as_str())
     } else if config.websocket_paths.iter().any(|p| p == "*") {
         Some("*")
