@@ -179,6 +179,7 @@ impl FileConfig {
                 )));
             }
             realms.push(RealmConfig {
+                meta_api: true,
                 name: r.name.clone(),
                 uri_check: match r.uri_check {
                     UriCheckName::Loose => UriCheck::Loose,

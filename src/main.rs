@@ -150,6 +150,7 @@ fn serve(
         .build()
         .expect("tokio runtime");
     runtime.block_on(async move {
+        router.start_meta_api();
         let mut bound = Vec::new();
         for (name, addr, config) in listeners {
             match tokio::net::TcpListener::bind(addr).await {

@@ -24,6 +24,8 @@ struct Subscription {
     policy: MatchPolicy,
     topic: String,
     subscribers: IndexMap<Id, SessionHandle>,
+    /// When the subscription was created (ISO 8601, for the meta API).
+    created: String,
 }
 
 #[derive(Default)]
@@ -45,6 +47,19 @@ pub struct SubscriptionInfo {
     pub policy: MatchPolicy,
     pub topic: String,
     pub subscribers: Vec<Id>,
+    pub created: String,
+}
+
+impl Subscription {
+    fn info(&self) -> SubscriptionInfo {
+        SubscriptionInfo {
+            id: self.id,
+            policy: self.policy,
+            topic: self.topic.clone(),
+            subscribers: self.subscribers.keys().copied().collect(),
+            created: self.created.clone(),
+        }
+    }
 }
 
 /// Which subscribers of a publication receive it (`exclude_me`, black- and whitelists).
@@ -149,10 +164,22 @@ impl Broker {
     /// Adds `session` to the subscription for (`policy`, `topic`), creating it if needed.
     /// Returns the subscription ID.
     pub fn subscribe(&self, session: &SessionHandle, policy: MatchPolicy, topic: &str) -> Id {
+        self.subscribe_tracked(session, policy, topic).0
+    }
+
+    /// [`Broker::subscribe`], also saying whether the subscription was created (meta events).
+    pub fn subscribe_tracked(
+        &self,
+        session: &SessionHandle,
+        policy: MatchPolicy,
+        topic: &str,
+    ) -> (Id, bool) {
         let mut st = self.state.write();
+        let mut created = false;
         let id = match st.index.get(policy, topic) {
             Some(id) => *id,
             None => {
+                created = true;
                 let id = random_id();
                 st.index.insert(policy, topic, id);
                 st.subscriptions.insert(
@@ -162,6 +189,7 @@ impl Broker {
                         policy,
                         topic: topic.to_owned(),
                         subscribers: IndexMap::new(),
+                        created: crate::auth::wampcra::utc_timestamp(std::time::SystemTime::now()),
                     },
                 );
                 id
@@ -169,12 +197,17 @@ impl Broker {
         };
         let sub = st.subscriptions.get_mut(&id).expect("index and map agree");
         sub.subscribers.insert(session.id(), session.clone());
-        id
+        (id, created)
     }
 
     /// Removes `session` from subscription `id`; deletes the subscription once it has no
     /// subscribers. Fails if the session was not subscribed.
     pub fn unsubscribe(&self, session: Id, id: Id) -> Result<(), WampError> {
+        self.unsubscribe_tracked(session, id).map(|_| ())
+    }
+
+    /// [`Broker::unsubscribe`], also saying whether the subscription was deleted.
+    pub fn unsubscribe_tracked(&self, session: Id, id: Id) -> Result<bool, WampError> {
         let mut st = self.state.write();
         let Some(sub) = st.subscriptions.get_mut(&id) else {
             return Err(WampError::new(
@@ -192,8 +225,9 @@ impl Broker {
             let (policy, topic) = (sub.policy, sub.topic.clone());
             st.subscriptions.remove(&id);
             st.index.remove(policy, &topic);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Routes a publication to every eligible subscriber and returns its publication ID.
@@ -256,14 +290,28 @@ impl Broker {
     /// A snapshot of every subscription, for meta APIs and tests.
     pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
         let st = self.state.read();
-        st.subscriptions
-            .values()
-            .map(|s| SubscriptionInfo {
-                id: s.id,
-                policy: s.policy,
-                topic: s.topic.clone(),
-                subscribers: s.subscribers.keys().copied().collect(),
-            })
-            .collect()
+        st.subscriptions.values().map(Subscription::info).collect()
+    }
+
+    /// One subscription, for the meta API.
+    pub fn subscription(&self, id: Id) -> Option<SubscriptionInfo> {
+        self.state
+            .read()
+            .subscriptions
+            .get(&id)
+            .map(Subscription::info)
+    }
+
+    /// The subscription for exactly (`policy`, `topic`), if any.
+    pub fn lookup(&self, policy: MatchPolicy, topic: &str) -> Option<Id> {
+        self.state.read().index.get(policy, topic).copied()
+    }
+
+    /// Every subscription a publication to `topic` would reach.
+    pub fn matching(&self, topic: &str) -> Vec<Id> {
+        let st = self.state.read();
+        let mut ids = Vec::new();
+        st.index.for_each_match(topic, |_, id| ids.push(*id));
+        ids
     }
 }

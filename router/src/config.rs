@@ -11,6 +11,9 @@ use crate::uri::UriCheck;
 pub struct RealmConfig {
     pub name: String,
     pub uri_check: UriCheck,
+    /// Serve the session, subscription and registration meta APIs (`wamp.session.*`, ...)
+    /// on this realm, as Crossbar does by default (`enable_meta_api`).
+    pub meta_api: bool,
 }
 
 impl RealmConfig {
@@ -18,6 +21,7 @@ impl RealmConfig {
         RealmConfig {
             name: name.into(),
             uri_check: UriCheck::Loose,
+            meta_api: true,
         }
     }
 }

@@ -77,6 +77,21 @@ struct Registration {
     /// In registration order (for `first`/`last`).
     callees: Vec<SessionHandle>,
     next: usize,
+    /// When the registration was created (ISO 8601, for the meta API).
+    created: String,
+}
+
+impl Registration {
+    fn info(&self) -> RegistrationInfo {
+        RegistrationInfo {
+            id: self.id,
+            policy: self.policy,
+            procedure: self.procedure.clone(),
+            invoke: self.invoke,
+            callees: self.callees.iter().map(|c| c.id()).collect(),
+            created: self.created.clone(),
+        }
+    }
 }
 
 struct Pending {
@@ -114,6 +129,7 @@ pub struct RegistrationInfo {
     pub procedure: String,
     pub invoke: InvokePolicy,
     pub callees: Vec<Id>,
+    pub created: String,
 }
 
 impl State {
@@ -158,6 +174,18 @@ impl Dealer {
         procedure: &str,
         options: &Dict,
     ) -> Result<Id, WampError> {
+        self.register_tracked(session, policy, procedure, options)
+            .map(|(id, _)| id)
+    }
+
+    /// [`Dealer::register`], also saying whether the registration was created (meta events).
+    pub fn register_tracked(
+        &self,
+        session: &SessionHandle,
+        policy: MatchPolicy,
+        procedure: &str,
+        options: &Dict,
+    ) -> Result<(Id, bool), WampError> {
         let invoke = InvokePolicy::from_option(options.get("invoke"))?;
         let mut st = self.state.lock();
         if let Some(id) = st.index.get(policy, procedure).copied() {
@@ -181,7 +209,7 @@ impl Dealer {
                 ));
             }
             reg.callees.push(session.clone());
-            return Ok(id);
+            return Ok((id, false));
         }
         let id = random_id();
         st.index.insert(policy, procedure, id);
@@ -194,13 +222,19 @@ impl Dealer {
                 invoke,
                 callees: vec![session.clone()],
                 next: 0,
+                created: crate::auth::wampcra::utc_timestamp(std::time::SystemTime::now()),
             },
         );
-        Ok(id)
+        Ok((id, true))
     }
 
     /// Removes `session` as a callee of registration `id`.
     pub fn unregister(&self, session: Id, id: Id) -> Result<(), WampError> {
+        self.unregister_tracked(session, id).map(|_| ())
+    }
+
+    /// [`Dealer::unregister`], also saying whether the registration was deleted.
+    pub fn unregister_tracked(&self, session: Id, id: Id) -> Result<bool, WampError> {
         let mut st = self.state.lock();
         let Some(reg) = st.registrations.get_mut(&id) else {
             return Err(WampError::new(
@@ -220,8 +254,9 @@ impl Dealer {
             let (policy, procedure) = (reg.policy, reg.procedure.clone());
             st.registrations.remove(&id);
             st.index.remove(policy, &procedure);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Routes a CALL to a callee. Errors are for the caller (no such procedure, bad options).
@@ -465,16 +500,30 @@ impl Dealer {
     /// A snapshot of every registration, for meta APIs and tests.
     pub fn registrations(&self) -> Vec<RegistrationInfo> {
         let st = self.state.lock();
-        st.registrations
-            .values()
-            .map(|r| RegistrationInfo {
-                id: r.id,
-                policy: r.policy,
-                procedure: r.procedure.clone(),
-                invoke: r.invoke,
-                callees: r.callees.iter().map(|c| c.id()).collect(),
-            })
-            .collect()
+        st.registrations.values().map(Registration::info).collect()
+    }
+
+    /// One registration, for the meta API.
+    pub fn registration(&self, id: Id) -> Option<RegistrationInfo> {
+        self.state
+            .lock()
+            .registrations
+            .get(&id)
+            .map(Registration::info)
+    }
+
+    /// The registration for exactly (`policy`, `procedure`), if any.
+    pub fn lookup(&self, policy: MatchPolicy, procedure: &str) -> Option<Id> {
+        self.state.lock().index.get(policy, procedure).copied()
+    }
+
+    /// The registration a call to `procedure` would reach.
+    pub fn best_match(&self, procedure: &str) -> Option<Id> {
+        self.state
+            .lock()
+            .index
+            .best_match(procedure)
+            .map(|(_, id)| *id)
     }
 
     /// How many invocations are in flight.

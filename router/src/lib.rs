@@ -7,7 +7,9 @@
 //! - [`router`], [`realm`]: realms, each owning a [`broker::Broker`] and a [`dealer::Dealer`];
 //! - [`matcher`]: the exact/prefix/wildcard URI index both of them use;
 //! - [`session`], [`outbound`]: what routing code sends to, and the bounded queue behind it;
-//! - [`auth`]: Accept/Deny/Challenge authentication and authorization interfaces;
+//! - [`auth`]: Accept/Deny/Challenge authentication (anonymous, ticket, WAMP-CRA, cryptosign)
+//!   and role-based authorization;
+//! - [`meta`]: the session/subscription/registration meta APIs, served in-process;
 //! - [`shutdown`]: the one shutdown mechanism every task watches.
 //!
 //! See ARCHITECTURE.md at the repository root for how a message flows from socket to socket.
@@ -18,6 +20,7 @@ pub mod config;
 pub mod dealer;
 mod id;
 pub mod matcher;
+pub mod meta;
 pub mod outbound;
 pub mod protocol;
 pub mod realm;

@@ -80,29 +80,30 @@ fn features_dict(names: &[&str]) -> Value {
     Value::Dict(role)
 }
 
-/// The roles and features WELCOME announces: exactly what the broker and dealer implement.
-fn router_roles() -> Value {
+/// The roles and features WELCOME announces: exactly what the broker and dealer implement,
+/// plus the meta APIs where the realm serves them.
+fn router_roles(meta_api: bool) -> Value {
+    let mut broker = vec![
+        "publisher_exclusion",
+        "publisher_identification",
+        "subscriber_blackwhite_listing",
+        "pattern_based_subscription",
+    ];
+    let mut dealer = vec![
+        "progressive_call_results",
+        "call_canceling",
+        "call_timeout",
+        "caller_identification",
+        "pattern_based_registration",
+        "shared_registration",
+    ];
+    if meta_api {
+        broker.extend(["session_meta_api", "subscription_meta_api"]);
+        dealer.extend(["session_meta_api", "registration_meta_api"]);
+    }
     let mut roles = Dict::new();
-    roles.insert(
-        "broker".into(),
-        features_dict(&[
-            "publisher_exclusion",
-            "publisher_identification",
-            "subscriber_blackwhite_listing",
-            "pattern_based_subscription",
-        ]),
-    );
-    roles.insert(
-        "dealer".into(),
-        features_dict(&[
-            "progressive_call_results",
-            "call_canceling",
-            "call_timeout",
-            "caller_identification",
-            "pattern_based_registration",
-            "shared_registration",
-        ]),
-    );
+    roles.insert("broker".into(), features_dict(&broker));
+    roles.insert("dealer".into(), features_dict(&dealer));
     Value::Dict(roles)
 }
 
@@ -154,14 +155,7 @@ impl Connection {
 
     /// Sends a final message, closes the link behind it and leaves the realm.
     fn close_with(&mut self, msg: Message) -> Flow {
-        let size = 64;
-        match &self.link {
-            Link::Remote { serializer, queue } => match serializer.encode(&msg) {
-                Ok(b) => queue.push_and_close(b, size),
-                Err(_) => queue.close(Closed::Normal, true),
-            },
-            Link::Local { queue } => queue.push_and_close(msg, size),
-        }
+        self.link.send_and_close(msg);
         self.leave();
         self.state = State::Closed;
         Flow::Close
@@ -394,7 +388,7 @@ impl Connection {
             "authprovider".into(),
             Value::from(info.authprovider.as_str()),
         );
-        details.insert("roles".into(), router_roles());
+        details.insert("roles".into(), router_roles(realm.meta_api_running()));
         details.insert(
             "agent".into(),
             Value::from(concat!("switchyard-", env!("CARGO_PKG_VERSION"))),
@@ -406,6 +400,9 @@ impl Connection {
             details,
         });
         realm.join(session.clone());
+        realm.meta_event(&session, "wamp.session.on_join", || {
+            vec![crate::meta::session_details(&session)]
+        });
         tracing::debug!(session = id, realm = realm.name(), transport = %self.transport, "session joined");
         self.state = State::Established(Box::new(Joined {
             realm,
@@ -508,15 +505,17 @@ impl Connection {
                         errors::NOT_AUTHORIZED,
                         format!("not authorized to subscribe to '{topic}'"),
                     )),
-                    Some(p) => Ok(j.realm.broker.subscribe(&j.session, p, &topic)),
+                    Some(p) => Ok(j.realm.broker.subscribe_tracked(&j.session, p, &topic)),
                 };
                 match result {
-                    Ok(subscription) => {
+                    Ok((subscription, created)) => {
                         j.subscriptions.insert(subscription);
                         j.session.send(Message::Subscribed {
                             request,
                             subscription,
                         });
+                        j.realm
+                            .subscription_events(&j.session, subscription, true, created);
                     }
                     Err(e) => j.session.send(e.to_message(code::SUBSCRIBE, request)),
                 }
@@ -526,7 +525,9 @@ impl Connection {
                 subscription,
             } => {
                 let result = if j.subscriptions.remove(&subscription) {
-                    j.realm.broker.unsubscribe(j.session.id(), subscription)
+                    j.realm
+                        .broker
+                        .unsubscribe_tracked(j.session.id(), subscription)
                 } else {
                     Err(WampError::new(
                         errors::NO_SUCH_SUBSCRIPTION,
@@ -534,10 +535,14 @@ impl Connection {
                     ))
                 };
                 match result {
-                    Ok(()) => j.session.send(Message::Unsubscribed {
-                        request,
-                        details: None,
-                    }),
+                    Ok(deleted) => {
+                        j.session.send(Message::Unsubscribed {
+                            request,
+                            details: None,
+                        });
+                        j.realm
+                            .subscription_events(&j.session, subscription, false, deleted);
+                    }
                     Err(e) => j.session.send(e.to_message(code::UNSUBSCRIBE, request)),
                 }
             }
@@ -567,15 +572,20 @@ impl Connection {
                         errors::NOT_AUTHORIZED,
                         format!("not authorized to register '{procedure}'"),
                     )),
-                    Some(p) => j.realm.dealer.register(&j.session, p, &procedure, &options),
+                    Some(p) => j
+                        .realm
+                        .dealer
+                        .register_tracked(&j.session, p, &procedure, &options),
                 };
                 match result {
-                    Ok(registration) => {
+                    Ok((registration, created)) => {
                         j.registrations.insert(registration);
                         j.session.send(Message::Registered {
                             request,
                             registration,
                         });
+                        j.realm
+                            .registration_events(&j.session, registration, true, created);
                     }
                     Err(e) => j.session.send(e.to_message(code::REGISTER, request)),
                 }
@@ -585,7 +595,9 @@ impl Connection {
                 registration,
             } => {
                 let result = if j.registrations.remove(&registration) {
-                    j.realm.dealer.unregister(j.session.id(), registration)
+                    j.realm
+                        .dealer
+                        .unregister_tracked(j.session.id(), registration)
                 } else {
                     Err(WampError::new(
                         errors::NO_SUCH_REGISTRATION,
@@ -593,10 +605,14 @@ impl Connection {
                     ))
                 };
                 match result {
-                    Ok(()) => j.session.send(Message::Unregistered {
-                        request,
-                        details: None,
-                    }),
+                    Ok(deleted) => {
+                        j.session.send(Message::Unregistered {
+                            request,
+                            details: None,
+                        });
+                        j.realm
+                            .registration_events(&j.session, registration, false, deleted);
+                    }
                     Err(e) => j.session.send(e.to_message(code::UNREGISTER, request)),
                 }
             }
@@ -619,8 +635,10 @@ impl Connection {
                             format!("not authorized to call '{procedure}'"),
                         ))
                     } else {
-                        if auth.disclose {
-                            // The role forces disclosure: as if the caller had asked.
+                        // The role forces disclosure (as if the caller had asked), and the
+                        // meta API needs to know its caller (kill_all spares it); only the
+                        // router itself registers under `wamp.`.
+                        if auth.disclose || uri::is_reserved(&procedure) {
                             options.insert("disclose_me".into(), Value::Bool(true));
                         }
                         j.realm

@@ -3,21 +3,24 @@
 //! Sessions talk only to their realm (as in Crossbar, one Router per realm); nothing crosses
 //! realms.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 
 use crate::broker::Broker;
 use crate::config::RealmConfig;
 use crate::dealer::Dealer;
+use crate::meta::{self, MetaService};
 use crate::session::SessionHandle;
-use crate::wire::Id;
+use crate::wire::{Id, Value};
 
 pub struct Realm {
     pub config: RealmConfig,
     pub broker: Broker,
     pub dealer: Dealer,
     sessions: DashMap<Id, SessionHandle>,
+    /// The meta API service, once started (see [`crate::meta`]).
+    meta: OnceLock<Arc<MetaService>>,
 }
 
 impl Realm {
@@ -27,7 +30,32 @@ impl Realm {
             broker: Broker::default(),
             dealer: Dealer::default(),
             sessions: DashMap::new(),
+            meta: OnceLock::new(),
         })
+    }
+
+    pub(crate) fn set_meta(&self, service: Arc<MetaService>) -> Result<(), Arc<MetaService>> {
+        self.meta.set(service)
+    }
+
+    pub fn meta_api_running(&self) -> bool {
+        self.meta.get().is_some()
+    }
+
+    /// Publishes a meta event if the realm serves the meta API and `by` is a session whose
+    /// actions are visible (not router-internal or `trusted`).
+    pub(crate) fn meta_event(
+        &self,
+        by: &SessionHandle,
+        topic: &str,
+        args: impl FnOnce() -> Vec<Value>,
+    ) {
+        if by.is_restricted() {
+            return;
+        }
+        if let Some(m) = self.meta.get() {
+            m.publish(topic, args());
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -38,16 +66,104 @@ impl Realm {
         self.sessions.insert(session.id(), session);
     }
 
-    /// Removes a session and everything it owned in the broker and dealer.
+    /// Removes a session and everything it owned in the broker and dealer, with the meta
+    /// events Crossbar sends for each (unsubscribe/delete, unregister/delete, then leave).
     pub(crate) fn leave(
         &self,
         session: Id,
         subscriptions: impl IntoIterator<Item = Id>,
         registrations: impl IntoIterator<Item = Id>,
     ) {
-        self.broker.remove_session(session, subscriptions);
-        self.dealer.remove_session(session, registrations);
+        let Some(handle) = self.session(session) else {
+            self.broker.remove_session(session, subscriptions);
+            self.dealer.remove_session(session, registrations);
+            return;
+        };
+        let sid = Value::from(session);
+        for id in subscriptions {
+            if let Ok(deleted) = self.broker.unsubscribe_tracked(session, id) {
+                self.subscription_events(&handle, id, false, deleted);
+            }
+        }
+        for id in registrations {
+            if let Ok(deleted) = self.dealer.unregister_tracked(session, id) {
+                self.registration_events(&handle, id, false, deleted);
+            }
+        }
+        // Registrations are gone already; this ends the calls in flight.
+        self.dealer.remove_session(session, []);
         self.sessions.remove(&session);
+        self.meta_event(&handle, "wamp.session.on_leave", || vec![sid]);
+    }
+
+    /// Meta events for a subscribe (`added`) or unsubscribe, with creation or deletion.
+    pub(crate) fn subscription_events(
+        &self,
+        by: &SessionHandle,
+        id: Id,
+        added: bool,
+        changed: bool,
+    ) {
+        if by.is_restricted() || self.meta.get().is_none() {
+            return;
+        }
+        let s = Value::from(by.id());
+        if added {
+            if changed {
+                if let Some(info) = self.broker.subscription(id) {
+                    self.meta_event(by, "wamp.subscription.on_create", || {
+                        vec![s.clone(), meta::subscription_details(&info)]
+                    });
+                }
+            }
+            self.meta_event(by, "wamp.subscription.on_subscribe", || {
+                vec![s.clone(), Value::from(id)]
+            });
+        } else {
+            self.meta_event(by, "wamp.subscription.on_unsubscribe", || {
+                vec![s.clone(), Value::from(id)]
+            });
+            if changed {
+                self.meta_event(by, "wamp.subscription.on_delete", || {
+                    vec![s.clone(), Value::from(id)]
+                });
+            }
+        }
+    }
+
+    /// Meta events for a register (`added`) or unregister, with creation or deletion.
+    pub(crate) fn registration_events(
+        &self,
+        by: &SessionHandle,
+        id: Id,
+        added: bool,
+        changed: bool,
+    ) {
+        if by.is_restricted() || self.meta.get().is_none() {
+            return;
+        }
+        let s = Value::from(by.id());
+        if added {
+            if changed {
+                if let Some(info) = self.dealer.registration(id) {
+                    self.meta_event(by, "wamp.registration.on_create", || {
+                        vec![s.clone(), meta::registration_details(&info)]
+                    });
+                }
+            }
+            self.meta_event(by, "wamp.registration.on_register", || {
+                vec![s.clone(), Value::from(id)]
+            });
+        } else {
+            self.meta_event(by, "wamp.registration.on_unregister", || {
+                vec![s.clone(), Value::from(id)]
+            });
+            if changed {
+                self.meta_event(by, "wamp.registration.on_delete", || {
+                    vec![s.clone(), Value::from(id)]
+                });
+            }
+        }
     }
 
     pub fn session(&self, id: Id) -> Option<SessionHandle> {

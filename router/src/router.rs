@@ -42,7 +42,7 @@ impl Router {
             .into_iter()
             .map(|r| (r.name.clone(), Realm::new(r)))
             .collect();
-        Router {
+        let router = Router {
             inner: Arc::new(Inner {
                 realms,
                 limits: config.limits,
@@ -50,7 +50,19 @@ impl Router {
                 authorizer,
                 shutdown: Shutdown::new(),
             }),
+        };
+        // The meta API service sessions run as tasks; without a runtime (a router built
+        // before one starts) the caller starts them with `start_meta_api` later.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            router.start_meta_api();
         }
+        router
+    }
+
+    /// Starts the meta API service of every realm that enables it (idempotent). Must run
+    /// inside a tokio runtime; the constructors call it when they are.
+    pub fn start_meta_api(&self) {
+        crate::meta::start(self);
     }
 
     pub fn realm(&self, name: &str) -> Option<Arc<Realm>> {
@@ -151,6 +163,12 @@ impl LocalSession {
                 Taken::Closed(_) => return None,
             }
         }
+    }
+
+    /// The session's sending half (its state machine) and receiving half (its queue), for
+    /// a service that sends from several tasks and receives in one.
+    pub(crate) fn into_parts(self) -> (Connection, Arc<Queue<Message>>) {
+        (self.conn, self.queue)
     }
 
     fn try_take(&mut self) -> Option<Message> {

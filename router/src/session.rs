@@ -62,6 +62,20 @@ impl Link {
         }
     }
 
+    /// Sends a final message and closes the link behind it (the writer flushes it first).
+    pub fn send_and_close(&self, msg: Message) {
+        match self {
+            Link::Remote { serializer, queue } => match serializer.encode(&msg) {
+                Ok(b) => {
+                    let n = b.len();
+                    queue.push_and_close(b, n)
+                }
+                Err(_) => queue.close(Closed::Normal, true),
+            },
+            Link::Local { queue } => queue.push_and_close(msg, LOCAL_MESSAGE_SIZE),
+        }
+    }
+
     /// Sends a message that is shared by many receivers, encoding it at most once per
     /// serializer through `cache`.
     pub fn send_cached(&self, cache: &mut EncodeCache<'_>) -> Result<(), Closed> {
@@ -182,6 +196,25 @@ impl Session {
 
     pub fn send_cached(&self, cache: &mut EncodeCache<'_>) {
         let _ = self.link.send_cached(cache);
+    }
+
+    /// Ends the session from the router's side (`wamp.session.kill`): GOODBYE with `reason`,
+    /// then the transport closes; its task then removes the session from the realm.
+    pub fn kill(&self, reason: &str, message: Option<String>) {
+        let mut details = Dict::new();
+        if let Some(m) = message {
+            details.insert("message".into(), Value::String(m));
+        }
+        self.link.send_and_close(Message::Goodbye {
+            details,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Router-internal and `trusted` sessions: hidden from the meta API and never killed by it
+    /// (Crossbar's "restricted" sessions).
+    pub fn is_restricted(&self) -> bool {
+        self.info.internal || self.info.authrole == "trusted"
     }
 
     /// The next router-side request ID for this session, wrapping within `[1, 2^53]`.

@@ -311,10 +311,10 @@ fn read_realm(
                     "must be \"strict\" or \"loose\"",
                 ),
             }
-            if let Some(v) = o.get("enable_meta_api") {
-                if v.as_bool().is_none() {
-                    w.error(&format!("{opath}.enable_meta_api"), "must be a boolean");
-                }
+            match o.get("enable_meta_api") {
+                None => {}
+                Some(Value::Bool(b)) => config.meta_api = *b,
+                Some(_) => w.error(&format!("{opath}.enable_meta_api"), "must be a boolean"),
             }
         }
     }

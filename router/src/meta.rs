@@ -1,0 +1,510 @@
+//! The WAMP meta APIs (session, subscription, registration), served by one in-process
+//! service session per realm, as Crossbar's `RouterServiceAgent` serves them.
+//!
+//! The service session is an ordinary in-process session with role `trusted`: it registers
+//! the `wamp.*` procedures in its realm and answers their INVOCATIONs from its own task, and
+//! it publishes the meta events (`wamp.session.on_join`, `wamp.subscription.on_create`, ...)
+//! synchronously from whatever task caused them. Authorization applies to clients as to any
+//! other URI. Actions of router-internal and `trusted` sessions raise no meta events and such
+//! sessions are hidden from the API (Crossbar's "restricted" sessions).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+
+use crate::broker::SubscriptionInfo;
+use crate::dealer::RegistrationInfo;
+use crate::outbound::Taken;
+use crate::protocol::Connection;
+use crate::realm::Realm;
+use crate::session::{SessionHandle, LOCAL_MESSAGE_SIZE};
+use crate::uri::{errors, MatchPolicy};
+use crate::wire::{code, Dict, Id, Message, Payload, Value};
+use crate::{Router, WampError};
+
+/// Every procedure the service registers: exactly what WELCOME announces.
+pub const PROCEDURES: &[&str] = &[
+    "wamp.session.count",
+    "wamp.session.list",
+    "wamp.session.get",
+    "wamp.session.kill",
+    "wamp.session.kill_by_authid",
+    "wamp.session.kill_by_authrole",
+    "wamp.session.kill_all",
+    "wamp.subscription.list",
+    "wamp.subscription.lookup",
+    "wamp.subscription.match",
+    "wamp.subscription.get",
+    "wamp.subscription.list_subscribers",
+    "wamp.subscription.count_subscribers",
+    "wamp.registration.list",
+    "wamp.registration.lookup",
+    "wamp.registration.match",
+    "wamp.registration.get",
+    "wamp.registration.list_callees",
+    "wamp.registration.count_callees",
+];
+
+/// A realm's meta service: the sending half of its in-process session.
+pub struct MetaService {
+    /// `None` once the router shut down (dropping it leaves the realm and breaks the
+    /// realm → service → router → realm reference cycle).
+    conn: Mutex<Option<Connection>>,
+    next_request: AtomicU64,
+}
+
+impl MetaService {
+    /// Publishes a meta event. Called synchronously by whatever task caused it.
+    pub(crate) fn publish(&self, topic: &str, args: Vec<Value>) {
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(conn) = self.conn.lock().as_mut() {
+            conn.handle(Message::Publish {
+                request,
+                options: Dict::new(),
+                topic: topic.to_owned(),
+                payload: Payload::new(args, Dict::new()),
+            });
+        }
+    }
+
+    fn send(&self, msg: Message) {
+        if let Some(conn) = self.conn.lock().as_mut() {
+            conn.handle(msg);
+        }
+    }
+}
+
+/// Starts the meta service of every realm that enables it. Needs a tokio runtime; the
+/// [`Router`] constructors call it when one is running.
+pub(crate) fn start(router: &Router) {
+    for realm in router.realms() {
+        if !realm.config.meta_api || realm.meta_api_running() {
+            continue;
+        }
+        if let Err(e) = start_realm(router, realm) {
+            tracing::error!(realm = realm.name(), "meta API not started: {e}");
+        }
+    }
+}
+
+fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
+    let session = router.connect_local(realm.name(), "switchyard", "trusted")?;
+    let (mut conn, queue) = session.into_parts();
+    for (i, name) in PROCEDURES.iter().enumerate() {
+        conn.handle(Message::Register {
+            request: i as Id + 1,
+            options: Dict::new(),
+            procedure: (*name).to_owned(),
+        });
+    }
+    // Registering is synchronous: every REGISTERED is already queued.
+    let mut batch = Vec::new();
+    let mut names: HashMap<Id, &'static str> = HashMap::new();
+    if let Some(Taken::Items) = queue
+        .take(&mut batch, |_| LOCAL_MESSAGE_SIZE)
+        .now_or_never()
+    {
+        for msg in batch.drain(..) {
+            match msg {
+                Message::Registered {
+                    request,
+                    registration,
+                } => {
+                    names.insert(registration, PROCEDURES[request as usize - 1]);
+                }
+                other => return Err(format!("unexpected {other:?} while registering")),
+            }
+        }
+    }
+    if names.len() != PROCEDURES.len() {
+        return Err("not every meta procedure could be registered".into());
+    }
+    let service = Arc::new(MetaService {
+        conn: Mutex::new(Some(conn)),
+        next_request: AtomicU64::new(0),
+    });
+    if realm.set_meta(service.clone()).is_err() {
+        return Err("meta service already running".into());
+    }
+    let shutdown = router.shutdown().clone();
+    let realm = realm.clone();
+    tokio::spawn(async move {
+        loop {
+            let mut batch = Vec::new();
+            let taken = tokio::select! {
+                _ = shutdown.requested() => break,
+                t = queue.take(&mut batch, |_| LOCAL_MESSAGE_SIZE) => t,
+            };
+            if let Taken::Closed(_) = taken {
+                break;
+            }
+            for msg in batch {
+                if let Message::Invocation {
+                    request,
+                    registration,
+                    details,
+                    payload,
+                } = msg
+                {
+                    let name = names.get(&registration).copied().unwrap_or("");
+                    let caller = details.get("caller").and_then(Value::as_u64);
+                    let no_kwargs = Dict::new();
+                    let kwargs = payload.kwargs().unwrap_or(&no_kwargs);
+                    let reply = match call(&realm, caller, name, payload.args(), kwargs) {
+                        Ok(result) => Message::Yield {
+                            request,
+                            options: Dict::new(),
+                            payload: result,
+                        },
+                        Err(e) => {
+                            Message::error(code::INVOCATION, request, &e.uri, Some(e.message))
+                        }
+                    };
+                    service.send(reply);
+                }
+            }
+        }
+        service.conn.lock().take();
+    });
+    Ok(())
+}
+
+fn one(v: Value) -> Result<Payload, WampError> {
+    Ok(Payload::new(vec![v], Dict::new()))
+}
+
+fn arg<'a>(args: &'a [Value], i: usize, name: &str) -> Result<&'a Value, WampError> {
+    args.get(i).ok_or_else(|| {
+        WampError::new(
+            errors::INVALID_ARGUMENT,
+            format!("missing argument {i} ({name})"),
+        )
+    })
+}
+
+fn id_arg(args: &[Value], i: usize, name: &str) -> Result<Id, WampError> {
+    arg(args, i, name)?.as_u64().ok_or_else(|| {
+        WampError::new(
+            errors::INVALID_ARGUMENT,
+            format!("argument {i} ({name}) must be an ID"),
+        )
+    })
+}
+
+fn str_arg<'a>(args: &'a [Value], i: usize, name: &str) -> Result<&'a str, WampError> {
+    arg(args, i, name)?.as_str().ok_or_else(|| {
+        WampError::new(
+            errors::INVALID_ARGUMENT,
+            format!("argument {i} ({name}) must be a string"),
+        )
+    })
+}
+
+/// `filter_authroles`: a list of roles, positional or keyword.
+fn role_filter(args: &[Value], kwargs: &Dict) -> Result<Option<Vec<String>>, WampError> {
+    match args.first().or_else(|| kwargs.get("filter_authroles")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::List(l)) => Ok(Some(
+            l.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        )),
+        Some(_) => Err(WampError::new(
+            errors::INVALID_ARGUMENT,
+            "filter_authroles must be a list of roles",
+        )),
+    }
+}
+
+/// The reason and message of a kill: positional after the target, or `reason`/`message`
+/// keywords, as autobahn clients pass them.
+fn kill_reason(args: &[Value], first: usize, kwargs: &Dict) -> (String, Option<String>) {
+    let get = |i: usize, k: &str| {
+        args.get(i)
+            .or_else(|| kwargs.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    (
+        get(first, "reason").unwrap_or_else(|| errors::KILLED.to_owned()),
+        get(first + 1, "message"),
+    )
+}
+
+fn visible_sessions(realm: &Realm) -> Vec<SessionHandle> {
+    realm
+        .sessions()
+        .into_iter()
+        .filter(|s| !s.is_restricted())
+        .collect()
+}
+
+/// What `wamp.session.get` and `wamp.session.on_join` say about a session.
+pub(crate) fn session_details(s: &SessionHandle) -> Value {
+    let i = &s.info;
+    let mut d = Dict::new();
+    d.insert("session".into(), Value::from(i.id));
+    d.insert("realm".into(), Value::from(i.realm.as_str()));
+    d.insert("authid".into(), Value::from(i.authid.as_str()));
+    d.insert("authrole".into(), Value::from(i.authrole.as_str()));
+    d.insert("authmethod".into(), Value::from(i.authmethod.as_str()));
+    d.insert("authprovider".into(), Value::from(i.authprovider.as_str()));
+    let mut t = Dict::new();
+    t.insert("peer".into(), Value::from(i.transport.as_str()));
+    d.insert("transport".into(), Value::Dict(t));
+    Value::Dict(d)
+}
+
+pub(crate) fn subscription_details(s: &SubscriptionInfo) -> Value {
+    let mut d = Dict::new();
+    d.insert("id".into(), Value::from(s.id));
+    d.insert("created".into(), Value::from(s.created.as_str()));
+    d.insert("uri".into(), Value::from(s.topic.as_str()));
+    d.insert("match".into(), Value::from(s.policy.name()));
+    Value::Dict(d)
+}
+
+pub(crate) fn registration_details(r: &RegistrationInfo) -> Value {
+    let mut d = Dict::new();
+    d.insert("id".into(), Value::from(r.id));
+    d.insert("created".into(), Value::from(r.created.as_str()));
+    d.insert("uri".into(), Value::from(r.procedure.as_str()));
+    d.insert("match".into(), Value::from(r.policy.name()));
+    d.insert("invoke".into(), Value::from(r.invoke.name()));
+    Value::Dict(d)
+}
+
+fn ids(v: impl IntoIterator<Item = Id>) -> Value {
+    Value::List(v.into_iter().map(Value::from).collect())
+}
+
+/// Only the IDs of sessions the API shows.
+fn visible_ids(realm: &Realm, sessions: &[Id]) -> Vec<Id> {
+    sessions
+        .iter()
+        .copied()
+        .filter(|id| realm.session(*id).is_some_and(|s| !s.is_restricted()))
+        .collect()
+}
+
+fn match_option(args: &[Value], kwargs: &Dict) -> Result<MatchPolicy, WampError> {
+    let m = args
+        .get(1)
+        .and_then(Value::as_dict)
+        .and_then(|o| o.get("match"))
+        .or_else(|| kwargs.get("match"))
+        .and_then(Value::as_str);
+    MatchPolicy::from_option(m).ok_or_else(|| {
+        WampError::new(
+            errors::INVALID_ARGUMENT,
+            "option 'match' must be exact, prefix or wildcard",
+        )
+    })
+}
+
+fn no_such_subscription(id: Id) -> WampError {
+    WampError::new(
+        errors::NO_SUCH_SUBSCRIPTION,
+        format!("no subscription with ID {id} exists on this realm"),
+    )
+}
+
+fn no_such_registration(id: Id) -> WampError {
+    WampError::new(
+        errors::NO_SUCH_REGISTRATION,
+        format!("no registration with ID {id} exists on this realm"),
+    )
+}
+
+/// Lists pattern IDs by match policy, as `wamp.*.list` returns them.
+fn by_policy(items: impl Iterator<Item = (MatchPolicy, Id)>) -> Value {
+    let mut d = Dict::new();
+    for p in [
+        MatchPolicy::Exact,
+        MatchPolicy::Prefix,
+        MatchPolicy::Wildcard,
+    ] {
+        d.insert(p.name().into(), Value::List(Vec::new()));
+    }
+    for (p, id) in items {
+        if let Some(Value::List(l)) = d.get_mut(p.name()) {
+            l.push(Value::from(id));
+        }
+    }
+    Value::Dict(d)
+}
+
+/// Runs one meta procedure.
+fn call(
+    realm: &Realm,
+    caller: Option<Id>,
+    name: &str,
+    args: &[Value],
+    kwargs: &Dict,
+) -> Result<Payload, WampError> {
+    let not_caller = |s: &SessionHandle| Some(s.id()) != caller;
+    match name {
+        "wamp.session.count" | "wamp.session.list" => {
+            let filter = role_filter(args, kwargs)?;
+            let sessions: Vec<Id> = visible_sessions(realm)
+                .into_iter()
+                .filter(|s| filter.as_ref().is_none_or(|f| f.contains(&s.info.authrole)))
+                .map(|s| s.id())
+                .collect();
+            if name == "wamp.session.count" {
+                one(Value::from(sessions.len() as u64))
+            } else {
+                one(ids(sessions))
+            }
+        }
+        "wamp.session.get" => {
+            let id = id_arg(args, 0, "session_id")?;
+            match realm.session(id).filter(|s| !s.is_restricted()) {
+                Some(s) => one(session_details(&s)),
+                None => Err(WampError::new(
+                    errors::NO_SUCH_SESSION,
+                    format!("no session with ID {id} exists on this realm"),
+                )),
+            }
+        }
+        "wamp.session.kill" => {
+            let id = id_arg(args, 0, "session_id")?;
+            let (reason, message) = kill_reason(args, 1, kwargs);
+            match realm.session(id).filter(|s| !s.is_restricted()) {
+                Some(s) => {
+                    s.kill(&reason, message);
+                    Ok(Payload::default())
+                }
+                None => Err(WampError::new(
+                    errors::NO_SUCH_SESSION,
+                    format!("no session with ID {id} exists on this realm"),
+                )),
+            }
+        }
+        "wamp.session.kill_by_authid" | "wamp.session.kill_by_authrole" => {
+            let by_authid = name.ends_with("authid");
+            let target = str_arg(args, 0, if by_authid { "authid" } else { "authrole" })?;
+            let (reason, message) = kill_reason(args, 1, kwargs);
+            let mut killed = Vec::new();
+            for s in visible_sessions(realm).into_iter().filter(not_caller) {
+                let field = if by_authid {
+                    &s.info.authid
+                } else {
+                    &s.info.authrole
+                };
+                if field == target {
+                    s.kill(&reason, message.clone());
+                    killed.push(s.id());
+                }
+            }
+            one(ids(killed))
+        }
+        "wamp.session.kill_all" => {
+            let (reason, message) = kill_reason(args, 0, kwargs);
+            let mut n = 0u64;
+            for s in visible_sessions(realm).into_iter().filter(not_caller) {
+                s.kill(&reason, message.clone());
+                n += 1;
+            }
+            one(Value::from(n))
+        }
+        "wamp.subscription.list" => {
+            let subs = realm.broker.subscriptions();
+            one(by_policy(
+                subs.iter()
+                    .filter(|s| !visible_ids(realm, &s.subscribers).is_empty())
+                    .map(|s| (s.policy, s.id)),
+            ))
+        }
+        "wamp.subscription.lookup" => {
+            let topic = str_arg(args, 0, "topic")?;
+            let policy = match_option(args, kwargs)?;
+            one(realm
+                .broker
+                .lookup(policy, topic)
+                .map_or(Value::Null, Value::from))
+        }
+        "wamp.subscription.match" => {
+            let topic = str_arg(args, 0, "topic")?;
+            let found = realm.broker.matching(topic);
+            one(if found.is_empty() {
+                Value::Null
+            } else {
+                ids(found)
+            })
+        }
+        "wamp.subscription.get" => {
+            let id = id_arg(args, 0, "subscription_id")?;
+            let s = realm
+                .broker
+                .subscription(id)
+                .ok_or_else(|| no_such_subscription(id))?;
+            one(subscription_details(&s))
+        }
+        "wamp.subscription.list_subscribers" | "wamp.subscription.count_subscribers" => {
+            let id = id_arg(args, 0, "subscription_id")?;
+            let s = realm
+                .broker
+                .subscription(id)
+                .ok_or_else(|| no_such_subscription(id))?;
+            let subscribers = visible_ids(realm, &s.subscribers);
+            if name.ends_with("count_subscribers") {
+                one(Value::from(subscribers.len() as u64))
+            } else {
+                one(ids(subscribers))
+            }
+        }
+        "wamp.registration.list" => {
+            let regs = realm.dealer.registrations();
+            one(by_policy(
+                regs.iter()
+                    .filter(|r| !visible_ids(realm, &r.callees).is_empty())
+                    .map(|r| (r.policy, r.id)),
+            ))
+        }
+        "wamp.registration.lookup" => {
+            let procedure = str_arg(args, 0, "procedure")?;
+            let policy = match_option(args, kwargs)?;
+            one(realm
+                .dealer
+                .lookup(policy, procedure)
+                .map_or(Value::Null, Value::from))
+        }
+        "wamp.registration.match" => {
+            let procedure = str_arg(args, 0, "procedure")?;
+            one(realm
+                .dealer
+                .best_match(procedure)
+                .map_or(Value::Null, Value::from))
+        }
+        "wamp.registration.get" => {
+            let id = id_arg(args, 0, "registration_id")?;
+            let r = realm
+                .dealer
+                .registration(id)
+                .ok_or_else(|| no_such_registration(id))?;
+            one(registration_details(&r))
+        }
+        "wamp.registration.list_callees" | "wamp.registration.count_callees" => {
+            let id = id_arg(args, 0, "registration_id")?;
+            let r = realm
+                .dealer
+                .registration(id)
+                .ok_or_else(|| no_such_registration(id))?;
+            let callees = visible_ids(realm, &r.callees);
+            if name.ends_with("count_callees") {
+                one(Value::from(callees.len() as u64))
+            } else {
+                one(ids(callees))
+            }
+        }
+        other => Err(WampError::new(
+            errors::NO_SUCH_PROCEDURE,
+            format!("no meta procedure '{other}'"),
+        )),
+    }
+}
