@@ -271,6 +271,26 @@ async fn fixture_universal_websocket_all_methods_and_roles() {
     .await;
     assert_eq!(bob.expect_abort().await, "wamp.error.authentication_failed");
 
+    // The meta API obeys roles: anonymous may count sessions, a user may not.
+    let req = anon
+        .call("wamp.session.count", Dict::new(), args(vec![]))
+        .await;
+    match anon.recv().await {
+        Message::Result {
+            request, payload, ..
+        } if request == req => {
+            assert!(payload.args()[0].as_u64().unwrap() >= 3)
+        }
+        m => panic!("{m:?}"),
+    }
+    let req = alice
+        .call("wamp.session.count", Dict::new(), args(vec![]))
+        .await;
+    assert_eq!(
+        alice.expect_error(code::CALL, req).await,
+        "wamp.error.not_authorized"
+    );
+
     // Cryptosign: dave is a backend.
     let mut dave = Client::websocket(&url, "wamp.2.json").await;
     let d = cryptosign(&mut dave, "realm1", "dave", 7).await;

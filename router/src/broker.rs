@@ -206,8 +206,9 @@ impl Broker {
         self.unsubscribe_tracked(session, id).map(|_| ())
     }
 
-    /// [`Broker::unsubscribe`], also saying whether the subscription was deleted.
-    pub fn unsubscribe_tracked(&self, session: Id, id: Id) -> Result<bool, WampError> {
+    /// [`Broker::unsubscribe`], also saying whether the subscription was deleted, and its
+    /// topic (meta events).
+    pub fn unsubscribe_tracked(&self, session: Id, id: Id) -> Result<(bool, String), WampError> {
         let mut st = self.state.write();
         let Some(sub) = st.subscriptions.get_mut(&id) else {
             return Err(WampError::new(
@@ -221,13 +222,14 @@ impl Broker {
                 format!("session is not subscribed to {id}"),
             ));
         }
+        let topic = sub.topic.clone();
         if sub.subscribers.is_empty() {
-            let (policy, topic) = (sub.policy, sub.topic.clone());
+            let policy = sub.policy;
             st.subscriptions.remove(&id);
             st.index.remove(policy, &topic);
-            return Ok(true);
+            return Ok((true, topic));
         }
-        Ok(false)
+        Ok((false, topic))
     }
 
     /// Routes a publication to every eligible subscriber and returns its publication ID.

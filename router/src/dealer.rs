@@ -233,8 +233,9 @@ impl Dealer {
         self.unregister_tracked(session, id).map(|_| ())
     }
 
-    /// [`Dealer::unregister`], also saying whether the registration was deleted.
-    pub fn unregister_tracked(&self, session: Id, id: Id) -> Result<bool, WampError> {
+    /// [`Dealer::unregister`], also saying whether the registration was deleted, and its
+    /// procedure (meta events).
+    pub fn unregister_tracked(&self, session: Id, id: Id) -> Result<(bool, String), WampError> {
         let mut st = self.state.lock();
         let Some(reg) = st.registrations.get_mut(&id) else {
             return Err(WampError::new(
@@ -250,13 +251,14 @@ impl Dealer {
                 format!("session is not a callee of registration {id}"),
             ));
         }
+        let procedure = reg.procedure.clone();
         if reg.callees.is_empty() {
-            let (policy, procedure) = (reg.policy, reg.procedure.clone());
+            let policy = reg.policy;
             st.registrations.remove(&id);
             st.index.remove(policy, &procedure);
-            return Ok(true);
+            return Ok((true, procedure));
         }
-        Ok(false)
+        Ok((false, procedure))
     }
 
     /// Routes a CALL to a callee. Errors are for the caller (no such procedure, bad options).

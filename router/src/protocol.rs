@@ -514,8 +514,13 @@ impl Connection {
                             request,
                             subscription,
                         });
-                        j.realm
-                            .subscription_events(&j.session, subscription, true, created);
+                        j.realm.subscription_events(
+                            &j.session,
+                            subscription,
+                            &topic,
+                            true,
+                            created,
+                        );
                     }
                     Err(e) => j.session.send(e.to_message(code::SUBSCRIBE, request)),
                 }
@@ -535,13 +540,18 @@ impl Connection {
                     ))
                 };
                 match result {
-                    Ok(deleted) => {
+                    Ok((deleted, topic)) => {
                         j.session.send(Message::Unsubscribed {
                             request,
                             details: None,
                         });
-                        j.realm
-                            .subscription_events(&j.session, subscription, false, deleted);
+                        j.realm.subscription_events(
+                            &j.session,
+                            subscription,
+                            &topic,
+                            false,
+                            deleted,
+                        );
                     }
                     Err(e) => j.session.send(e.to_message(code::UNSUBSCRIBE, request)),
                 }
@@ -584,8 +594,13 @@ impl Connection {
                             request,
                             registration,
                         });
-                        j.realm
-                            .registration_events(&j.session, registration, true, created);
+                        j.realm.registration_events(
+                            &j.session,
+                            registration,
+                            &procedure,
+                            true,
+                            created,
+                        );
                     }
                     Err(e) => j.session.send(e.to_message(code::REGISTER, request)),
                 }
@@ -605,13 +620,18 @@ impl Connection {
                     ))
                 };
                 match result {
-                    Ok(deleted) => {
+                    Ok((deleted, procedure)) => {
                         j.session.send(Message::Unregistered {
                             request,
                             details: None,
                         });
-                        j.realm
-                            .registration_events(&j.session, registration, false, deleted);
+                        j.realm.registration_events(
+                            &j.session,
+                            registration,
+                            &procedure,
+                            false,
+                            deleted,
+                        );
                     }
                     Err(e) => j.session.send(e.to_message(code::UNREGISTER, request)),
                 }

@@ -81,13 +81,13 @@ impl Realm {
         };
         let sid = Value::from(session);
         for id in subscriptions {
-            if let Ok(deleted) = self.broker.unsubscribe_tracked(session, id) {
-                self.subscription_events(&handle, id, false, deleted);
+            if let Ok((deleted, topic)) = self.broker.unsubscribe_tracked(session, id) {
+                self.subscription_events(&handle, id, &topic, false, deleted);
             }
         }
         for id in registrations {
-            if let Ok(deleted) = self.dealer.unregister_tracked(session, id) {
-                self.registration_events(&handle, id, false, deleted);
+            if let Ok((deleted, procedure)) = self.dealer.unregister_tracked(session, id) {
+                self.registration_events(&handle, id, &procedure, false, deleted);
             }
         }
         // Registrations are gone already; this ends the calls in flight.
@@ -97,14 +97,16 @@ impl Realm {
     }
 
     /// Meta events for a subscribe (`added`) or unsubscribe, with creation or deletion.
+    /// None for the meta API's own URIs (Crossbar's rule: "not for the meta API itself").
     pub(crate) fn subscription_events(
         &self,
         by: &SessionHandle,
         id: Id,
+        uri: &str,
         added: bool,
         changed: bool,
     ) {
-        if by.is_restricted() || self.meta.get().is_none() {
+        if by.is_restricted() || self.meta.get().is_none() || crate::uri::is_reserved(uri) {
             return;
         }
         let s = Value::from(by.id());
@@ -132,14 +134,16 @@ impl Realm {
     }
 
     /// Meta events for a register (`added`) or unregister, with creation or deletion.
+    /// None for the meta API's own URIs (Crossbar's rule: "not for the meta API itself").
     pub(crate) fn registration_events(
         &self,
         by: &SessionHandle,
         id: Id,
+        uri: &str,
         added: bool,
         changed: bool,
     ) {
-        if by.is_restricted() || self.meta.get().is_none() {
+        if by.is_restricted() || self.meta.get().is_none() || crate::uri::is_reserved(uri) {
             return;
         }
         let s = Value::from(by.id());
