@@ -281,7 +281,9 @@ impl Dealer {
         if policy != MatchPolicy::Exact {
             details.insert("procedure".into(), Value::from(procedure));
         }
-        let progress = receive_progress && callee.features.callee_progressive_results;
+        // Forwarded whatever the callee announced, as Crossbar does: wampy.js handles
+        // progressive invocations without announcing the feature on its callee role.
+        let progress = receive_progress;
         if progress {
             details.insert("receive_progress".into(), Value::Bool(true));
         }

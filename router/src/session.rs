@@ -125,7 +125,6 @@ pub struct SessionInfo {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerFeatures {
     pub callee_call_canceling: bool,
-    pub callee_progressive_results: bool,
 }
 
 impl PeerFeatures {
@@ -144,7 +143,6 @@ impl PeerFeatures {
         };
         PeerFeatures {
             callee_call_canceling: feature("callee", "call_canceling"),
-            callee_progressive_results: feature("callee", "progressive_call_results"),
         }
     }
 }

@@ -140,13 +140,7 @@ fn handle(
     let (codec, echo_protocol) = match choose_subprotocol(&req) {
         Ok(Some(c)) => (c, true),
         // A client that offers no subprotocol gets JSON, as Crossbar does.
-        Ok(None) => (
-            Codec {
-                serializer: crate::wire::Serializer::Json,
-                batched: false,
-            },
-            false,
-        ),
+        Ok(None) => (Codec::plain(crate::wire::Serializer::Json), false),
         Err(e) => {
             tracing::info!(%peer, "WebSocket upgrade refused: {e}");
             return text(StatusCode::BAD_REQUEST, format!("{e}\n"));

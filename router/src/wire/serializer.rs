@@ -181,8 +181,13 @@ impl<'de> serde::Deserialize<'de> for NativeValue {
     }
 }
 
-/// JSON batches end each message with this record separator.
-const JSON_BATCH_SEPARATOR: u8 = 0x1e;
+/// JSON batches end each message with this record separator (the spec's 0x1E).
+pub const JSON_BATCH_SEPARATOR: u8 = 0x1e;
+
+/// autobahn-python ends JSON batch items with `b"\30"`, which is octal: 0x18, not 0x1E. Neither
+/// byte can appear raw inside JSON text, so both are accepted and a connection is answered
+/// with the separator its client used.
+pub const AUTOBAHN_JSON_BATCH_SEPARATOR: u8 = 0x18;
 
 /// A negotiated serializer and framing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +195,8 @@ pub struct Codec {
     pub serializer: Serializer,
     /// WebSocket `.batched` subprotocols carry several messages per frame.
     pub batched: bool,
+    /// The item separator used in JSON batches sent to this peer.
+    pub json_separator: u8,
 }
 
 impl Codec {
@@ -213,7 +220,28 @@ impl Codec {
         Some(Codec {
             serializer: Serializer::from_name(ser)?,
             batched,
+            json_separator: JSON_BATCH_SEPARATOR,
         })
+    }
+
+    /// A plain (unbatched) codec for `serializer`.
+    pub fn plain(serializer: Serializer) -> Codec {
+        Codec {
+            serializer,
+            batched: false,
+            json_separator: JSON_BATCH_SEPARATOR,
+        }
+    }
+
+    /// For JSON batches: the separator this frame uses, if it is a valid one.
+    pub fn frame_json_separator(&self, frame: &[u8]) -> Option<u8> {
+        if !self.batched || self.serializer != Serializer::Json {
+            return None;
+        }
+        match frame.last() {
+            Some(&b) if b == JSON_BATCH_SEPARATOR || b == AUTOBAHN_JSON_BATCH_SEPARATOR => Some(b),
+            _ => None,
+        }
     }
 
     pub fn subprotocol(&self) -> String {
@@ -229,10 +257,12 @@ impl Codec {
         let mut out = Vec::new();
         match self.serializer {
             Serializer::Json => {
-                if frame.last() != Some(&JSON_BATCH_SEPARATOR) {
-                    return Err(DecodeError::Batch("JSON batch must end with 0x1E"));
-                }
-                for part in frame[..frame.len() - 1].split(|b| *b == JSON_BATCH_SEPARATOR) {
+                let Some(sep) = self.frame_json_separator(frame) else {
+                    return Err(DecodeError::Batch(
+                        "JSON batch must end with the 0x1E separator",
+                    ));
+                };
+                for part in frame[..frame.len() - 1].split(|b| *b == sep) {
                     out.push(part);
                 }
             }
@@ -262,7 +292,7 @@ impl Codec {
         match self.serializer {
             Serializer::Json => {
                 frame.extend_from_slice(message);
-                frame.put_u8(JSON_BATCH_SEPARATOR);
+                frame.put_u8(self.json_separator);
             }
             Serializer::MsgPack | Serializer::Cbor => {
                 frame.put_u32(message.len() as u32);
