@@ -146,9 +146,18 @@ impl Eligibility {
 }
 
 impl Broker {
-    /// Adds `session` to the subscription for (`policy`, `topic`), creating it if needed.
-    /// Returns the subscription ID.
-    pub fn subscribe(&self, session: &SessionHandle, policy: MatchPolicy, topic: &str) -> Id {
+    /// Adds `session` to the subscription for (`policy`, `topic`), creating it if needed,
+    /// and answers SUBSCRIBED for `request`. Returns the subscription ID.
+    ///
+    /// SUBSCRIBED is queued while the write lock is held: a publish that can see the new
+    /// subscription runs after the lock is released, so SUBSCRIBED precedes any EVENT.
+    pub fn subscribe(
+        &self,
+        session: &SessionHandle,
+        request: Id,
+        policy: MatchPolicy,
+        topic: &str,
+    ) -> Id {
         let mut st = self.state.write();
         let id = match st.index.get(policy, topic) {
             Some(id) => *id,
@@ -169,6 +178,10 @@ impl Broker {
         };
         let sub = st.subscriptions.get_mut(&id).expect("index and map agree");
         sub.subscribers.insert(session.id(), session.clone());
+        session.send(Message::Subscribed {
+            request,
+            subscription: id,
+        });
         id
     }
 

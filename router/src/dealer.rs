@@ -150,10 +150,12 @@ fn interrupt(p: &Pending, invocation: Id, mode: &str, reason: &str) {
 }
 
 impl Dealer {
-    /// Registers `session` as a callee of `procedure` under `policy`.
+    /// Registers `session` as a callee of `procedure` under `policy` and answers REGISTERED
+    /// for `request`, under the lock, so REGISTERED precedes any INVOCATION.
     pub fn register(
         &self,
         session: &SessionHandle,
+        request: Id,
         policy: MatchPolicy,
         procedure: &str,
         options: &Dict,
@@ -181,6 +183,10 @@ impl Dealer {
                 ));
             }
             reg.callees.push(session.clone());
+            session.send(Message::Registered {
+                request,
+                registration: id,
+            });
             return Ok(id);
         }
         let id = random_id();
@@ -196,6 +202,10 @@ impl Dealer {
                 next: 0,
             },
         );
+        session.send(Message::Registered {
+            request,
+            registration: id,
+        });
         Ok(id)
     }
 

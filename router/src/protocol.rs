@@ -425,15 +425,11 @@ impl Connection {
                         errors::NOT_AUTHORIZED,
                         format!("not authorized to subscribe to '{topic}'"),
                     )),
-                    Some(p) => Ok(j.realm.broker.subscribe(&j.session, p, &topic)),
+                    Some(p) => Ok(j.realm.broker.subscribe(&j.session, request, p, &topic)),
                 };
                 match result {
                     Ok(subscription) => {
                         j.subscriptions.insert(subscription);
-                        j.session.send(Message::Subscribed {
-                            request,
-                            subscription,
-                        });
                     }
                     Err(e) => j.session.send(e.to_message(code::SUBSCRIBE, request)),
                 }
@@ -484,15 +480,14 @@ impl Connection {
                         errors::NOT_AUTHORIZED,
                         format!("not authorized to register '{procedure}'"),
                     )),
-                    Some(p) => j.realm.dealer.register(&j.session, p, &procedure, &options),
+                    Some(p) => j
+                        .realm
+                        .dealer
+                        .register(&j.session, request, p, &procedure, &options),
                 };
                 match result {
                     Ok(registration) => {
                         j.registrations.insert(registration);
-                        j.session.send(Message::Registered {
-                            request,
-                            registration,
-                        });
                     }
                     Err(e) => j.session.send(e.to_message(code::REGISTER, request)),
                 }
