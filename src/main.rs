@@ -1,5 +1,6 @@
 //! The `switchyard` binary: command line, configuration and wiring.
 
+mod bench;
 mod config;
 
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the router (embedded defaults: 127.0.0.1:8080, realms realm1 and buildbot, anonymous).
     Start(StartArgs),
+    /// Measure a WAMP router (switchyard, Crossbar or any other): pub/sub, RPC, idle sessions.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Args)]
@@ -60,6 +64,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Start(args) => start(args, cli.log_level),
+        Command::Bench(cmd) => {
+            init_logging(Some(cli.log_level.as_deref().unwrap_or("warn")));
+            ExitCode::from(bench::run(cmd))
+        }
     }
 }
 
