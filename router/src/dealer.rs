@@ -164,17 +164,22 @@ impl Dealer {
         let mut st = self.state.lock();
         if let Some(id) = st.index.get(policy, procedure).copied() {
             let reg = st.registrations.get_mut(&id).expect("index and map agree");
-            if reg.invoke == InvokePolicy::Single || reg.invoke != invoke {
-                let text = if reg.invoke == invoke {
-                    format!("procedure '{procedure}' is already registered")
-                } else {
+            if reg.invoke != invoke {
+                // Crossbar's URI for this case, so clients written against it see the same.
+                return Err(WampError::new(
+                    errors::PROCEDURE_EXISTS_WITH_DIFFERENT_INVOCATION_POLICY,
                     format!(
                         "procedure '{procedure}' is registered with invoke '{}', not '{}'",
                         reg.invoke.name(),
                         invoke.name()
-                    )
-                };
-                return Err(WampError::new(errors::PROCEDURE_ALREADY_EXISTS, text));
+                    ),
+                ));
+            }
+            if reg.invoke == InvokePolicy::Single {
+                return Err(WampError::new(
+                    errors::PROCEDURE_ALREADY_EXISTS,
+                    format!("procedure '{procedure}' is already registered"),
+                ));
             }
             if reg.callees.iter().any(|c| c.id() == session.id()) {
                 return Err(WampError::new(

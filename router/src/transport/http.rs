@@ -108,11 +108,20 @@ fn handle(
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
         && header_has_token(&req, header::UPGRADE, "websocket");
     if !is_upgrade {
-        return if path == "/" || config.websocket_paths.iter().any(|p| *p == path) {
+        return if path == "/" {
             text(
                 StatusCode::OK,
                 "switchyard: a WAMP v2 router. Connect with a WebSocket WAMP client.\n",
             )
+        } else if config.websocket_paths.iter().any(|p| *p == path) {
+            // As Crossbar answers: this path only speaks WebSocket.
+            let mut r = text(
+                StatusCode::UPGRADE_REQUIRED,
+                "this path accepts WAMP over WebSocket only\n",
+            );
+            r.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            r
         } else {
             text(StatusCode::NOT_FOUND, format!("no resource at {path}\n"))
         };
