@@ -1,5 +1,6 @@
 //! The `switchyard` binary: command line, configuration and wiring.
 
+mod bench;
 mod config;
 mod crossbar;
 
@@ -35,6 +36,9 @@ enum Command {
     Start(StartArgs),
     /// Check a Crossbar node directory's configuration and report every issue.
     Check(CheckArgs),
+    /// Measure a WAMP router (switchyard, Crossbar or any other): pub/sub, RPC, idle sessions.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Args)]
@@ -76,6 +80,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Start(args) => start(args, cli.log_level),
         Command::Check(args) => check(&args.cbdir),
+        Command::Bench(cmd) => {
+            init_logging(Some(cli.log_level.as_deref().unwrap_or("warn")));
+            ExitCode::from(bench::run(cmd))
+        }
     }
 }
 

@@ -375,6 +375,7 @@ async fn http_paths_and_subprotocol_negotiation() {
         }
     };
     assert!(get("/", "").await.starts_with("HTTP/1.1 200"));
+    assert!(get("/ws", "").await.starts_with("HTTP/1.1 426"));
     assert!(get("/nope", "").await.starts_with("HTTP/1.1 404"));
     let resp = get(
         "/ws",

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -12,38 +11,8 @@ use switchyard_router::wire::{Dict, Message};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
-/// A running `switchyard start`, killed on drop.
-pub struct Process {
-    pub child: std::process::Child,
-    pub addr: std::net::SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(extra: &[&str]) -> Process {
-    let mut child = Command::new(BIN)
-        .args(["start", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("switchyard listening on ")
-        .expect(&line)
-        .parse()
-        .unwrap();
-    Process { child, addr }
+    Process::start(extra)
 }
 
 #[test]

@@ -235,7 +235,7 @@ async fn shared_registrations_pick_callees_by_policy() {
             .await;
         assert_eq!(
             other.expect_error(code::REGISTER, req).await,
-            "wamp.error.procedure_already_exists"
+            "wamp.error.procedure_exists_with_different_invocation_policy"
         );
     }
 }

@@ -161,16 +161,26 @@ impl Eligibility {
 }
 
 impl Broker {
-    /// Adds `session` to the subscription for (`policy`, `topic`), creating it if needed.
-    /// Returns the subscription ID.
-    pub fn subscribe(&self, session: &SessionHandle, policy: MatchPolicy, topic: &str) -> Id {
-        self.subscribe_tracked(session, policy, topic).0
+    /// Adds `session` to the subscription for (`policy`, `topic`), creating it if needed,
+    /// and answers SUBSCRIBED for `request`. Returns the subscription ID.
+    pub fn subscribe(
+        &self,
+        session: &SessionHandle,
+        request: Id,
+        policy: MatchPolicy,
+        topic: &str,
+    ) -> Id {
+        self.subscribe_tracked(session, request, policy, topic).0
     }
 
     /// [`Broker::subscribe`], also saying whether the subscription was created (meta events).
+    ///
+    /// SUBSCRIBED is queued while the write lock is held: a publish that can see the new
+    /// subscription runs after the lock is released, so SUBSCRIBED precedes any EVENT.
     pub fn subscribe_tracked(
         &self,
         session: &SessionHandle,
+        request: Id,
         policy: MatchPolicy,
         topic: &str,
     ) -> (Id, bool) {
@@ -197,6 +207,10 @@ impl Broker {
         };
         let sub = st.subscriptions.get_mut(&id).expect("index and map agree");
         sub.subscribers.insert(session.id(), session.clone());
+        session.send(Message::Subscribed {
+            request,
+            subscription: id,
+        });
         (id, created)
     }
 

@@ -166,15 +166,17 @@ fn interrupt(p: &Pending, invocation: Id, mode: &str, reason: &str) {
 }
 
 impl Dealer {
-    /// Registers `session` as a callee of `procedure` under `policy`.
+    /// Registers `session` as a callee of `procedure` under `policy` and answers REGISTERED
+    /// for `request`, under the lock, so REGISTERED precedes any INVOCATION.
     pub fn register(
         &self,
         session: &SessionHandle,
+        request: Id,
         policy: MatchPolicy,
         procedure: &str,
         options: &Dict,
     ) -> Result<Id, WampError> {
-        self.register_tracked(session, policy, procedure, options)
+        self.register_tracked(session, request, policy, procedure, options)
             .map(|(id, _)| id)
     }
 
@@ -182,6 +184,7 @@ impl Dealer {
     pub fn register_tracked(
         &self,
         session: &SessionHandle,
+        request: Id,
         policy: MatchPolicy,
         procedure: &str,
         options: &Dict,
@@ -190,17 +193,22 @@ impl Dealer {
         let mut st = self.state.lock();
         if let Some(id) = st.index.get(policy, procedure).copied() {
             let reg = st.registrations.get_mut(&id).expect("index and map agree");
-            if reg.invoke == InvokePolicy::Single || reg.invoke != invoke {
-                let text = if reg.invoke == invoke {
-                    format!("procedure '{procedure}' is already registered")
-                } else {
+            if reg.invoke != invoke {
+                // Crossbar's URI for this case, so clients written against it see the same.
+                return Err(WampError::new(
+                    errors::PROCEDURE_EXISTS_WITH_DIFFERENT_INVOCATION_POLICY,
                     format!(
                         "procedure '{procedure}' is registered with invoke '{}', not '{}'",
                         reg.invoke.name(),
                         invoke.name()
-                    )
-                };
-                return Err(WampError::new(errors::PROCEDURE_ALREADY_EXISTS, text));
+                    ),
+                ));
+            }
+            if reg.invoke == InvokePolicy::Single {
+                return Err(WampError::new(
+                    errors::PROCEDURE_ALREADY_EXISTS,
+                    format!("procedure '{procedure}' is already registered"),
+                ));
             }
             if reg.callees.iter().any(|c| c.id() == session.id()) {
                 return Err(WampError::new(
@@ -209,6 +217,10 @@ impl Dealer {
                 ));
             }
             reg.callees.push(session.clone());
+            session.send(Message::Registered {
+                request,
+                registration: id,
+            });
             return Ok((id, false));
         }
         let id = random_id();
@@ -225,6 +237,10 @@ impl Dealer {
                 created: crate::auth::wampcra::utc_timestamp(std::time::SystemTime::now()),
             },
         );
+        session.send(Message::Registered {
+            request,
+            registration: id,
+        });
         Ok((id, true))
     }
 
@@ -318,7 +334,9 @@ impl Dealer {
         if policy != MatchPolicy::Exact {
             details.insert("procedure".into(), Value::from(procedure));
         }
-        let progress = receive_progress && callee.features.callee_progressive_results;
+        // Forwarded whatever the callee announced, as Crossbar does: wampy.js handles
+        // progressive invocations without announcing the feature on its callee role.
+        let progress = receive_progress;
         if progress {
             details.insert("receive_progress".into(), Value::Bool(true));
         }

@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod dealer;
 mod id;

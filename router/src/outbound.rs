@@ -175,6 +175,14 @@ impl<T> Queue<T> {
         }
     }
 
+    /// Moves everything queued into `out` without waiting (benchmarks, in-process drains).
+    pub fn drain_now(&self, out: &mut Vec<T>) {
+        let mut st = self.state.lock();
+        out.extend(st.items.drain(..));
+        st.bytes = 0;
+        st.over_soft_since = None;
+    }
+
     /// Resolves once the queue is closed (for the reader side to stop reading).
     pub async fn closed(&self) -> Closed {
         loop {

@@ -505,15 +505,14 @@ impl Connection {
                         errors::NOT_AUTHORIZED,
                         format!("not authorized to subscribe to '{topic}'"),
                     )),
-                    Some(p) => Ok(j.realm.broker.subscribe_tracked(&j.session, p, &topic)),
+                    Some(p) => Ok(j
+                        .realm
+                        .broker
+                        .subscribe_tracked(&j.session, request, p, &topic)),
                 };
                 match result {
                     Ok((subscription, created)) => {
                         j.subscriptions.insert(subscription);
-                        j.session.send(Message::Subscribed {
-                            request,
-                            subscription,
-                        });
                         j.realm.subscription_events(
                             &j.session,
                             subscription,
@@ -585,15 +584,11 @@ impl Connection {
                     Some(p) => j
                         .realm
                         .dealer
-                        .register_tracked(&j.session, p, &procedure, &options),
+                        .register_tracked(&j.session, request, p, &procedure, &options),
                 };
                 match result {
                     Ok((registration, created)) => {
                         j.registrations.insert(registration);
-                        j.session.send(Message::Registered {
-                            request,
-                            registration,
-                        });
                         j.realm.registration_events(
                             &j.session,
                             registration,

@@ -139,7 +139,6 @@ pub struct SessionInfo {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerFeatures {
     pub callee_call_canceling: bool,
-    pub callee_progressive_results: bool,
 }
 
 impl PeerFeatures {
@@ -158,7 +157,6 @@ impl PeerFeatures {
         };
         PeerFeatures {
             callee_call_canceling: feature("callee", "call_canceling"),
-            callee_progressive_results: feature("callee", "progressive_call_results"),
         }
     }
 }

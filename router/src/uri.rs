@@ -75,6 +75,9 @@ pub mod errors {
     pub const INVALID_URI: &str = "wamp.error.invalid_uri";
     pub const NO_SUCH_PROCEDURE: &str = "wamp.error.no_such_procedure";
     pub const PROCEDURE_ALREADY_EXISTS: &str = "wamp.error.procedure_already_exists";
+    /// Crossbar's error for a shared registration with a conflicting `invoke` policy.
+    pub const PROCEDURE_EXISTS_WITH_DIFFERENT_INVOCATION_POLICY: &str =
+        "wamp.error.procedure_exists_with_different_invocation_policy";
     pub const NO_SUCH_REGISTRATION: &str = "wamp.error.no_such_registration";
     pub const NO_SUCH_SUBSCRIPTION: &str = "wamp.error.no_such_subscription";
     pub const INVALID_ARGUMENT: &str = "wamp.error.invalid_argument";

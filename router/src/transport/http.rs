@@ -117,11 +117,20 @@ fn handle(
         None
     };
     if !is_upgrade {
-        return if path == "/" || ws_path.is_some() {
+        return if path == "/" {
             text(
                 StatusCode::OK,
                 "switchyard: a WAMP v2 router. Connect with a WebSocket WAMP client.\n",
             )
+        } else if ws_path.is_some() {
+            // As Crossbar answers: this path only speaks WebSocket.
+            let mut r = text(
+                StatusCode::UPGRADE_REQUIRED,
+                "this path accepts WAMP over WebSocket only\n",
+            );
+            r.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            r
         } else {
             text(StatusCode::NOT_FOUND, format!("no resource at {path}\n"))
         };
@@ -150,13 +159,7 @@ fn handle(
     let (codec, echo_protocol) = match choose_subprotocol(&req, &endpoint) {
         Ok(Some(c)) => (c, true),
         // A client that offers no subprotocol gets JSON, as Crossbar does.
-        Ok(None) => (
-            Codec {
-                serializer: crate::wire::Serializer::Json,
-                batched: false,
-            },
-            false,
-        ),
+        Ok(None) => (Codec::plain(crate::wire::Serializer::Json), false),
         Err(e) => {
             tracing::info!(%peer, "WebSocket upgrade refused: {e}");
             return text(StatusCode::BAD_REQUEST, format!("{e}\n"));

@@ -242,7 +242,7 @@ async fn write_loop<S: AsyncWrite>(
     label: String,
 ) {
     let mut batch: Vec<Bytes> = Vec::with_capacity(64);
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::new();
     loop {
         tokio::select! {
             taken = queue.take(&mut batch, Bytes::len) => match taken {

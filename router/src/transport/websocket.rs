@@ -28,20 +28,25 @@ use crate::uri::errors;
 use crate::wire::Codec;
 use crate::Router;
 
-/// Frames the reader asks the writer to send.
+/// What the reader tells the writer.
 enum Control {
     Ping,
+    /// The peer's JSON batches use this separator; answer with the same.
+    JsonSeparator(u8),
 }
 
 /// Runs one WebSocket WAMP connection to its end.
-pub async fn serve<S>(io: S, peer: SocketAddr, codec: Codec, router: Router, endpoint: Endpoint)
+pub async fn serve<S>(io: S, peer: SocketAddr, mut codec: Codec, router: Router, endpoint: Endpoint)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = endpoint.limits.clone();
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_size))
-        .max_frame_size(Some(limits.max_message_size));
+        .max_frame_size(Some(limits.max_message_size))
+        // Eagerly allocated per connection: 8 KiB keeps 10,000 idle sessions small; large
+        // messages just take more reads.
+        .read_buffer_size(8 * 1024);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
     let (sink, mut stream) = ws.split();
     let queue = Arc::new(Queue::<Bytes>::new(limits.queue.clone()));
@@ -109,9 +114,17 @@ where
                 let data: &[u8] = match &frame {
                     WsMessage::Text(t) => t.as_bytes(),
                     WsMessage::Binary(b) => b,
-                    WsMessage::Close(_) => break,
+                    // Keep reading: tungstenite flushes its close reply on the next poll, which
+                    // then ends the stream, so the peer sees a clean 1000 close.
+                    WsMessage::Close(_) => continue,
                     _ => continue, // tungstenite answers pings itself
                 };
+                if let Some(sep) = codec.frame_json_separator(data) {
+                    if sep != codec.json_separator {
+                        codec.json_separator = sep;
+                        let _ = control_tx.send(Control::JsonSeparator(sep)).await;
+                    }
+                }
                 if handle_frame(&mut conn, codec, data) == Flow::Close {
                     break;
                 }
@@ -183,7 +196,7 @@ async fn write_loop<S>(
     mut sink: SplitSink<WebSocketStream<S>, WsMessage>,
     queue: Arc<Queue<Bytes>>,
     mut control: mpsc::Receiver<Control>,
-    codec: Codec,
+    mut codec: Codec,
     limits: crate::Limits,
     label: String,
 ) where
@@ -198,6 +211,16 @@ async fn write_loop<S>(
     };
     loop {
         tokio::select! {
+            // Control first: a separator change must apply before the reply it concerns.
+            biased;
+            Some(c) = control.recv() => match c {
+                Control::Ping => {
+                    if timeout(limits.write_timeout, sink.send(WsMessage::Ping(Bytes::new()))).await.is_err() {
+                        break;
+                    }
+                }
+                Control::JsonSeparator(sep) => codec.json_separator = sep,
+            },
             taken = queue.take(&mut batch, Bytes::len) => match taken {
                 Taken::Items => {
                     let write = async {
@@ -239,11 +262,6 @@ async fn write_loop<S>(
                     return;
                 }
             },
-            Some(Control::Ping) = control.recv() => {
-                if timeout(limits.write_timeout, sink.send(WsMessage::Ping(Bytes::new()))).await.is_err() {
-                    break;
-                }
-            }
         }
     }
     // The socket failed: stop the reader too.

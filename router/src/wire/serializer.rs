@@ -114,16 +114,16 @@ impl Serializer {
                 v
             }
             Serializer::MsgPack => {
-                let mut reader = bytes;
-                let mut de = rmp_serde::Deserializer::new(&mut reader);
-                let v = seed
-                    .deserialize(&mut de)
-                    .map_err(|e| syntax(e.to_string()))?;
-                drop(de);
-                if !reader.is_empty() {
-                    return Err(syntax("trailing bytes after the message".into()));
+                // Check, then parse: the slice decoder is fast but cannot say where it
+                // stopped, so the framing pass proves there is exactly one value.
+                match msgpack_value_len(bytes) {
+                    Some(n) if n == bytes.len() => {}
+                    Some(_) => return Err(syntax("trailing bytes after the message".into())),
+                    None => return Err(syntax("truncated or invalid MsgPack".into())),
                 }
-                v
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+                seed.deserialize(&mut de)
+                    .map_err(|e| syntax(e.to_string()))?
             }
             Serializer::Cbor => {
                 let mut reader = bytes;
@@ -169,6 +169,65 @@ impl std::fmt::Display for Serializer {
     }
 }
 
+/// The length of the first MsgPack value in `b`, or `None` if it is truncated or uses the
+/// never-used marker 0xC1. Iterative (a count of values still to read), so nesting depth costs
+/// no stack; every value consumes at least one byte, so hostile counts end at the input's end.
+fn msgpack_value_len(b: &[u8]) -> Option<usize> {
+    let be = |at: usize, n: usize| -> Option<usize> {
+        let s = b.get(at..at + n)?;
+        Some(s.iter().fold(0usize, |acc, x| (acc << 8) | *x as usize))
+    };
+    let mut pos = 0usize;
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        let m = *b.get(pos)?;
+        pos += 1;
+        pending -= 1;
+        match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => {}
+            0x80..=0x8f => pending += 2 * u64::from(m & 0x0f),
+            0x90..=0x9f => pending += u64::from(m & 0x0f),
+            0xa0..=0xbf => pos += usize::from(m & 0x1f),
+            0xc4 | 0xd9 => pos += 1 + be(pos, 1)?,
+            0xc5 | 0xda => pos += 2 + be(pos, 2)?,
+            0xc6 | 0xdb => pos += 4 + be(pos, 4)?,
+            0xc7 => pos += 2 + be(pos, 1)?,
+            0xc8 => pos += 3 + be(pos, 2)?,
+            0xc9 => pos += 5 + be(pos, 4)?,
+            0xca | 0xce | 0xd2 => pos += 4,
+            0xcb | 0xcf | 0xd3 => pos += 8,
+            0xcc | 0xd0 => pos += 1,
+            0xcd | 0xd1 => pos += 2,
+            0xd4 => pos += 2,
+            0xd5 => pos += 3,
+            0xd6 => pos += 5,
+            0xd7 => pos += 9,
+            0xd8 => pos += 17,
+            0xdc => {
+                pending += be(pos, 2)? as u64;
+                pos += 2;
+            }
+            0xdd => {
+                pending += be(pos, 4)? as u64;
+                pos += 4;
+            }
+            0xde => {
+                pending += 2 * be(pos, 2)? as u64;
+                pos += 2;
+            }
+            0xdf => {
+                pending += 2 * be(pos, 4)? as u64;
+                pos += 4;
+            }
+            0xc1 => return None,
+        }
+        if pos > b.len() {
+            return None;
+        }
+    }
+    Some(pos)
+}
+
 /// A [`Value`](super::value::Value) decoded with native binary strings, for decoders (ciborium)
 /// that only take an owned `Deserialize` type rather than a seed.
 struct NativeValue(super::value::Value);
@@ -181,8 +240,13 @@ impl<'de> serde::Deserialize<'de> for NativeValue {
     }
 }
 
-/// JSON batches end each message with this record separator.
-const JSON_BATCH_SEPARATOR: u8 = 0x1e;
+/// JSON batches end each message with this record separator (the spec's 0x1E).
+pub const JSON_BATCH_SEPARATOR: u8 = 0x1e;
+
+/// autobahn-python ends JSON batch items with `b"\30"`, which is octal: 0x18, not 0x1E. Neither
+/// byte can appear raw inside JSON text, so both are accepted and a connection is answered
+/// with the separator its client used.
+pub const AUTOBAHN_JSON_BATCH_SEPARATOR: u8 = 0x18;
 
 /// A negotiated serializer and framing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +254,8 @@ pub struct Codec {
     pub serializer: Serializer,
     /// WebSocket `.batched` subprotocols carry several messages per frame.
     pub batched: bool,
+    /// The item separator used in JSON batches sent to this peer.
+    pub json_separator: u8,
 }
 
 impl Codec {
@@ -213,7 +279,28 @@ impl Codec {
         Some(Codec {
             serializer: Serializer::from_name(ser)?,
             batched,
+            json_separator: JSON_BATCH_SEPARATOR,
         })
+    }
+
+    /// A plain (unbatched) codec for `serializer`.
+    pub fn plain(serializer: Serializer) -> Codec {
+        Codec {
+            serializer,
+            batched: false,
+            json_separator: JSON_BATCH_SEPARATOR,
+        }
+    }
+
+    /// For JSON batches: the separator this frame uses, if it is a valid one.
+    pub fn frame_json_separator(&self, frame: &[u8]) -> Option<u8> {
+        if !self.batched || self.serializer != Serializer::Json {
+            return None;
+        }
+        match frame.last() {
+            Some(&b) if b == JSON_BATCH_SEPARATOR || b == AUTOBAHN_JSON_BATCH_SEPARATOR => Some(b),
+            _ => None,
+        }
     }
 
     pub fn subprotocol(&self) -> String {
@@ -229,10 +316,12 @@ impl Codec {
         let mut out = Vec::new();
         match self.serializer {
             Serializer::Json => {
-                if frame.last() != Some(&JSON_BATCH_SEPARATOR) {
-                    return Err(DecodeError::Batch("JSON batch must end with 0x1E"));
-                }
-                for part in frame[..frame.len() - 1].split(|b| *b == JSON_BATCH_SEPARATOR) {
+                let Some(sep) = self.frame_json_separator(frame) else {
+                    return Err(DecodeError::Batch(
+                        "JSON batch must end with the 0x1E separator",
+                    ));
+                };
+                for part in frame[..frame.len() - 1].split(|b| *b == sep) {
                     out.push(part);
                 }
             }
@@ -262,7 +351,7 @@ impl Codec {
         match self.serializer {
             Serializer::Json => {
                 frame.extend_from_slice(message);
-                frame.put_u8(JSON_BATCH_SEPARATOR);
+                frame.put_u8(self.json_separator);
             }
             Serializer::MsgPack | Serializer::Cbor => {
                 frame.put_u32(message.len() as u32);
@@ -298,6 +387,26 @@ mod tests {
             let bytes = s.encode(&msg).unwrap();
             assert_eq!(s.decode(&bytes).unwrap(), msg, "{s}");
         }
+    }
+
+    #[test]
+    fn msgpack_framing_check_matches_real_encodings() {
+        let msg = event_with_bytes();
+        let bytes = Serializer::MsgPack.encode(&msg).unwrap();
+        assert_eq!(msgpack_value_len(&bytes), Some(bytes.len()));
+        let mut extra = bytes.to_vec();
+        extra.push(0x01);
+        assert!(Serializer::MsgPack
+            .decode(&extra)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing"));
+        assert!(Serializer::MsgPack
+            .decode(&bytes[..bytes.len() - 1])
+            .is_err());
+        // An array header claiming 2^32-1 elements in five bytes ends at the input's end.
+        assert_eq!(msgpack_value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(msgpack_value_len(&[0xc1]), None);
     }
 
     #[test]
