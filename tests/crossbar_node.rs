@@ -4,109 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine;
-use common::tls::TestCert;
+use common::node::{temp_dir, FixtureNode, MASTER_TICKET};
 use common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use hmac::{Hmac, Mac};
 use switchyard_router::wire::{code, Dict, Message, Serializer, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-const MASTER_TICKET: &str = "master-ticket-from-env";
-
-/// A running `switchyard start --cbdir`, killed on drop, with its temporary node directory.
-struct Node {
-    child: std::process::Child,
-    addrs: Vec<SocketAddr>,
-    dir: PathBuf,
-    cert: TestCert,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "switchyard-{name}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn rand_suffix() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-/// Rewrites every endpoint port to 0 so parallel tests never collide.
-fn zero_ports(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(o) => {
-            if o.get("type").and_then(|t| t.as_str()) == Some("tcp") && o.contains_key("port") {
-                o.insert("port".into(), 0.into());
-            }
-            o.values_mut().for_each(zero_ports);
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(zero_ports),
-        _ => {}
-    }
-}
-
-/// Copies the fixture (ports zeroed), adds a fresh test certificate, and starts the binary.
-fn start_fixture() -> Node {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crossbar/.crossbar");
-    let dir = temp_dir("fixture");
-    let text = std::fs::read_to_string(fixture.join("config.json")).unwrap();
-    let mut tree: serde_json::Value = serde_json::from_str(&text).unwrap();
-    zero_ports(&mut tree);
-    std::fs::write(dir.join("config.json"), tree.to_string()).unwrap();
-    let cert = TestCert::generate();
-    std::fs::create_dir_all(dir.join("tls")).unwrap();
-    std::fs::write(dir.join("tls/server.crt"), &cert.cert_pem).unwrap();
-    std::fs::write(dir.join("tls/server.key"), &cert.key_pem).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["start", "--cbdir"])
-        .arg(&dir)
-        .env("SWITCHYARD_TEST_MASTER_TICKET", MASTER_TICKET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut addrs = Vec::new();
-    for _ in 0..3 {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        addrs.push(
-            line.trim()
-                .strip_prefix("switchyard listening on ")
-                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-                .parse()
-                .unwrap(),
-        );
-    }
-    Node {
-        child,
-        addrs,
-        dir,
-        cert,
-    }
-}
 
 fn hello(authid: Option<&str>, methods: &[&str], extra: Option<Dict>) -> Dict {
     let mut d = client_roles();
@@ -169,7 +76,7 @@ async fn cryptosign(c: &mut Client, realm: &str, authid: &str, seed: u8) -> Dict
 
 #[tokio::test]
 async fn fixture_universal_websocket_all_methods_and_roles() {
-    let node = start_fixture();
+    let node = FixtureNode::start();
     let url = format!("ws://{}/ws", node.addrs[0]);
 
     // Anonymous: role anonymous, may subscribe under com.example. but not publish.
@@ -299,7 +206,7 @@ async fn fixture_universal_websocket_all_methods_and_roles() {
 
 #[tokio::test]
 async fn fixture_rawsocket_ticket_from_environment_and_wampcra() {
-    let node = start_fixture();
+    let node = FixtureNode::start();
     // Ticket read from ${SWITCHYARD_TEST_MASTER_TICKET}; role master on realm buildbot.
     let mut master = Client::rawsocket(node.addrs[0], Serializer::MsgPack).await;
     challenge_extra(
@@ -333,7 +240,7 @@ async fn fixture_rawsocket_ticket_from_environment_and_wampcra() {
 
 #[tokio::test]
 async fn fixture_tls_web_transport_and_realm_bound_principal() {
-    let node = start_fixture();
+    let node = FixtureNode::start();
     let url = format!("wss://localhost:{}/ws", node.addrs[1].port());
     // Ticket over wss://.
     let io = node.cert.connect(node.addrs[1]).await;
@@ -382,7 +289,7 @@ async fn fixture_tls_web_transport_and_realm_bound_principal() {
 
 #[tokio::test]
 async fn fixture_plain_websocket_transport_is_anonymous_only() {
-    let node = start_fixture();
+    let node = FixtureNode::start();
     // Any path works on a websocket transport.
     let mut c = Client::websocket(&format!("ws://{}/", node.addrs[2]), "wamp.2.json").await;
     match c

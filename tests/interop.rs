@@ -1,6 +1,7 @@
 //! Interop with real WAMP clients nobody here wrote, against the real `switchyard` binary:
 //! autobahn-python (asyncio and Twisted), Buildbot 4.3's own `WampMQReal` test, a real
-//! Buildbot master with `mq: wamp`, and autobahn-js plus wampy.js.
+//! Buildbot master with `mq: wamp`, autobahn-js plus wampy.js, and autobahn-python logging in
+//! to the Crossbar fixture node with every auth method.
 //!
 //! The clients are installed by `scripts/test` (the README's test command); run alone, these
 //! tests fail with a message saying what is missing rather than skipping.
@@ -135,4 +136,29 @@ fn autobahn_js_and_wampy_scenarios() {
     cmd.arg(repo().join("tests/js/interop.mjs"))
         .args(["--url", &p.url(), "--realm", "realm1"]);
     run_client("interop.mjs", cmd, Duration::from_secs(300));
+}
+
+#[test]
+fn autobahn_python_crossbar_auth_on_the_fixture_node() {
+    let node = common::node::FixtureNode::start();
+    let cafile = node.dir.join("tls/server.crt");
+    run_client(
+        "autobahn_crossbar_auth.py",
+        python(
+            "autobahn_crossbar_auth.py",
+            &[
+                "--ws",
+                &format!("ws://{}/ws", node.addrs[0]),
+                "--raw",
+                &format!("tcp://{}", node.addrs[0]),
+                "--wss",
+                &format!("wss://localhost:{}/ws", node.addrs[1].port()),
+                "--cafile",
+                cafile.to_str().unwrap(),
+                "--master-ticket",
+                common::node::MASTER_TICKET,
+            ],
+        ),
+        Duration::from_secs(180),
+    );
 }

@@ -43,7 +43,7 @@ else
         || die "pip upgrade failed"
     timeout 1800 "$VPY" -m pip install --disable-pip-version-check -q -r "$REQ" \
         || die "pip install -r $REQ failed"
-    "$VPY" -c 'import autobahn, twisted, buildbot, parameterized, msgpack, cbor2' \
+    "$VPY" -c 'import autobahn, twisted, buildbot, parameterized, msgpack, cbor2, nacl' \
         || die "installed packages do not import"
     echo "$HASH" > "$STAMP"
 fi
