@@ -333,3 +333,106 @@ fn bad_node_config_is_refused_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no config.json or config.yaml"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One HTTP/1.1 request on a fresh connection; returns the status and the JSON body.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn fixture_http_bridge_publisher_and_caller() {
+    let node = FixtureNode::start();
+    let addr = node.addrs[0];
+    let mut anon = Client::websocket(&format!("ws://{addr}/ws"), "wamp.2.json").await;
+    anon.join("realm1").await;
+    anon.subscribe("com.example.news", Dict::new()).await;
+
+    // publisher: acts as role backend.
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/publish",
+        r#"{"topic": "com.example.news", "args": ["hello"], "kwargs": {"n": 1}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["id"].as_u64().is_some(), "{body}");
+    match anon.recv().await {
+        Message::Event { payload, .. } => {
+            assert_eq!(payload.args(), &[Value::from("hello")]);
+            assert_eq!(payload.kwargs().unwrap()["n"], Value::Int(1));
+        }
+        m => panic!("{m:?}"),
+    }
+    let (status, body) = http(addr, "POST", "/publish", r#"{"args": []}"#).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(addr, "POST", "/publish", r#"{"topic": "wamp.fake"}"#).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (200, Some("wamp.error.invalid_uri"))
+    );
+    let (status, _) = http(addr, "GET", "/publish", "").await;
+    assert_eq!(status, 405);
+    let big = format!(
+        r#"{{"topic": "com.example.news", "args": ["{}"]}}"#,
+        "x".repeat(70_000)
+    );
+    let (status, _) = http(addr, "POST", "/publish", &big).await;
+    assert_eq!(status, 413);
+
+    // caller: acts as role anonymous, whose permissions apply.
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/call",
+        r#"{"procedure": "wamp.session.count"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["args"][0].as_u64().unwrap() >= 1, "{body}");
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/call",
+        r#"{"procedure": "com.example.secret"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["error"], "wamp.error.not_authorized", "{body}");
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/call",
+        r#"{"procedure": "com.example.public.none"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (200, Some("wamp.error.no_such_procedure"))
+    );
+    let (status, _) = http(addr, "POST", "/call", "not json").await;
+    assert_eq!(status, 400);
+}

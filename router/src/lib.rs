@@ -26,6 +26,7 @@ pub mod outbound;
 pub mod protocol;
 pub mod realm;
 pub mod router;
+pub mod service;
 pub mod session;
 pub mod shutdown;
 pub mod transport;

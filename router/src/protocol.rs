@@ -125,15 +125,16 @@ impl Connection {
         self
     }
 
-    /// An in-process connection (trusted router code): may use `wamp.` URIs.
-    pub(crate) fn new_internal(router: Router, link: Link) -> Self {
+    /// An in-process connection; `trusted` ones (router code) may use `wamp.` URIs and skip
+    /// authorization, others are checked like any client.
+    pub(crate) fn new_internal(router: Router, link: Link, trusted: bool) -> Self {
         Connection {
             authenticator: router.authenticator().clone(),
             router,
             link,
             transport: "local".into(),
             state: State::AwaitHello,
-            internal: true,
+            internal: trusted,
         }
     }
 

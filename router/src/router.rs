@@ -99,11 +99,33 @@ impl Router {
         authid: &str,
         authrole: &str,
     ) -> Result<LocalSession, String> {
+        self.connect_in_process(realm, authid, authrole, true)
+    }
+
+    /// Joins `realm` in-process like [`Router::connect_local`], but as an ordinary client:
+    /// its role's permissions apply and it may not use `wamp.` URIs (the HTTP bridge acts
+    /// for outside callers this way).
+    pub fn connect_local_untrusted(
+        &self,
+        realm: &str,
+        authid: &str,
+        authrole: &str,
+    ) -> Result<LocalSession, String> {
+        self.connect_in_process(realm, authid, authrole, false)
+    }
+
+    fn connect_in_process(
+        &self,
+        realm: &str,
+        authid: &str,
+        authrole: &str,
+        trusted: bool,
+    ) -> Result<LocalSession, String> {
         let queue = Arc::new(Queue::new(self.inner.limits.queue.clone()));
         let link = Link::Local {
             queue: queue.clone(),
         };
-        let mut conn = Connection::new_internal(self.clone(), link);
+        let mut conn = Connection::new_internal(self.clone(), link, trusted);
         let mut roles = Dict::new();
         for role in ["publisher", "subscriber", "caller", "callee"] {
             let mut features = Dict::new();

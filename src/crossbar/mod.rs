@@ -265,6 +265,19 @@ fn read_router(w: &mut Walker, path: &str, obj: &walk::Obj) -> Option<NodeParts>
             listeners.push(l);
         }
     }
+    for l in &listeners {
+        for (url, b) in &l.config.http_bridges {
+            if !seen.contains(&b.realm) {
+                w.error(
+                    &l.name,
+                    &format!(
+                        "the HTTP bridge at {url} names realm \"{}\", which is not configured",
+                        b.realm
+                    ),
+                );
+            }
+        }
+    }
     let router = RouterConfig {
         realms,
         limits: Limits::default(),
@@ -504,6 +517,28 @@ mod tests {
             e.iter().any(|e| e.contains("endpoint.tls.certificate")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn http_bridge_paths() {
+        let web = |opts: Value| {
+            json!({"type": "web", "endpoint": {"type": "tcp", "port": 0, "interface": "127.0.0.1"},
+                "paths": {"pub": {"type": "publisher", "realm": "realm1", "role": "anonymous",
+                    "options": opts}}})
+        };
+        let node = load(minimal(web(json!({"post_body_limit": 100})), realm())).unwrap();
+        let b = &node.listeners[0].config.http_bridges["/pub"];
+        assert_eq!((b.realm.as_str(), b.post_body_limit), ("realm1", 100));
+        let e = errors_of(minimal(web(json!({"secret": "s", "key": "k"})), realm()));
+        assert!(
+            e.iter().any(|e| e.contains("paths.pub.options.secret")),
+            "{e:?}"
+        );
+        let e = errors_of(minimal(web(json!({"require_tls": true})), realm()));
+        assert!(e[0].contains("require_tls"), "{e:?}");
+        let mut t = web(json!({}));
+        t["paths"]["pub"]["realm"] = json!("nowhere");
+        assert!(errors_of(minimal(t, realm()))[0].contains("nowhere"));
     }
 
     #[test]

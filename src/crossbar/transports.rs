@@ -15,6 +15,7 @@ use serde_json::Value;
 use switchyard_router::auth::methods::TransportAuth;
 use switchyard_router::auth::Authenticator;
 use switchyard_router::config::Limits;
+use switchyard_router::transport::bridge::{BridgeConfig, BridgeKind};
 use switchyard_router::transport::ListenerConfig;
 use switchyard_router::wire::Serializer;
 
@@ -60,6 +61,9 @@ struct Parts {
     max_message_size: Vec<usize>,
     ping_interval: Option<u64>,
     ping_timeout: Option<u64>,
+    http_bridges: HashMap<String, BridgeConfig>,
+    /// Paths whose `require_tls` needs a TLS endpoint (checked once the endpoint is read).
+    require_tls: Vec<String>,
 }
 
 pub fn read_transport(w: &mut Walker, path: &str, v: &Value) -> Option<Listener> {
@@ -180,6 +184,14 @@ pub fn read_transport(w: &mut Walker, path: &str, v: &Value) -> Option<Listener>
             return None;
         }
     };
+    if tls.is_none() {
+        for p in &parts.require_tls {
+            w.error(
+                &format!("{p}.options.require_tls"),
+                "the transport's endpoint has no TLS, so every request would be refused",
+            );
+        }
+    }
     let mut limits = Limits::default();
     if let Some(&m) = parts.max_message_size.iter().max() {
         if parts.max_message_size.iter().any(|&x| x != m) {
@@ -217,6 +229,7 @@ pub fn read_transport(w: &mut Walker, path: &str, v: &Value) -> Option<Listener>
                 .unwrap_or_else(|| Arc::new(TransportAuth::default())),
         ),
         path_auth: parts.path_auth,
+        http_bridges: parts.http_bridges,
         tls,
         limits: Some(limits),
         serializers,
@@ -400,6 +413,65 @@ fn read_paths(w: &mut Walker, path: &str, obj: &Obj, parts: &mut Parts) {
                     &["debug", "url", "id"],
                 );
                 read_websocket(w, &p, &c, &url_path(key), parts);
+            }
+            Some(t @ ("publisher" | "caller")) => {
+                w.keys(&c, &p, &["type", "realm", "role", "options", "id"], &[]);
+                let kind = if t == "publisher" {
+                    BridgeKind::Publisher
+                } else {
+                    BridgeKind::Caller
+                };
+                let realm = w.string_at(&c, &p, "realm").unwrap_or_default();
+                let role = w.string_at(&c, &p, "role").unwrap_or_default();
+                let mut post_body_limit = 16 << 20;
+                if let Some(o) = c.get("options") {
+                    let opath = format!("{p}.options");
+                    if let Some(o) = w.object(o, &opath) {
+                        w.keys(
+                            &o,
+                            &opath,
+                            &[
+                                "post_body_limit",
+                                "require_tls",
+                                "key",
+                                "secret",
+                                "require_ip",
+                            ],
+                            &["debug", "timestamp_delta_limit"],
+                        );
+                        for k in ["key", "secret"] {
+                            if o.get(k).is_some() {
+                                w.error(
+                                    &format!("{opath}.{k}"),
+                                    "signed bridge requests are not implemented by switchyard",
+                                );
+                            }
+                        }
+                        if o.get("require_ip").is_some() {
+                            w.error(
+                                &format!("{opath}.require_ip"),
+                                "client IP restrictions are not implemented by switchyard",
+                            );
+                        }
+                        if w.flag(&o, &opath, "require_tls") {
+                            parts.require_tls.push(p.clone());
+                        }
+                        match w.opt_u64(&o, &opath, "post_body_limit") {
+                            // 0 is Crossbar's "no limit": switchyard's message limit applies.
+                            None | Some(0) => {}
+                            Some(n) => post_body_limit = n.min(16 << 20) as usize,
+                        }
+                    }
+                }
+                parts.http_bridges.insert(
+                    url_path(key),
+                    BridgeConfig {
+                        kind,
+                        realm,
+                        role,
+                        post_body_limit,
+                    },
+                );
             }
             // Content, not routing: the node still routes WAMP the same without it.
             Some(t @ ("static" | "nodeinfo" | "redirect" | "json" | "resource")) => w.warning(

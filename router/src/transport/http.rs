@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::{websocket, Endpoint, ListenerConfig};
+use super::{websocket, Bridges, Endpoint, ListenerConfig};
 use crate::wire::Codec;
 use crate::Router;
 
@@ -31,15 +31,25 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
 }
 
 /// Serves HTTP/1.1 on one connection (keep-alive, with upgrades), plain or TLS.
-pub async fn serve<S>(stream: S, peer: SocketAddr, router: Router, config: Arc<ListenerConfig>)
-where
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    router: Router,
+    config: Arc<ListenerConfig>,
+    bridges: Bridges,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = router.limits().handshake_timeout;
     let shutdown = router.shutdown().clone();
-    let service = hyper::service::service_fn(move |req| {
-        let (router, config) = (router.clone(), config.clone());
-        async move { Ok::<_, Infallible>(handle(req, peer, router, &config)) }
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (router, config, bridges) = (router.clone(), config.clone(), bridges.clone());
+        async move {
+            if let Some(b) = bridges.get(req.uri().path()) {
+                return Ok::<_, Infallible>(b.serve(req).await);
+            }
+            Ok::<_, Infallible>(handle(req, peer, router, &config))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -4,6 +4,7 @@
 //! an HTTP request. Each accepted connection runs in its own task, tracked by the router's
 //! [`crate::Shutdown`].
 
+pub mod bridge;
 pub mod http;
 pub mod rawsocket;
 pub mod websocket;
@@ -44,7 +45,12 @@ pub struct ListenerConfig {
     pub limits: Option<Limits>,
     /// The serializers this listener accepts; `None` accepts all.
     pub serializers: Option<Vec<Serializer>>,
+    /// HTTP bridge services (Crossbar's `publisher` and `caller` paths), by URL path.
+    pub http_bridges: HashMap<String, bridge::BridgeConfig>,
 }
+
+/// The bridge services a listener runs, by URL path (started with the listener).
+pub type Bridges = Arc<HashMap<String, bridge::HttpBridge>>;
 
 impl Default for ListenerConfig {
     fn default() -> Self {
@@ -57,6 +63,7 @@ impl Default for ListenerConfig {
             tls: None,
             limits: None,
             serializers: None,
+            http_bridges: HashMap::new(),
         }
     }
 }
@@ -72,6 +79,7 @@ impl std::fmt::Debug for ListenerConfig {
             .field("tls", &self.tls.is_some())
             .field("limits", &self.limits)
             .field("serializers", &self.serializers)
+            .field("http_bridges", &self.http_bridges)
             .finish()
     }
 }
@@ -111,6 +119,16 @@ impl Endpoint {
 
 /// Accepts connections until the router shuts down.
 pub async fn serve(listener: TcpListener, router: Router, config: ListenerConfig) {
+    let mut bridges = HashMap::new();
+    for (path, b) in &config.http_bridges {
+        match bridge::HttpBridge::start(&router, b.clone()) {
+            Ok(svc) => {
+                bridges.insert(path.clone(), svc);
+            }
+            Err(e) => tracing::error!(path, "HTTP bridge not started: {e}"),
+        }
+    }
+    let bridges: Bridges = Arc::new(bridges);
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let shutdown = router.shutdown().clone();
@@ -127,9 +145,9 @@ pub async fn serve(listener: TcpListener, router: Router, config: ListenerConfig
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                let (router, config) = (router.clone(), config.clone());
+                let (router, config, bridges) = (router.clone(), config.clone(), bridges.clone());
                 shutdown.spawn(async move {
-                    handle_connection(stream, peer, router, config).await;
+                    handle_connection(stream, peer, router, config, bridges).await;
                     drop(permit);
                 });
             }
@@ -149,6 +167,7 @@ async fn handle_connection(
     peer: SocketAddr,
     router: Router,
     config: Arc<ListenerConfig>,
+    bridges: Bridges,
 ) {
     let _ = stream.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new()
@@ -183,7 +202,7 @@ async fn handle_connection(
                 return;
             }
         };
-        dispatch(buffered, first, peer, router, config).await;
+        dispatch(buffered, first, peer, router, config, bridges).await;
         return;
     }
     let mut first = [0u8; 1];
@@ -199,7 +218,7 @@ async fn handle_connection(
             return;
         }
     }
-    dispatch(stream, first[0], peer, router, config).await;
+    dispatch(stream, first[0], peer, router, config, bridges).await;
 }
 
 /// Hands a connection to RawSocket or HTTP by its first byte.
@@ -209,6 +228,7 @@ async fn dispatch<S>(
     peer: SocketAddr,
     router: Router,
     config: Arc<ListenerConfig>,
+    bridges: Bridges,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -220,6 +240,6 @@ async fn dispatch<S>(
             tracing::info!(%peer, "RawSocket is disabled on this listener; closed");
         }
     } else {
-        http::serve(stream, peer, router, config).await;
+        http::serve(stream, peer, router, config, bridges).await;
     }
 }
