@@ -62,6 +62,9 @@ struct StartArgs {
     /// Serve these realms instead of the configured ones (repeatable).
     #[arg(long = "realm")]
     realms: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (host:port; off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn init_logging(level: Option<&str>) {
@@ -115,7 +118,11 @@ fn check(cbdir: &std::path::Path) -> ExitCode {
 }
 
 /// Runs a Crossbar node directory: one listener per transport, each with its own auth.
-fn start_node(cbdir: &std::path::Path, log_level: Option<String>) -> ExitCode {
+fn start_node(
+    cbdir: &std::path::Path,
+    log_level: Option<String>,
+    metrics: Option<std::net::SocketAddr>,
+) -> ExitCode {
     let node = match crossbar::Node::load(cbdir) {
         Ok(n) => n,
         Err(e) => {
@@ -144,14 +151,15 @@ fn start_node(cbdir: &std::path::Path, log_level: Option<String>) -> ExitCode {
         std::sync::Arc::new(TransportAuth::default()),
         node.authorizer,
     );
-    serve(router, listeners)
+    serve(router, listeners, metrics)
 }
 
-/// Binds every listener, prints one `switchyard listening on ADDR` line each (in order), and
-/// serves until SIGTERM/SIGINT.
+/// Binds every listener, prints one `switchyard listening on ADDR` line each (in order), then
+/// `switchyard metrics on ADDR` if asked, and serves until SIGTERM/SIGINT.
 fn serve(
     router: Router,
     listeners: Vec<(String, std::net::SocketAddr, ListenerConfig)>,
+    metrics: Option<std::net::SocketAddr>,
 ) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -178,6 +186,23 @@ fn serve(
             println!("switchyard listening on {local}");
             servers.push(tokio::spawn(transport::serve(listener, router.clone(), config)));
         }
+        if let Some(addr) = metrics {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    let local = l.local_addr().expect("bound socket has an address");
+                    tracing::info!(%local, "serving Prometheus metrics at /metrics");
+                    println!("switchyard metrics on {local}");
+                    servers.push(tokio::spawn(switchyard_router::metrics::serve(
+                        l,
+                        router.clone(),
+                    )));
+                }
+                Err(e) => {
+                    eprintln!("switchyard: cannot serve metrics on {addr}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
         wait_for_signal().await;
         tracing::info!("shutting down: closing every session with wamp.close.system_shutdown");
         let clean = router.shutdown().wait(Duration::from_secs(5)).await;
@@ -194,7 +219,7 @@ fn serve(
 
 fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
     if let Some(cbdir) = &args.cbdir {
-        return start_node(cbdir, log_level);
+        return start_node(cbdir, log_level, args.metrics);
     }
     let mut file = match &args.config {
         Some(path) => match FileConfig::load(path) {
@@ -235,7 +260,11 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         }
     };
     let router = Router::new(router_config);
-    serve(router, vec![("listen".into(), addr, listener_config)])
+    serve(
+        router,
+        vec![("listen".into(), addr, listener_config)],
+        args.metrics,
+    )
 }
 
 async fn wait_for_signal() {

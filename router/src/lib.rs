@@ -10,6 +10,8 @@
 //! - [`auth`]: Accept/Deny/Challenge authentication (anonymous, ticket, WAMP-CRA, cryptosign)
 //!   and role-based authorization;
 //! - [`meta`]: the session/subscription/registration meta APIs, served in-process;
+//! - [`metrics`]: counters and the Prometheus `/metrics` endpoint;
+//! - [`service`]: in-process clients for router services (the HTTP bridge);
 //! - [`shutdown`]: the one shutdown mechanism every task watches.
 //!
 //! See ARCHITECTURE.md at the repository root for how a message flows from socket to socket.
@@ -22,6 +24,7 @@ pub mod dealer;
 mod id;
 pub mod matcher;
 pub mod meta;
+pub mod metrics;
 pub mod outbound;
 pub mod protocol;
 pub mod realm;

@@ -238,6 +238,12 @@ impl Connection {
                 )),
             },
             State::Established(joined) => {
+                // The router's own sessions (meta API) are not traffic worth counting.
+                if !self.internal {
+                    self.router
+                        .metrics()
+                        .message(joined.realm.name(), msg.name());
+                }
                 self.state = State::Established(joined);
                 self.established(msg)
             }
@@ -279,6 +285,7 @@ impl Connection {
         }
         let Some(realm) = self.router.realm(&realm_name) else {
             tracing::info!(transport = %self.transport, "HELLO for unknown realm '{realm_name}'");
+            self.router.metrics().auth_failure(errors::NO_SUCH_REALM);
             return self.abort(
                 errors::NO_SUCH_REALM,
                 format!("no realm named '{realm_name}'"),
@@ -324,6 +331,7 @@ impl Connection {
                 {
                     tracing::info!(transport = %self.transport, realm = realm.name(), authid = %identity.authid,
                         authrole = %identity.authrole, "authentication refused: no such role");
+                    self.router.metrics().auth_failure(errors::NO_SUCH_ROLE);
                     return self.abort(
                         errors::NO_SUCH_ROLE,
                         format!(
@@ -340,6 +348,7 @@ impl Connection {
             AuthDecision::Deny { reason, message } => {
                 // The message names no secret, so it may be logged as it is sent.
                 tracing::info!(transport = %self.transport, realm = realm.name(), "authentication refused: {reason}: {message}");
+                self.router.metrics().auth_failure(&reason);
                 self.abort(&reason, message)
             }
             AuthDecision::Challenge { .. } if answered => self.abort(

@@ -18,6 +18,7 @@ struct Inner {
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
     shutdown: Shutdown,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A cheap-to-clone handle on the router; every connection task holds one.
@@ -49,6 +50,7 @@ impl Router {
                 authenticator,
                 authorizer,
                 shutdown: Shutdown::new(),
+                metrics: Arc::default(),
             }),
         };
         // The meta API service sessions run as tasks; without a runtime (a router built
@@ -84,6 +86,11 @@ impl Router {
 
     pub fn authorizer(&self) -> &dyn Authorizer {
         &*self.inner.authorizer
+    }
+
+    /// The router's counters (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// The shutdown every listener and connection of this router watches.

@@ -145,6 +145,7 @@ pub async fn serve(listener: TcpListener, router: Router, config: ListenerConfig
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                router.metrics().connection();
                 let (router, config, bridges) = (router.clone(), config.clone(), bridges.clone());
                 shutdown.spawn(async move {
                     handle_connection(stream, peer, router, config, bridges).await;

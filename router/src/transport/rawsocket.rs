@@ -133,6 +133,7 @@ where
         client_max,
         limits.clone(),
         label.clone(),
+        router.metrics().clone(),
     ));
 
     let shutdown = router.shutdown().clone();
@@ -166,6 +167,7 @@ where
             }
             buf.advance(4);
             let payload = buf.split_to(len).freeze();
+            router.metrics().bytes_received(len);
             match header[0] & 0x07 {
                 FRAME_MESSAGE => {
                     let flow = match serializer.decode(&payload) {
@@ -201,6 +203,7 @@ where
             }
             reason = queue.closed() => {
                 if reason == Closed::SlowConsumer {
+                    router.metrics().slow_consumer();
                     tracing::warn!(session = ?conn.session().map(|s| s.id()), peer = %label,
                         "slow consumer: outbound queue limit exceeded; disconnected");
                 }
@@ -240,6 +243,7 @@ async fn write_loop<S: AsyncWrite>(
     client_max: usize,
     limits: crate::Limits,
     label: String,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut batch: Vec<Bytes> = Vec::with_capacity(64);
     let mut out = BytesMut::new();
@@ -247,6 +251,7 @@ async fn write_loop<S: AsyncWrite>(
         tokio::select! {
             taken = queue.take(&mut batch, Bytes::len) => match taken {
                 Taken::Items => {
+                    metrics.bytes_sent(batch.iter().map(Bytes::len).sum());
                     for msg in batch.drain(..) {
                         if msg.len() > client_max {
                             tracing::warn!(peer = %label, "dropping a {}-byte message: the client accepts at most {client_max}", msg.len());

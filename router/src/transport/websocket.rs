@@ -65,6 +65,7 @@ where
         codec,
         limits.clone(),
         label.clone(),
+        router.metrics().clone(),
     ));
 
     let shutdown = router.shutdown().clone();
@@ -88,6 +89,7 @@ where
             }
             reason = queue.closed() => {
                 if reason == Closed::SlowConsumer {
+                    router.metrics().slow_consumer();
                     tracing::warn!(session = ?conn.session().map(|s| s.id()), peer = %label,
                         "slow consumer: outbound queue limit exceeded; disconnected");
                 }
@@ -125,6 +127,7 @@ where
                         let _ = control_tx.send(Control::JsonSeparator(sep)).await;
                     }
                 }
+                router.metrics().bytes_received(data.len());
                 if handle_frame(&mut conn, codec, data) == Flow::Close {
                     break;
                 }
@@ -199,6 +202,7 @@ async fn write_loop<S>(
     mut codec: Codec,
     limits: crate::Limits,
     label: String,
+    metrics: Arc<crate::metrics::Metrics>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -223,6 +227,7 @@ async fn write_loop<S>(
             },
             taken = queue.take(&mut batch, Bytes::len) => match taken {
                 Taken::Items => {
+                    metrics.bytes_sent(batch.iter().map(Bytes::len).sum());
                     let write = async {
                         if codec.batched {
                             let mut frame = BytesMut::new();

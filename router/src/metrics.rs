@@ -1,0 +1,249 @@
+//! Prometheus metrics: what the router counts and the `/metrics` endpoint that shows it
+//! (Crossbar's open-source router has none).
+//!
+//! Counters are plain atomics updated on the paths that already know the facts (a message
+//! handled, a session refused, a slow consumer cut off); gauges (sessions, subscriptions,
+//! registrations) are read from the realms when scraped, so they cost nothing in between.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::Router;
+
+/// A router's counters.
+#[derive(Default)]
+pub struct Metrics {
+    /// WAMP messages received from established sessions, by (realm, message type).
+    messages: DashMap<(String, &'static str), AtomicU64>,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    /// Sessions refused at HELLO/AUTHENTICATE, by ABORT reason.
+    auth_failures: DashMap<String, AtomicU64>,
+    slow_consumers: AtomicU64,
+    connections: AtomicU64,
+}
+
+impl Metrics {
+    pub fn message(&self, realm: &str, kind: &'static str) {
+        if let Some(c) = self.messages.get(&(realm.to_owned(), kind)) {
+            c.fetch_add(1, Relaxed);
+            return;
+        }
+        self.messages
+            .entry((realm.to_owned(), kind))
+            .or_default()
+            .fetch_add(1, Relaxed);
+    }
+
+    pub fn bytes_received(&self, n: usize) {
+        self.bytes_received.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn bytes_sent(&self, n: usize) {
+        self.bytes_sent.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .entry(reason.to_owned())
+            .or_default()
+            .fetch_add(1, Relaxed);
+    }
+
+    pub fn slow_consumer(&self) {
+        self.slow_consumers.fetch_add(1, Relaxed);
+    }
+
+    pub fn connection(&self) {
+        self.connections.fetch_add(1, Relaxed);
+    }
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The Prometheus text exposition (format 0.0.4) of `router`'s metrics.
+pub fn render(router: &Router) -> String {
+    let m = router.metrics();
+    let mut out = String::new();
+    let mut realms: Vec<_> = router.realms().cloned().collect();
+    realms.sort_by(|a, b| a.name().cmp(b.name()));
+
+    header(
+        &mut out,
+        "switchyard_sessions",
+        "gauge",
+        "Sessions joined, by realm (router-internal sessions excluded).",
+    );
+    for r in &realms {
+        let n = r.sessions().iter().filter(|s| !s.info.internal).count();
+        let _ = writeln!(
+            out,
+            "switchyard_sessions{{realm=\"{}\"}} {n}",
+            label(r.name())
+        );
+    }
+    header(
+        &mut out,
+        "switchyard_subscriptions",
+        "gauge",
+        "Subscriptions, by realm.",
+    );
+    for r in &realms {
+        let n = r.broker.subscriptions().len();
+        let _ = writeln!(
+            out,
+            "switchyard_subscriptions{{realm=\"{}\"}} {n}",
+            label(r.name())
+        );
+    }
+    header(
+        &mut out,
+        "switchyard_registrations",
+        "gauge",
+        "Registrations, by realm (meta API procedures included).",
+    );
+    for r in &realms {
+        let n = r.dealer.registrations().len();
+        let _ = writeln!(
+            out,
+            "switchyard_registrations{{realm=\"{}\"}} {n}",
+            label(r.name())
+        );
+    }
+    header(
+        &mut out,
+        "switchyard_calls_in_flight",
+        "gauge",
+        "Invocations awaiting a callee's answer, by realm.",
+    );
+    for r in &realms {
+        let n = r.dealer.pending_count();
+        let _ = writeln!(
+            out,
+            "switchyard_calls_in_flight{{realm=\"{}\"}} {n}",
+            label(r.name())
+        );
+    }
+
+    header(
+        &mut out,
+        "switchyard_messages_received_total",
+        "counter",
+        "WAMP messages received from joined sessions, by realm and type.",
+    );
+    let mut msgs: Vec<_> = m
+        .messages
+        .iter()
+        .map(|e| (e.key().clone(), e.value().load(Relaxed)))
+        .collect();
+    msgs.sort();
+    for ((realm, kind), n) in msgs {
+        let _ = writeln!(
+            out,
+            "switchyard_messages_received_total{{realm=\"{}\",type=\"{kind}\"}} {n}",
+            label(&realm)
+        );
+    }
+    header(
+        &mut out,
+        "switchyard_auth_failures_total",
+        "counter",
+        "Sessions refused at HELLO or AUTHENTICATE, by ABORT reason.",
+    );
+    let mut fails: Vec<_> = m
+        .auth_failures
+        .iter()
+        .map(|e| (e.key().clone(), e.value().load(Relaxed)))
+        .collect();
+    fails.sort();
+    for (reason, n) in fails {
+        let _ = writeln!(
+            out,
+            "switchyard_auth_failures_total{{reason=\"{}\"}} {n}",
+            label(&reason)
+        );
+    }
+    for (name, help, v) in [
+        (
+            "switchyard_bytes_received_total",
+            "WAMP payload bytes received (after framing).",
+            &m.bytes_received,
+        ),
+        (
+            "switchyard_bytes_sent_total",
+            "WAMP payload bytes written to sockets.",
+            &m.bytes_sent,
+        ),
+        (
+            "switchyard_slow_consumer_disconnects_total",
+            "Sessions cut off because their outbound queue overflowed.",
+            &m.slow_consumers,
+        ),
+        (
+            "switchyard_connections_total",
+            "TCP connections accepted.",
+            &m.connections,
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until the router shuts down.
+pub async fn serve(listener: TcpListener, router: Router) {
+    let shutdown = router.shutdown().clone();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.requested() => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let router = router.clone();
+                async move {
+                    let mut resp = if req.uri().path() == "/metrics" {
+                        let mut r = Response::new(Full::new(Bytes::from(render(&router))));
+                        r.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static(
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            ),
+                        );
+                        r
+                    } else {
+                        Response::new(Full::new(Bytes::from_static(b"see /metrics\n")))
+                    };
+                    if req.uri().path() != "/metrics" {
+                        *resp.status_mut() = StatusCode::NOT_FOUND;
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
