@@ -70,7 +70,11 @@ async fn welcome_announces_the_meta_apis() {
     for f in ["session_meta_api", "subscription_meta_api"] {
         assert_eq!(features(&w, "broker")[f], Value::Bool(true), "{f}");
     }
-    for f in ["session_meta_api", "registration_meta_api"] {
+    for f in [
+        "session_meta_api",
+        "registration_meta_api",
+        "testament_meta_api",
+    ] {
         assert_eq!(features(&w, "dealer")[f], Value::Bool(true), "{f}");
     }
     // A realm with the meta API off announces none of it, and has no such procedures.
@@ -456,4 +460,63 @@ async fn clients_cannot_register_meta_procedures() {
         c.expect_error(code::REGISTER, req).await,
         "wamp.error.invalid_uri"
     );
+}
+
+#[tokio::test]
+async fn testaments_fire_when_the_session_goes_and_can_be_flushed() {
+    let r = TestRouter::start().await;
+    let (mut watcher, _) = r.joined("wamp.2.json").await;
+    let sub = watcher.subscribe("com.example.will", Dict::new()).await;
+
+    // Added, then the session's transport drops: published on its behalf.
+    let (mut a, a_id) = r.joined("wamp.2.msgpack").await;
+    call(
+        &mut a,
+        "wamp.session.add_testament",
+        vec![
+            Value::from("com.example.will"),
+            Value::List(vec![Value::from("gone")]),
+            Value::Dict(opts(&[("who", Value::from(a_id))])),
+        ],
+    )
+    .await;
+    drop(a);
+    match watcher.recv().await {
+        Message::Event {
+            subscription,
+            payload,
+            ..
+        } => {
+            assert_eq!(subscription, sub);
+            assert_eq!(payload.args(), &[Value::from("gone")]);
+            assert_eq!(payload.kwargs().unwrap()["who"], Value::from(a_id));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Added then flushed: nothing is published.
+    let (mut b, _) = r.joined("wamp.2.json").await;
+    call(
+        &mut b,
+        "wamp.session.add_testament",
+        vec![
+            Value::from("com.example.will"),
+            Value::List(vec![]),
+            Value::Dict(Dict::new()),
+        ],
+    )
+    .await;
+    let n = call(&mut b, "wamp.session.flush_testaments", vec![]).await;
+    assert_eq!(first(&n).as_u64(), Some(1));
+    assert_eq!(
+        call_error(
+            &mut b,
+            "wamp.session.flush_testaments",
+            vec![Value::from("forever")]
+        )
+        .await,
+        "wamp.error.testament_error"
+    );
+    drop(b);
+    watcher.expect_silence(Duration::from_millis(200)).await;
 }

@@ -34,6 +34,8 @@ pub const PROCEDURES: &[&str] = &[
     "wamp.session.kill_by_authid",
     "wamp.session.kill_by_authrole",
     "wamp.session.kill_all",
+    "wamp.session.add_testament",
+    "wamp.session.flush_testaments",
     "wamp.subscription.list",
     "wamp.subscription.lookup",
     "wamp.subscription.match",
@@ -131,6 +133,7 @@ fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
     }
     let shutdown = router.shutdown().clone();
     let realm = realm.clone();
+    let router = router.clone();
     tokio::spawn(async move {
         loop {
             let mut batch = Vec::new();
@@ -153,7 +156,7 @@ fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
                     let caller = details.get("caller").and_then(Value::as_u64);
                     let no_kwargs = Dict::new();
                     let kwargs = payload.kwargs().unwrap_or(&no_kwargs);
-                    let reply = match call(&realm, caller, name, payload.args(), kwargs) {
+                    let reply = match call(&router, &realm, caller, name, payload.args(), kwargs) {
                         Ok(result) => Message::Yield {
                             request,
                             options: Dict::new(),
@@ -306,6 +309,106 @@ fn match_option(args: &[Value], kwargs: &Dict) -> Result<MatchPolicy, WampError>
     })
 }
 
+/// `add_testament(topic, args, kwargs, publish_options?, scope?)` and
+/// `flush_testaments(scope?)`, as Crossbar defines them. The publish permission is checked
+/// when the testament is added (roles are static), so a caller learns at once that it would
+/// be refused.
+fn testament(
+    router: &Router,
+    realm: &Realm,
+    session: &SessionHandle,
+    name: &str,
+    args: &[Value],
+    kwargs: &Dict,
+) -> Result<Payload, WampError> {
+    let get = |i: usize, k: &str| {
+        args.get(i)
+            .or_else(|| kwargs.get(k))
+            .filter(|v| **v != Value::Null)
+    };
+    let scope_at = if name.ends_with("flush_testaments") {
+        0
+    } else {
+        4
+    };
+    let scope = match get(scope_at, "scope") {
+        None => "destroyed".to_owned(),
+        Some(Value::String(s)) if s == "destroyed" || s == "detached" => s.clone(),
+        Some(_) => {
+            return Err(WampError::new(
+                "wamp.error.testament_error",
+                "scope must be destroyed or detached",
+            ))
+        }
+    };
+    if name.ends_with("flush_testaments") {
+        return one(Value::from(session.flush_testaments(&scope) as u64));
+    }
+    let topic = str_arg(args, 0, "topic")?;
+    let t_args = match get(1, "args") {
+        None => Vec::new(),
+        Some(Value::List(l)) => l.clone(),
+        Some(_) => {
+            return Err(WampError::new(
+                errors::INVALID_ARGUMENT,
+                "args must be a list",
+            ))
+        }
+    };
+    let t_kwargs = match get(2, "kwargs") {
+        None => Dict::new(),
+        Some(Value::Dict(d)) => d.clone(),
+        Some(_) => {
+            return Err(WampError::new(
+                errors::INVALID_ARGUMENT,
+                "kwargs must be a dict",
+            ))
+        }
+    };
+    let mut options = match get(3, "publish_options") {
+        None => Dict::new(),
+        Some(Value::Dict(d)) => d.clone(),
+        Some(_) => {
+            return Err(WampError::new(
+                errors::INVALID_ARGUMENT,
+                "publish_options must be a dict",
+            ))
+        }
+    };
+    options.remove("acknowledge");
+    options.remove("exclude_me");
+    if !crate::uri::is_valid(topic, realm.config.uri_check, MatchPolicy::Exact)
+        || crate::uri::is_reserved(topic)
+    {
+        return Err(WampError::new(
+            errors::INVALID_URI,
+            format!("invalid testament topic '{topic}'"),
+        ));
+    }
+    let auth = router.authorizer().authorize(
+        realm.name(),
+        &session.info.authrole,
+        topic,
+        crate::auth::Action::Publish,
+    );
+    if !auth.allow && !session.is_restricted() {
+        return Err(WampError::new(
+            errors::NOT_AUTHORIZED,
+            format!("not authorized to publish to '{topic}'"),
+        ));
+    }
+    if auth.disclose {
+        options.insert("disclose_me".into(), Value::Bool(true));
+    }
+    session.add_testament(crate::session::Testament {
+        topic: topic.to_owned(),
+        options,
+        payload: Payload::new(t_args, t_kwargs),
+        scope,
+    });
+    one(Value::from(crate::id::random_id()))
+}
+
 fn no_such_subscription(id: Id) -> WampError {
     WampError::new(
         errors::NO_SUCH_SUBSCRIPTION,
@@ -340,6 +443,7 @@ fn by_policy(items: impl Iterator<Item = (MatchPolicy, Id)>) -> Value {
 
 /// Runs one meta procedure.
 fn call(
+    router: &Router,
     realm: &Realm,
     caller: Option<Id>,
     name: &str,
@@ -411,6 +515,12 @@ fn call(
                 n += 1;
             }
             one(Value::from(n))
+        }
+        "wamp.session.add_testament" | "wamp.session.flush_testaments" => {
+            let session = caller
+                .and_then(|id| realm.session(id))
+                .ok_or_else(|| WampError::new(errors::NO_SUCH_SESSION, "the caller is unknown"))?;
+            testament(router, realm, &session, name, args, kwargs)
         }
         "wamp.subscription.list" => {
             let subs = realm.broker.subscriptions();

@@ -99,7 +99,11 @@ fn router_roles(meta_api: bool) -> Value {
     ];
     if meta_api {
         broker.extend(["session_meta_api", "subscription_meta_api"]);
-        dealer.extend(["session_meta_api", "registration_meta_api"]);
+        dealer.extend([
+            "session_meta_api",
+            "registration_meta_api",
+            "testament_meta_api",
+        ]);
     }
     let mut roles = Dict::new();
     roles.insert("broker".into(), features_dict(&broker));

@@ -80,6 +80,15 @@ impl Realm {
             return;
         };
         let sid = Value::from(session);
+        // Testaments first, while the session is still a publisher (as Crossbar orders it).
+        for t in handle.take_testaments() {
+            if let Err(e) = self
+                .broker
+                .publish(&handle, &t.topic, &t.options, t.payload)
+            {
+                tracing::info!(session, topic = %t.topic, "testament not published: {e}");
+            }
+        }
         for id in subscriptions {
             if let Ok((deleted, topic)) = self.broker.unsubscribe_tracked(session, id) {
                 self.subscription_events(&handle, id, &topic, false, deleted);

@@ -168,9 +168,22 @@ pub struct Session {
     pub link: Link,
     /// Router-issued request IDs (INVOCATION, INTERRUPT) for this session.
     next_request: AtomicU64,
+    /// Publications made on the session's behalf when it goes away (testament meta API).
+    testaments: parking_lot::Mutex<Vec<Testament>>,
 }
 
 pub type SessionHandle = Arc<Session>;
+
+/// A publication to make when its session leaves (`wamp.session.add_testament`).
+#[derive(Clone, Debug)]
+pub struct Testament {
+    pub topic: String,
+    pub options: Dict,
+    pub payload: crate::wire::Payload,
+    /// `destroyed` or `detached`: switchyard has no session resumption, so both fire when the
+    /// session leaves, as in Crossbar.
+    pub scope: String,
+}
 
 impl Session {
     pub fn new(info: SessionInfo, features: PeerFeatures, link: Link) -> SessionHandle {
@@ -179,7 +192,24 @@ impl Session {
             features,
             link,
             next_request: AtomicU64::new(0),
+            testaments: parking_lot::Mutex::new(Vec::new()),
         })
+    }
+
+    pub fn add_testament(&self, t: Testament) {
+        self.testaments.lock().push(t);
+    }
+
+    /// Drops the testaments of `scope`; returns how many there were.
+    pub fn flush_testaments(&self, scope: &str) -> usize {
+        let mut t = self.testaments.lock();
+        let before = t.len();
+        t.retain(|x| x.scope != scope);
+        before - t.len()
+    }
+
+    pub(crate) fn take_testaments(&self) -> Vec<Testament> {
+        std::mem::take(&mut *self.testaments.lock())
     }
 
     pub fn id(&self) -> Id {
