@@ -436,3 +436,70 @@ async fn fixture_http_bridge_publisher_and_caller() {
     let (status, _) = http(addr, "POST", "/call", "not json").await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn allowed_origins_are_enforced_for_browsers() {
+    let dir = temp_dir("origins");
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"version": 2, "workers": [{"type": "router",
+            "realms": [{"name": "realm1", "roles": []}],
+            "transports": [{"type": "websocket",
+                "endpoint": {"type": "tcp", "port": 0, "interface": "127.0.0.1"},
+                "options": {"allowed_origins": ["https://*.example.com"], "allow_null_origin": false}}]}]}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["start", "--cbdir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("switchyard listening on ")
+        .unwrap()
+        .to_owned();
+    let upgrade = |origin: Option<&str>| {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://{addr}/ws"),
+            )
+            .unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "wamp.2.json".parse().unwrap());
+        if let Some(o) = origin {
+            req.headers_mut().insert("Origin", o.parse().unwrap());
+        }
+        req
+    };
+    let ok = |r: &Result<_, tokio_tungstenite::tungstenite::Error>| r.is_ok();
+    assert!(ok(&tokio_tungstenite::connect_async(upgrade(None))
+        .await
+        .map(|_| ())));
+    assert!(ok(&tokio_tungstenite::connect_async(upgrade(Some(
+        "https://app.example.com"
+    )))
+    .await
+    .map(|_| ())));
+    assert!(!ok(&tokio_tungstenite::connect_async(upgrade(Some(
+        "https://evil.org"
+    )))
+    .await
+    .map(|_| ())));
+    assert!(!ok(&tokio_tungstenite::connect_async(upgrade(Some(
+        "null"
+    )))
+    .await
+    .map(|_| ())));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

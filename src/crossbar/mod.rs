@@ -475,11 +475,14 @@ mod tests {
         r["roles"][0] = json!({"name": "x", "authorizer": "com.authorize"});
         assert!(errors_of(minimal(ws(), r))[0].contains("roles[0].authorizer"));
         let mut t = ws();
-        t["options"] = json!({"allowed_origins": ["https://example.com"]});
-        assert!(errors_of(minimal(t, realm()))[0].contains("allowed_origins"));
+        t["options"] =
+            json!({"allowed_origins": ["https://*.example.com:*"], "allow_null_origin": false});
+        let node = load(minimal(t, realm())).unwrap();
+        let policy = &node.listeners[0].config.path_origins["*"];
+        assert!(!policy.allow_null && policy.allows(Some("https://a.example.com")));
         let mut t = ws();
-        t["options"] = json!({"allowed_origins": ["*"]});
-        load(minimal(t, realm())).unwrap();
+        t["options"] = json!({"allowed_origins": [7]});
+        assert!(errors_of(minimal(t, realm()))[0].contains("allowed_origins[0]"));
         let mut tree = minimal(ws(), realm());
         tree["workers"]
             .as_array_mut()

@@ -16,6 +16,7 @@ use switchyard_router::auth::methods::TransportAuth;
 use switchyard_router::auth::Authenticator;
 use switchyard_router::config::Limits;
 use switchyard_router::transport::bridge::{BridgeConfig, BridgeKind};
+use switchyard_router::transport::origin::OriginPolicy;
 use switchyard_router::transport::ListenerConfig;
 use switchyard_router::wire::Serializer;
 
@@ -45,7 +46,6 @@ const COSMETIC_WS_OPTIONS: &[&str] = &[
     "external_port",
     "enable_flash_policy",
     "flash_policy",
-    "allow_null_origin",
     "enable_hybi10",
     "enable_rfc6455",
     "require_masked_client_frames",
@@ -62,6 +62,7 @@ struct Parts {
     ping_interval: Option<u64>,
     ping_timeout: Option<u64>,
     http_bridges: HashMap<String, BridgeConfig>,
+    path_origins: HashMap<String, OriginPolicy>,
     /// Paths whose `require_tls` needs a TLS endpoint (checked once the endpoint is read).
     require_tls: Vec<String>,
 }
@@ -230,6 +231,7 @@ pub fn read_transport(w: &mut Walker, path: &str, v: &Value) -> Option<Listener>
         ),
         path_auth: parts.path_auth,
         http_bridges: parts.http_bridges,
+        path_origins: parts.path_origins,
         tls,
         limits: Some(limits),
         serializers,
@@ -349,6 +351,7 @@ fn read_websocket(w: &mut Walker, path: &str, obj: &Obj, url: &str, parts: &mut 
                 "auto_ping_timeout",
                 "max_message_size",
                 "allowed_origins",
+                "allow_null_origin",
             ];
             honored.extend_from_slice(COSMETIC_WS_OPTIONS);
             w.keys(&o, &opath, &honored, &[]);
@@ -367,18 +370,28 @@ fn read_websocket(w: &mut Walker, path: &str, obj: &Obj, url: &str, parts: &mut 
             if let Some(ms) = w.opt_u64(&o, &opath, "auto_ping_timeout") {
                 parts.ping_timeout = Some(ms);
             }
+            let mut policy = OriginPolicy::default();
             if let Some(origins) = o.get("allowed_origins") {
-                // `["*"]` allows every origin, which is what switchyard does; anything else
-                // restricts browsers, a security setting switchyard cannot honor yet.
-                let all = origins
-                    .as_array()
-                    .is_some_and(|a| a.len() == 1 && a[0].as_str() == Some("*"));
-                if !all {
-                    w.error(
-                        &format!("{opath}.allowed_origins"),
-                        "origin restrictions are not implemented (only [\"*\"] is accepted)",
-                    );
-                }
+                let apath = format!("{opath}.allowed_origins");
+                policy.allowed = w
+                    .array(origins, &apath)
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| match v.as_str() {
+                        Some(s) => Some(s.to_owned()),
+                        None => {
+                            w.error(&format!("{apath}[{i}]"), "must be a string");
+                            None
+                        }
+                    })
+                    .collect();
+            }
+            if o.contains_key("allow_null_origin") {
+                policy.allow_null = w.flag(&o, &opath, "allow_null_origin");
+            }
+            if policy != OriginPolicy::default() {
+                parts.path_origins.insert(url.to_owned(), policy);
             }
         }
     }

@@ -165,6 +165,16 @@ fn handle(
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
+    if let Some(policy) = config.path_origins.get(ws_path) {
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .map(|v| v.to_str().unwrap_or("invalid"));
+        if !policy.allows(origin) {
+            tracing::info!(%peer, ?origin, "WebSocket upgrade refused: origin not allowed");
+            return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
+    }
     let endpoint = Endpoint::for_listener(&router, config, Some(ws_path));
     let (codec, echo_protocol) = match choose_subprotocol(&req, &endpoint) {
         Ok(Some(c)) => (c, true),

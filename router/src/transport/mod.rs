@@ -6,6 +6,7 @@
 
 pub mod bridge;
 pub mod http;
+pub mod origin;
 pub mod rawsocket;
 pub mod websocket;
 
@@ -47,6 +48,8 @@ pub struct ListenerConfig {
     pub serializers: Option<Vec<Serializer>>,
     /// HTTP bridge services (Crossbar's `publisher` and `caller` paths), by URL path.
     pub http_bridges: HashMap<String, bridge::BridgeConfig>,
+    /// Browser origin policies per WebSocket path (`*` for any path); none: every origin.
+    pub path_origins: HashMap<String, origin::OriginPolicy>,
 }
 
 /// The bridge services a listener runs, by URL path (started with the listener).
@@ -64,6 +67,7 @@ impl Default for ListenerConfig {
             limits: None,
             serializers: None,
             http_bridges: HashMap::new(),
+            path_origins: HashMap::new(),
         }
     }
 }
@@ -80,6 +84,7 @@ impl std::fmt::Debug for ListenerConfig {
             .field("limits", &self.limits)
             .field("serializers", &self.serializers)
             .field("http_bridges", &self.http_bridges)
+            .field("path_origins", &self.path_origins)
             .finish()
     }
 }
