@@ -74,6 +74,7 @@ fn all_methods() -> TransportAuth {
         }),
         wampcra: Some(WampCra { users }),
         cryptosign: Some(Cryptosign { principals }),
+        dynamic: Vec::new(),
     }
 }
 
@@ -499,4 +500,139 @@ async fn router_default_authenticator_still_applies_without_listener_auth() {
     .await;
     let (mut c, _) = r.joined("wamp.2.json").await;
     c.subscribe("com.x", Dict::new()).await;
+}
+
+/// An in-process authenticator, as an application would register one with Crossbar.
+fn spawn_authenticator(r: &TestRouter) {
+    use switchyard_router::wire::code;
+    let mut local = r
+        .router
+        .connect_local("realm1", "authenticator", "trusted")
+        .unwrap();
+    local.send(Message::Register {
+        request: 1,
+        options: Dict::new(),
+        procedure: "com.example.authenticate".into(),
+    });
+    tokio::spawn(async move {
+        while let Some(msg) = local.recv().await {
+            let Message::Invocation {
+                request, payload, ..
+            } = msg
+            else {
+                continue;
+            };
+            let a = payload.args();
+            let authid = a.get(1).and_then(Value::as_str).unwrap_or("");
+            let details = a[2].as_dict().unwrap();
+            let method = details["authmethod"].as_str().unwrap();
+            let principal = match method {
+                "ticket" if details.get("ticket") == Some(&Value::from("good-ticket")) => {
+                    Some(Value::from("user"))
+                }
+                "wampcra" if authid == "erin" => Some(Value::Dict(opts(&[
+                    ("secret", Value::from("erin-secret")),
+                    ("role", Value::from("user")),
+                ]))),
+                "cryptosign" => Some(Value::Dict(opts(&[
+                    (
+                        "pubkey",
+                        Value::from(hex::encode(
+                            SigningKey::from_bytes(&SEED).verifying_key().to_bytes(),
+                        )),
+                    ),
+                    ("role", Value::from("user")),
+                    ("authid", Value::from("frank")),
+                ]))),
+                "anonymous" => Some(Value::from("guest")),
+                _ => None,
+            };
+            local.send(match principal {
+                Some(p) => Message::Yield {
+                    request,
+                    options: Dict::new(),
+                    payload: args(vec![p]),
+                },
+                None => Message::error(
+                    code::INVOCATION,
+                    request,
+                    "com.example.invalid_credentials",
+                    Some("no".into()),
+                ),
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn dynamic_authenticators_for_every_method() {
+    use switchyard_router::auth::dynamic::{DynamicAuth, DynamicMethod};
+    let dynamic = [
+        DynamicMethod::Anonymous,
+        DynamicMethod::Ticket,
+        DynamicMethod::WampCra,
+        DynamicMethod::Cryptosign,
+    ]
+    .into_iter()
+    .map(|m| Arc::new(DynamicAuth::new(m, "com.example.authenticate".into(), None)))
+    .collect();
+    let r = router_with(
+        TransportAuth {
+            dynamic,
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    spawn_authenticator(&r);
+
+    // Ticket: checked by the procedure, after AUTHENTICATE.
+    let mut c = r.client("wamp.2.json").await;
+    challenge(
+        c.hello("realm1", hello_details(Some("x"), &["ticket"], None))
+            .await,
+    );
+    let d = welcome_details(authenticate(&mut c, "good-ticket".into()).await);
+    assert_eq!(d["authrole"], Value::from("user"));
+    assert_eq!(d["authprovider"], Value::from("dynamic"));
+    let mut c = r.client("wamp.2.json").await;
+    challenge(
+        c.hello("realm1", hello_details(Some("x"), &["ticket"], None))
+            .await,
+    );
+    match authenticate(&mut c, "bad".into()).await {
+        Message::Abort { reason, .. } => assert_eq!(reason, "com.example.invalid_credentials"),
+        m => panic!("{m:?}"),
+    }
+
+    // WAMP-CRA: the procedure supplies the secret.
+    let mut c = r.client("wamp.2.msgpack").await;
+    let (_, extra) = challenge(
+        c.hello("realm1", hello_details(Some("erin"), &["wampcra"], None))
+            .await,
+    );
+    let sig = hmac_b64(b"erin-secret", extra["challenge"].as_str().unwrap());
+    let d = welcome_details(authenticate(&mut c, sig).await);
+    assert_eq!(d["authid"], Value::from("erin"));
+
+    // Cryptosign: the procedure names the key and the authid.
+    let key = SigningKey::from_bytes(&SEED);
+    let mut c = r.client("wamp.2.json").await;
+    let (_, extra) = challenge(
+        c.hello(
+            "realm1",
+            hello_details(None, &["cryptosign"], Some(pubkey_extra(&key))),
+        )
+        .await,
+    );
+    let d = welcome_details(authenticate(&mut c, sign_challenge(&key, &extra)).await);
+    assert_eq!(d["authid"], Value::from("frank"));
+
+    // Anonymous.
+    let mut c = r.client("wamp.2.json").await;
+    let d = welcome_details(
+        c.hello("realm1", hello_details(None, &["anonymous"], None))
+            .await,
+    );
+    assert_eq!(d["authrole"], Value::from("guest"));
 }

@@ -308,7 +308,7 @@ fn bad_node_config_is_refused_naming_the_key() {
     let dir = temp_dir("bad");
     std::fs::write(
         dir.join("config.yaml"),
-        "version: 2\nworkers:\n  - type: router\n    realms:\n      - name: realm1\n    transports:\n      - type: websocket\n        endpoint: {type: tcp, port: 0, interface: 127.0.0.1}\n        auth:\n          ticket: {type: dynamic, authenticator: com.example.auth}\n",
+        "version: 2\nworkers:\n  - type: router\n    realms:\n      - name: realm1\n    transports:\n      - type: websocket\n        endpoint: {type: tcp, port: 0, interface: 127.0.0.1}\n        auth:\n          ticket: {type: function, create: mymodule.auth}\n",
     )
     .unwrap();
     for cmd in ["start", "check"] {

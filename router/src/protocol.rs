@@ -53,6 +53,14 @@ enum State {
         /// The ID chosen at HELLO (WAMP-CRA's challenge names it), used if accepted.
         session: Id,
     },
+    /// Waiting for a deferred authentication decision (see [`Connection::deferred`]).
+    Deciding {
+        realm: Arc<Realm>,
+        features: PeerFeatures,
+        session: Id,
+        /// Whether the client already answered a CHALLENGE.
+        answered: bool,
+    },
     Established(Box<Joined>),
     Closed,
 }
@@ -68,6 +76,8 @@ pub struct Connection {
     /// How HELLOs on this connection authenticate: its listener's (Crossbar configures auth
     /// per transport), else the router's.
     authenticator: Arc<dyn Authenticator>,
+    /// A deferred authentication decision the transport awaits ([`Connection::deferred`]).
+    deferred: Option<tokio::sync::oneshot::Receiver<AuthDecision>>,
 }
 
 fn features_dict(names: &[&str]) -> Value {
@@ -120,6 +130,7 @@ impl Connection {
             transport: transport.into(),
             state: State::AwaitHello,
             internal: false,
+            deferred: None,
         }
     }
 
@@ -139,6 +150,7 @@ impl Connection {
             transport: "local".into(),
             state: State::AwaitHello,
             internal: trusted,
+            deferred: None,
         }
     }
 
@@ -241,6 +253,10 @@ impl Connection {
                     other.name()
                 )),
             },
+            State::Deciding { .. } => self.protocol_violation(format!(
+                "{} received while authentication is in progress",
+                msg.name()
+            )),
             State::Established(joined) => {
                 // The router's own sessions (meta API) are not traffic worth counting.
                 if !self.internal {
@@ -252,6 +268,42 @@ impl Connection {
                 self.established(msg)
             }
             State::Closed => Flow::Close,
+        }
+    }
+
+    /// Whether an authentication decision is being awaited; the transport then also waits on
+    /// [`Connection::deferred`] and hands its result to [`Connection::resolve_deferred`].
+    pub fn has_deferred(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// The deferred authentication decision (pending forever if there is none).
+    pub async fn deferred(&mut self) -> AuthDecision {
+        match self.deferred.as_mut() {
+            Some(rx) => rx.await.unwrap_or_else(|_| {
+                AuthDecision::deny(
+                    errors::AUTHENTICATION_FAILED,
+                    "the authenticator did not answer",
+                )
+            }),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Applies a deferred decision (WELCOME, CHALLENGE or ABORT).
+    pub fn resolve_deferred(&mut self, decision: AuthDecision) -> Flow {
+        self.deferred = None;
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Deciding {
+                realm,
+                features,
+                session,
+                answered,
+            } => self.decide(realm, features, decision, session, answered),
+            other => {
+                self.state = other;
+                Flow::Continue
+            }
         }
     }
 
@@ -301,6 +353,8 @@ impl Connection {
             realm: &realm_name,
             details: &details,
             session,
+            router: &self.router,
+            transport: &self.transport,
         });
         self.decide(realm, features, decision, session, false)
     }
@@ -354,6 +408,16 @@ impl Connection {
                 tracing::info!(transport = %self.transport, realm = realm.name(), "authentication refused: {reason}: {message}");
                 self.router.metrics().auth_failure(&reason);
                 self.abort(&reason, message)
+            }
+            AuthDecision::Defer(rx) => {
+                self.deferred = Some(rx);
+                self.state = State::Deciding {
+                    realm,
+                    features,
+                    session,
+                    answered,
+                };
+                Flow::Continue
             }
             AuthDecision::Challenge { .. } if answered => self.abort(
                 errors::AUTHENTICATION_FAILED,

@@ -48,6 +48,21 @@ impl ServiceClient {
         authrole: &str,
     ) -> Result<Arc<ServiceClient>, String> {
         let session = router.connect_local_untrusted(realm, authid, authrole)?;
+        Ok(Self::run(router, session))
+    }
+
+    /// Joins `realm` as router code (role `trusted`, no authorization), as Crossbar's service
+    /// session calls dynamic authenticators.
+    pub fn start_trusted(
+        router: &Router,
+        realm: &str,
+        authid: &str,
+    ) -> Result<Arc<ServiceClient>, String> {
+        let session = router.connect_local(realm, authid, "trusted")?;
+        Ok(Self::run(router, session))
+    }
+
+    fn run(router: &Router, session: crate::LocalSession) -> Arc<ServiceClient> {
         let (conn, queue) = session.into_parts();
         let waiters: Arc<Waiters> = Arc::new(Mutex::new(HashMap::new()));
         let client = Arc::new(ServiceClient {
@@ -84,7 +99,7 @@ impl ServiceClient {
             // Dropping the senders answers every waiter with `Gone`.
             waiters.lock().clear();
         });
-        Ok(client)
+        client
     }
 
     /// Sends the message `make` builds for a fresh request ID and waits for its answer.
@@ -102,9 +117,13 @@ impl ServiceClient {
     }
 
     pub async fn call(&self, procedure: &str, payload: Payload) -> Answer {
+        self.call_with(procedure, Dict::new(), payload).await
+    }
+
+    pub async fn call_with(&self, procedure: &str, options: Dict, payload: Payload) -> Answer {
         self.request(|request| Message::Call {
             request,
-            options: Dict::new(),
+            options,
             procedure: procedure.to_owned(),
             payload,
         })

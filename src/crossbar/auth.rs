@@ -2,9 +2,11 @@
 //! [`Role`]s. Secrets are read here and never appear in any report or log.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 use switchyard_router::auth::cryptosign::{parse_public_key, Cryptosign, CryptosignPrincipal};
+use switchyard_router::auth::dynamic::{DynamicAuth, DynamicMethod};
 use switchyard_router::auth::methods::{AnonymousConfig, TransportAuth};
 use switchyard_router::auth::roles::{Permission, Role};
 use switchyard_router::auth::ticket::{Ticket, TicketPrincipal};
@@ -40,10 +42,44 @@ pub fn read_auth(w: &mut Walker, path: &str, v: &Value) -> Option<TransportAuth>
         };
         match c.get("type").and_then(Value::as_str) {
             Some("static") => {}
-            Some(t @ ("dynamic" | "function")) => {
+            Some("dynamic") => {
+                let method = match method.as_str() {
+                    "anonymous" => DynamicMethod::Anonymous,
+                    "ticket" => DynamicMethod::Ticket,
+                    "wampcra" => DynamicMethod::WampCra,
+                    "cryptosign" => DynamicMethod::Cryptosign,
+                    other => {
+                        w.error(
+                            &mpath,
+                            &format!("unknown authentication method \"{other}\""),
+                        );
+                        continue;
+                    }
+                };
+                w.keys(
+                    &c,
+                    &mpath,
+                    &["type", "authenticator", "authenticator-realm"],
+                    &[],
+                );
+                let Some(procedure) = w.string_at(&c, &mpath, "authenticator") else {
+                    continue;
+                };
+                if !uri::is_valid(&procedure, UriCheck::Loose, MatchPolicy::Exact) {
+                    w.error(
+                        &format!("{mpath}.authenticator"),
+                        &format!("\"{procedure}\" is not a valid procedure URI"),
+                    );
+                }
+                let realm = w.opt_string(&c, &mpath, "authenticator-realm");
+                auth.dynamic
+                    .push(Arc::new(DynamicAuth::new(method, procedure, realm)));
+                continue;
+            }
+            Some("function") => {
                 w.error(
                     &format!("{mpath}.type"),
-                    &format!("\"{t}\" authenticators are not supported; use \"static\""),
+                    "\"function\" authenticators (Python code) are not supported; use \"static\" or \"dynamic\"",
                 );
                 continue;
             }

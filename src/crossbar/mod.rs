@@ -453,7 +453,7 @@ mod tests {
     fn security_and_routing_features_not_implemented_are_errors() {
         let cases = [
             (
-                json!({"ticket": {"type": "dynamic", "authenticator": "com.auth"}}),
+                json!({"ticket": {"type": "function", "create": "x.y"}}),
                 "auth.ticket.type",
             ),
             (
@@ -520,6 +520,17 @@ mod tests {
             e.iter().any(|e| e.contains("endpoint.tls.certificate")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn dynamic_authenticators_load() {
+        let mut t = ws();
+        t["auth"] = json!({"ticket": {"type": "dynamic", "authenticator": "com.example.auth",
+            "authenticator-realm": "realm1"}});
+        load(minimal(t, realm())).unwrap();
+        let mut t = ws();
+        t["auth"] = json!({"wampcra": {"type": "dynamic", "authenticator": "bad uri"}});
+        assert!(errors_of(minimal(t, realm()))[0].contains("wampcra.authenticator"));
     }
 
     #[test]

@@ -46,14 +46,8 @@ impl Cryptosign {
     pub fn hello(&self, hello: &Hello<'_>) -> AuthDecision {
         let extra = hello.authextra();
         let get = |k: &str| extra.and_then(|e| e.get(k));
-        match get("channel_binding") {
-            None | Some(Value::Null) => {}
-            Some(other) => {
-                return AuthDecision::deny(
-                    errors::AUTHENTICATION_FAILED,
-                    format!("channel binding {other:?} is not supported on this transport"),
-                )
-            }
+        if let Some(denied) = check_channel_binding(extra) {
+            return denied;
         }
         let Some(pubkey) = get("pubkey").and_then(Value::as_str) else {
             return AuthDecision::deny(
@@ -99,7 +93,34 @@ impl Cryptosign {
                 "extra.pubkey provided does not match any one of authorized_keys for the principal",
             );
         }
-        let Ok(key) = parse_public_key(&pubkey) else {
+        challenge(
+            &pubkey,
+            Identity {
+                authid,
+                authrole: p.role.clone(),
+                authmethod: "cryptosign".into(),
+                authprovider: "static".into(),
+                realm: p.realm.clone(),
+            },
+        )
+    }
+}
+
+/// Refuses a channel binding (none exists on TLS 1.3, and switchyard offers none).
+pub(crate) fn check_channel_binding(extra: Option<&Dict>) -> Option<AuthDecision> {
+    match extra.and_then(|e| e.get("channel_binding")) {
+        None | Some(Value::Null) => None,
+        Some(other) => Some(AuthDecision::deny(
+            errors::AUTHENTICATION_FAILED,
+            format!("channel binding {other:?} is not supported on this transport"),
+        )),
+    }
+}
+
+/// The CHALLENGE for a client holding the private half of `pubkey` (hex).
+pub fn challenge(pubkey: &str, identity: Identity) -> AuthDecision {
+    {
+        let Ok(key) = parse_public_key(pubkey) else {
             return AuthDecision::deny(errors::AUTHENTICATION_FAILED, "invalid public key");
         };
         let challenge: [u8; 32] = rand::random();
@@ -112,13 +133,7 @@ impl Cryptosign {
             pending: Box::new(PendingCryptosign {
                 key,
                 challenge,
-                identity: Identity {
-                    authid,
-                    authrole: p.role.clone(),
-                    authmethod: "cryptosign".into(),
-                    authprovider: "static".into(),
-                    realm: p.realm.clone(),
-                },
+                identity,
             }),
         }
     }

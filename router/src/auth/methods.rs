@@ -5,7 +5,10 @@
 //! decides. A transport without any `auth` block admits anonymous clients as role `anonymous`,
 //! as Crossbar does. No acceptable method: ABORT `wamp.error.no_auth_method` (Crossbar's URI).
 
+use std::sync::Arc;
+
 use super::cryptosign::Cryptosign;
+use super::dynamic::DynamicAuth;
 use super::ticket::Ticket;
 use super::wampcra::WampCra;
 use super::{random_authid, AuthDecision, Authenticator, Hello, Identity};
@@ -39,6 +42,8 @@ pub struct TransportAuth {
     pub ticket: Option<Ticket>,
     pub wampcra: Option<WampCra>,
     pub cryptosign: Option<Cryptosign>,
+    /// Methods decided by a WAMP procedure (`type: dynamic`), instead of the static ones.
+    pub dynamic: Vec<Arc<DynamicAuth>>,
 }
 
 impl TransportAuth {
@@ -47,6 +52,7 @@ impl TransportAuth {
             && self.ticket.is_none()
             && self.wampcra.is_none()
             && self.cryptosign.is_none()
+            && self.dynamic.is_empty()
     }
 
     fn anonymous(config: &AnonymousConfig) -> AuthDecision {
@@ -75,7 +81,13 @@ impl Authenticator for TransportAuth {
                     "wampcra" => self.wampcra.as_ref().map(|c| c.hello(hello)),
                     "cryptosign" => self.cryptosign.as_ref().map(|c| c.hello(hello)),
                     _ => None,
-                };
+                }
+                .or_else(|| {
+                    self.dynamic
+                        .iter()
+                        .find(|d| d.method_name() == *method)
+                        .map(|d| d.hello(hello))
+                });
                 if let Some(d) = decision {
                     return d;
                 }

@@ -9,9 +9,11 @@
 //!
 //! - [`methods`]: the per-transport method selection ([`methods::TransportAuth`]);
 //! - [`ticket`], [`wampcra`], [`cryptosign`]: one module per challenge-response method;
+//! - [`dynamic`]: Crossbar's dynamic authenticators (a WAMP procedure decides);
 //! - [`roles`]: Crossbar's static roles and permissions ([`roles::RoleAuthorizer`]).
 
 pub mod cryptosign;
+pub mod dynamic;
 pub mod methods;
 pub mod roles;
 pub mod ticket;
@@ -47,6 +49,9 @@ pub enum AuthDecision {
         extra: Dict,
         pending: Box<dyn PendingAuth>,
     },
+    /// The decision takes a while (a dynamic authenticator is being called): the connection
+    /// waits for it without reading further messages' effects, then applies it.
+    Defer(tokio::sync::oneshot::Receiver<AuthDecision>),
 }
 
 impl AuthDecision {
@@ -70,6 +75,10 @@ pub struct Hello<'a> {
     pub details: &'a Dict,
     /// The ID the session gets if it is accepted (WAMP-CRA puts it in its challenge).
     pub session: Id,
+    /// The router, for authenticators that call WAMP procedures (dynamic authenticators).
+    pub router: &'a crate::Router,
+    /// The transport, as the meta API describes it (`websocket 127.0.0.1:5555 wamp.2.json`).
+    pub transport: &'a str,
 }
 
 impl Hello<'_> {

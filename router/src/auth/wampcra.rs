@@ -15,7 +15,7 @@ use sha2::Sha256;
 
 use super::{AuthDecision, Hello, Identity, PendingAuth};
 use crate::uri::errors;
-use crate::wire::{Dict, Value};
+use crate::wire::{Dict, Id, Value};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -102,19 +102,31 @@ impl WampCra {
                 format!("no principal with authid \"{authid}\" exists"),
             );
         };
+        challenge(authid, user, hello.session, "static")
+    }
+}
+
+/// The CHALLENGE for `user` (its pending state checks the answer).
+pub fn challenge(
+    authid: &str,
+    user: &WampCraUser,
+    session: Id,
+    authprovider: &str,
+) -> AuthDecision {
+    {
         let identity = Identity {
             authid: authid.to_owned(),
             authrole: user.role.clone(),
             authmethod: "wampcra".into(),
-            authprovider: "static".into(),
+            authprovider: authprovider.into(),
             realm: user.realm.clone(),
         };
         let challenge = serde_json::json!({
             "authid": identity.authid,
             "authrole": identity.authrole,
             "authmethod": "wampcra",
-            "authprovider": "static",
-            "session": hello.session,
+            "authprovider": authprovider,
+            "session": session,
             "nonce": nonce(),
             "timestamp": utc_timestamp(std::time::SystemTime::now()),
         })

@@ -222,6 +222,11 @@ where
                     break;
                 }
             },
+            decision = conn.deferred(), if conn.has_deferred() => {
+                if conn.resolve_deferred(decision) == Flow::Close {
+                    break;
+                }
+            }
             _ = tokio::time::sleep_until(wake) => {
                 if goodbye_deadline.is_none() && !conn.is_established() {
                     tracing::info!(peer = %label, "no HELLO within {:?}; closed", limits.handshake_timeout);

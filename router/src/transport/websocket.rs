@@ -135,6 +135,14 @@ where
                     handshake_deadline = None;
                 }
             }
+            decision = conn.deferred(), if conn.has_deferred() => {
+                if conn.resolve_deferred(decision) == Flow::Close {
+                    break;
+                }
+                if conn.is_established() {
+                    handshake_deadline = None;
+                }
+            }
             _ = sleep_until(wake) => {
                 if handshake_deadline.is_some_and(|h| Instant::now() >= h) && !conn.is_established() {
                     tracing::info!(peer = %label, "no HELLO within {:?}; closed", limits.handshake_timeout);
