@@ -32,6 +32,30 @@ struct Subscription {
 struct State {
     subscriptions: HashMap<Id, Subscription>,
     index: UriIndex<Id>,
+    /// The last publication with `retain: true` per topic (event retention).
+    retained: HashMap<String, Retained>,
+}
+
+/// A retained event, replayed to subscribers that ask with `get_retained`.
+struct Retained {
+    publication: Id,
+    eligibility: Eligibility,
+    /// Publisher disclosure as the original EVENTs carried it.
+    publisher: Option<Dict>,
+    payload: Payload,
+}
+
+/// Whether a subscription pattern covers a concrete topic.
+fn covers(policy: MatchPolicy, pattern: &str, topic: &str) -> bool {
+    match policy {
+        MatchPolicy::Exact => pattern == topic,
+        MatchPolicy::Prefix => topic.starts_with(pattern),
+        MatchPolicy::Wildcard => {
+            let (p, t): (Vec<&str>, Vec<&str>) =
+                (pattern.split('.').collect(), topic.split('.').collect());
+            p.len() == t.len() && p.iter().zip(&t).all(|(p, t)| p.is_empty() || p == t)
+        }
+    }
 }
 
 /// A realm's subscriptions.
@@ -63,6 +87,7 @@ impl Subscription {
 }
 
 /// Which subscribers of a publication receive it (`exclude_me`, black- and whitelists).
+#[derive(Clone)]
 struct Eligibility {
     publisher: Id,
     exclude_me: bool,
@@ -170,10 +195,13 @@ impl Broker {
         policy: MatchPolicy,
         topic: &str,
     ) -> Id {
-        self.subscribe_tracked(session, request, policy, topic).0
+        self.subscribe_tracked(session, request, policy, topic, false)
+            .0
     }
 
-    /// [`Broker::subscribe`], also saying whether the subscription was created (meta events).
+    /// [`Broker::subscribe`], also saying whether the subscription was created (meta events);
+    /// with `get_retained`, the retained events the subscription covers follow SUBSCRIBED,
+    /// marked `retained`.
     ///
     /// SUBSCRIBED is queued while the write lock is held: a publish that can see the new
     /// subscription runs after the lock is released, so SUBSCRIBED precedes any EVENT.
@@ -183,6 +211,7 @@ impl Broker {
         request: Id,
         policy: MatchPolicy,
         topic: &str,
+        get_retained: bool,
     ) -> (Id, bool) {
         let mut st = self.state.write();
         let mut created = false;
@@ -211,6 +240,24 @@ impl Broker {
             request,
             subscription: id,
         });
+        if get_retained {
+            for (t, r) in &st.retained {
+                if !covers(policy, topic, t) || !r.eligibility.allows(session) {
+                    continue;
+                }
+                let mut details = r.publisher.clone().unwrap_or_default();
+                details.insert("retained".into(), Value::Bool(true));
+                if policy != MatchPolicy::Exact {
+                    details.insert("topic".into(), Value::from(t.as_str()));
+                }
+                session.send(Message::Event {
+                    subscription: id,
+                    publication: r.publication,
+                    details,
+                    payload: r.payload.clone(),
+                });
+            }
+        }
         (id, created)
     }
 
@@ -256,7 +303,32 @@ impl Broker {
     ) -> Result<Id, WampError> {
         let eligibility = Eligibility::from_options(publisher.id(), options)?;
         let disclose = bool_option(options, "disclose_me")?.unwrap_or(false);
+        let retain = bool_option(options, "retain")?.unwrap_or(false);
         let publication = random_id();
+        if retain {
+            let publisher_details = disclose.then(|| {
+                let mut d = Dict::new();
+                d.insert("publisher".into(), Value::from(publisher.id()));
+                d.insert(
+                    "publisher_authid".into(),
+                    Value::from(publisher.info.authid.as_str()),
+                );
+                d.insert(
+                    "publisher_authrole".into(),
+                    Value::from(publisher.info.authrole.as_str()),
+                );
+                d
+            });
+            self.state.write().retained.insert(
+                topic.to_owned(),
+                Retained {
+                    publication,
+                    eligibility: eligibility.clone(),
+                    publisher: publisher_details,
+                    payload: payload.clone(),
+                },
+            );
+        }
         let st = self.state.read();
         let mut matched: Vec<&Subscription> = Vec::new();
         st.index.for_each_match(topic, |_, id| {

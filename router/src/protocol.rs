@@ -98,6 +98,7 @@ fn router_roles(meta_api: bool) -> Value {
         "publisher_identification",
         "subscriber_blackwhite_listing",
         "pattern_based_subscription",
+        "event_retention",
     ];
     let mut dealer = vec![
         "progressive_call_results",
@@ -583,10 +584,13 @@ impl Connection {
                         errors::NOT_AUTHORIZED,
                         format!("not authorized to subscribe to '{topic}'"),
                     )),
-                    Some(p) => Ok(j
-                        .realm
-                        .broker
-                        .subscribe_tracked(&j.session, request, p, &topic)),
+                    Some(p) => Ok(j.realm.broker.subscribe_tracked(
+                        &j.session,
+                        request,
+                        p,
+                        &topic,
+                        matches!(options.get("get_retained"), Some(Value::Bool(true))),
+                    )),
                 };
                 match result {
                     Ok((subscription, created)) => {
