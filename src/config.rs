@@ -180,6 +180,7 @@ impl FileConfig {
             }
             realms.push(RealmConfig {
                 meta_api: true,
+                event_history: Vec::new(),
                 name: r.name.clone(),
                 uri_check: match r.uri_check {
                     UriCheckName::Loose => UriCheck::Loose,

@@ -520,3 +520,68 @@ async fn testaments_fire_when_the_session_goes_and_can_be_flushed() {
     drop(b);
     watcher.expect_silence(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn event_history_where_the_realm_keeps_it() {
+    use switchyard_router::config::EventHistory;
+    use switchyard_router::uri::MatchPolicy;
+    let mut realm = RealmConfig::new("realm1");
+    realm.event_history.push(EventHistory {
+        uri: "com.example.log".into(),
+        policy: MatchPolicy::Exact,
+        limit: 2,
+    });
+    let r = TestRouter::with_config(RouterConfig {
+        realms: vec![realm],
+        ..RouterConfig::default()
+    })
+    .await;
+    let mut c = r.client("wamp.2.json").await;
+    let broker_features = match c.hello("realm1", client_roles()).await {
+        Message::Welcome { details, .. } => details["roles"].as_dict().unwrap()["broker"]
+            .as_dict()
+            .unwrap()["features"]
+            .as_dict()
+            .unwrap()
+            .clone(),
+        m => panic!("{m:?}"),
+    };
+    assert_eq!(broker_features["event_history"], Value::Bool(true));
+    // Events are kept even before anyone subscribes.
+    for i in 0..3 {
+        c.publish(
+            "com.example.log",
+            opts(&[("acknowledge", true.into())]),
+            args(vec![Value::Int(i)]),
+        )
+        .await;
+        assert!(matches!(c.recv().await, Message::Published { .. }));
+    }
+    let sub = c.subscribe("com.example.log", Dict::new()).await;
+    let events = call(
+        &mut c,
+        "wamp.subscription.get_events",
+        vec![Value::from(sub)],
+    )
+    .await;
+    let events = first(&events).as_list().unwrap().to_vec();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        events[0].as_dict().unwrap()["args"],
+        Value::List(vec![Value::Int(2)])
+    );
+    assert_eq!(
+        events[1].as_dict().unwrap()["args"],
+        Value::List(vec![Value::Int(1)])
+    );
+    let other = c.subscribe("com.example.other", Dict::new()).await;
+    assert_eq!(
+        call_error(
+            &mut c,
+            "wamp.subscription.get_events",
+            vec![Value::from(other)]
+        )
+        .await,
+        "wamp.error.history_unavailable"
+    );
+}

@@ -26,6 +26,8 @@ struct Subscription {
     subscribers: IndexMap<Id, SessionHandle>,
     /// When the subscription was created (ISO 8601, for the meta API).
     created: String,
+    /// Kept without subscribers: the realm keeps event history for it.
+    persistent: bool,
 }
 
 #[derive(Default)]
@@ -34,6 +36,8 @@ struct State {
     index: UriIndex<Id>,
     /// The last publication with `retain: true` per topic (event retention).
     retained: HashMap<String, Retained>,
+    /// Event history per subscription that has it: limit and events, oldest first.
+    history: HashMap<Id, (usize, std::collections::VecDeque<Value>)>,
 }
 
 /// A retained event, replayed to subscribers that ask with `get_retained`.
@@ -43,6 +47,35 @@ struct Retained {
     /// Publisher disclosure as the original EVENTs carried it.
     publisher: Option<Dict>,
     payload: Payload,
+}
+
+/// An event as `wamp.subscription.get_events` returns it (Crossbar's memory store format).
+fn stored_event(
+    publisher: &SessionHandle,
+    publication: Id,
+    topic: &str,
+    payload: &Payload,
+) -> Value {
+    let time_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut d = Dict::new();
+    d.insert("time_ns".into(), Value::from(time_ns));
+    d.insert("realm".into(), Value::from(publisher.info.realm.as_str()));
+    d.insert("session_id".into(), Value::from(publisher.id()));
+    d.insert("authid".into(), Value::from(publisher.info.authid.as_str()));
+    d.insert(
+        "authrole".into(),
+        Value::from(publisher.info.authrole.as_str()),
+    );
+    d.insert("publication".into(), Value::from(publication));
+    d.insert("topic".into(), Value::from(topic));
+    d.insert("args".into(), Value::List(payload.args().to_vec()));
+    d.insert(
+        "kwargs".into(),
+        Value::Dict(payload.kwargs().cloned().unwrap_or_default()),
+    );
+    Value::Dict(d)
 }
 
 /// Whether a subscription pattern covers a concrete topic.
@@ -229,6 +262,7 @@ impl Broker {
                         topic: topic.to_owned(),
                         subscribers: IndexMap::new(),
                         created: crate::auth::wampcra::utc_timestamp(std::time::SystemTime::now()),
+                        persistent: false,
                     },
                 );
                 id
@@ -284,7 +318,7 @@ impl Broker {
             ));
         }
         let topic = sub.topic.clone();
-        if sub.subscribers.is_empty() {
+        if sub.subscribers.is_empty() && !sub.persistent {
             let policy = sub.policy;
             st.subscriptions.remove(&id);
             st.index.remove(policy, &topic);
@@ -336,7 +370,11 @@ impl Broker {
                 matched.push(s)
             }
         });
+        let mut history: Vec<Id> = Vec::new();
         for sub in matched {
+            if st.history.contains_key(&sub.id) {
+                history.push(sub.id);
+            }
             let mut details = Dict::new();
             if sub.policy != MatchPolicy::Exact {
                 details.insert("topic".into(), Value::from(topic));
@@ -365,7 +403,63 @@ impl Broker {
                 }
             }
         }
+        drop(st);
+        if !history.is_empty() {
+            let event = stored_event(publisher, publication, topic, &payload);
+            let mut st = self.state.write();
+            for id in history {
+                if let Some((limit, events)) = st.history.get_mut(&id) {
+                    if events.len() == *limit {
+                        events.pop_front();
+                    }
+                    events.push_back(event.clone());
+                }
+            }
+        }
         Ok(publication)
+    }
+
+    /// Keeps the last `limit` events published to (`policy`, `uri`) for
+    /// `wamp.subscription.get_events`; the subscription exists from now on, subscribers or not.
+    pub fn keep_history(&self, policy: MatchPolicy, uri: &str, limit: usize) -> Id {
+        let mut st = self.state.write();
+        let id = match st.index.get(policy, uri) {
+            Some(id) => *id,
+            None => {
+                let id = random_id();
+                st.index.insert(policy, uri, id);
+                st.subscriptions.insert(
+                    id,
+                    Subscription {
+                        id,
+                        policy,
+                        topic: uri.to_owned(),
+                        subscribers: IndexMap::new(),
+                        created: crate::auth::wampcra::utc_timestamp(std::time::SystemTime::now()),
+                        persistent: true,
+                    },
+                );
+                id
+            }
+        };
+        if let Some(s) = st.subscriptions.get_mut(&id) {
+            s.persistent = true;
+        }
+        st.history
+            .insert(id, (limit.max(1), std::collections::VecDeque::new()));
+        id
+    }
+
+    /// Up to `limit` of the subscription's stored events, newest first; `None` if it keeps no
+    /// history.
+    pub fn events(&self, subscription: Id, limit: usize) -> Option<Vec<Value>> {
+        let st = self.state.read();
+        let (_, events) = st.history.get(&subscription)?;
+        Some(events.iter().rev().take(limit).cloned().collect())
+    }
+
+    pub fn has_history(&self) -> bool {
+        !self.state.read().history.is_empty()
     }
 
     /// Removes a departing session from the given subscriptions.

@@ -14,6 +14,17 @@ pub struct RealmConfig {
     /// Serve the session, subscription and registration meta APIs (`wamp.session.*`, ...)
     /// on this realm, as Crossbar does by default (`enable_meta_api`).
     pub meta_api: bool,
+    /// Topics whose last events are kept for `wamp.subscription.get_events` (Crossbar's
+    /// `store.event-history`): pattern, match policy, how many events.
+    pub event_history: Vec<EventHistory>,
+}
+
+/// One `event-history` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventHistory {
+    pub uri: String,
+    pub policy: crate::uri::MatchPolicy,
+    pub limit: usize,
 }
 
 impl RealmConfig {
@@ -22,6 +33,7 @@ impl RealmConfig {
             name: name.into(),
             uri_check: UriCheck::Loose,
             meta_api: true,
+            event_history: Vec::new(),
         }
     }
 }

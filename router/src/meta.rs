@@ -42,6 +42,7 @@ pub const PROCEDURES: &[&str] = &[
     "wamp.subscription.get",
     "wamp.subscription.list_subscribers",
     "wamp.subscription.count_subscribers",
+    "wamp.subscription.get_events",
     "wamp.registration.list",
     "wamp.registration.lookup",
     "wamp.registration.match",
@@ -566,6 +567,24 @@ fn call(
                 one(Value::from(subscribers.len() as u64))
             } else {
                 one(ids(subscribers))
+            }
+        }
+        "wamp.subscription.get_events" => {
+            let id = id_arg(args, 0, "subscription_id")?;
+            let limit = args
+                .get(1)
+                .or_else(|| kwargs.get("limit"))
+                .and_then(Value::as_u64)
+                .unwrap_or(10) as usize;
+            if realm.broker.subscription(id).is_none() {
+                return Err(no_such_subscription(id));
+            }
+            match realm.broker.events(id, limit) {
+                Some(events) => one(Value::List(events)),
+                None => Err(WampError::new(
+                    "wamp.error.history_unavailable",
+                    "event history for the given subscription is not available or enabled",
+                )),
             }
         }
         "wamp.registration.list" => {

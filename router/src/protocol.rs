@@ -92,7 +92,7 @@ fn features_dict(names: &[&str]) -> Value {
 
 /// The roles and features WELCOME announces: exactly what the broker and dealer implement,
 /// plus the meta APIs where the realm serves them.
-fn router_roles(meta_api: bool) -> Value {
+fn router_roles(meta_api: bool, event_history: bool) -> Value {
     let mut broker = vec![
         "publisher_exclusion",
         "publisher_identification",
@@ -108,6 +108,9 @@ fn router_roles(meta_api: bool) -> Value {
         "pattern_based_registration",
         "shared_registration",
     ];
+    if meta_api && event_history {
+        broker.push("event_history");
+    }
     if meta_api {
         broker.extend(["session_meta_api", "subscription_meta_api"]);
         dealer.extend([
@@ -467,7 +470,10 @@ impl Connection {
             "authprovider".into(),
             Value::from(info.authprovider.as_str()),
         );
-        details.insert("roles".into(), router_roles(realm.meta_api_running()));
+        details.insert(
+            "roles".into(),
+            router_roles(realm.meta_api_running(), realm.broker.has_history()),
+        );
         details.insert(
             "agent".into(),
             Value::from(concat!("switchyard-", env!("CARGO_PKG_VERSION"))),

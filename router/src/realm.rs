@@ -25,9 +25,13 @@ pub struct Realm {
 
 impl Realm {
     pub fn new(config: RealmConfig) -> Arc<Realm> {
+        let broker = Broker::default();
+        for h in &config.event_history {
+            broker.keep_history(h.policy, &h.uri, h.limit);
+        }
         Arc::new(Realm {
             config,
-            broker: Broker::default(),
+            broker,
             dealer: Dealer::default(),
             sessions: DashMap::new(),
             meta: OnceLock::new(),

@@ -337,15 +337,59 @@ fn read_realm(
             w.keys(
                 &s,
                 &spath,
-                &["type", "event-history"],
-                &["limit", "maxsize"],
+                &["type", "event-history", "limit"],
+                &["maxsize"],
             );
-            // Event history changes what subscribers can fetch: not implemented yet.
-            if s.get("event-history").is_some() {
-                w.error(
-                    &format!("{spath}.event-history"),
-                    "event history is not implemented by switchyard",
-                );
+            match s.get("type").and_then(Value::as_str) {
+                Some("memory") => {}
+                Some(other) => w.error(
+                    &format!("{spath}.type"),
+                    &format!("store type \"{other}\" is not supported (memory is)"),
+                ),
+                None => w.error(&format!("{spath}.type"), "missing (\"memory\")"),
+            }
+            let default_limit = w.opt_u64(&s, &spath, "limit").unwrap_or(100) as usize;
+            if let Some(h) = s.get("event-history") {
+                let hpath = format!("{spath}.event-history");
+                for (i, e) in w.array(h, &hpath).unwrap_or_default().iter().enumerate() {
+                    let epath = format!("{hpath}[{i}]");
+                    let Some(e) = w.object(e, &epath) else {
+                        continue;
+                    };
+                    w.keys(&e, &epath, &["uri", "match", "limit"], &[]);
+                    let Some(uri_text) = w.string_at(&e, &epath, "uri") else {
+                        continue;
+                    };
+                    let policy = match e.get("match").map(|m| m.as_str()) {
+                        None => MatchPolicy::Exact,
+                        Some(m) => match MatchPolicy::from_option(m) {
+                            Some(p) => p,
+                            None => {
+                                w.error(
+                                    &format!("{epath}.match"),
+                                    "must be exact, prefix or wildcard",
+                                );
+                                continue;
+                            }
+                        },
+                    };
+                    if !uri::is_valid(&uri_text, UriCheck::Loose, policy) {
+                        w.error(
+                            &format!("{epath}.uri"),
+                            &format!("\"{uri_text}\" is not a valid URI"),
+                        );
+                    }
+                    let limit = w
+                        .opt_u64(&e, &epath, "limit")
+                        .map_or(default_limit, |l| l as usize);
+                    config
+                        .event_history
+                        .push(switchyard_router::config::EventHistory {
+                            uri: uri_text,
+                            policy,
+                            limit: limit.clamp(1, 100_000),
+                        });
+                }
             }
         }
     }
@@ -491,7 +535,11 @@ mod tests {
         assert!(errors_of(tree)[0].starts_with("workers[1].type"));
         let mut r = realm();
         r["store"] = json!({"type": "memory", "event-history": [{"uri": "com.a", "limit": 10}]});
-        assert!(errors_of(minimal(ws(), r))[0].contains("event-history"));
+        let node = load(minimal(ws(), r)).unwrap();
+        assert_eq!(node.router.realms[0].event_history[0].limit, 10);
+        let mut r = realm();
+        r["store"] = json!({"type": "lmdb"});
+        assert!(errors_of(minimal(ws(), r))[0].contains("store.type"));
     }
 
     #[test]
