@@ -456,12 +456,11 @@ async fn allowed_origins_are_enforced_for_browsers() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Killed (and its directory removed) even if an assertion fails.
+    let _guard = Kill(child, dir);
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
     let addr = line
         .trim()
         .strip_prefix("switchyard listening on ")
@@ -499,7 +498,14 @@ async fn allowed_origins_are_enforced_for_browsers() {
     )))
     .await
     .map(|_| ())));
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+struct Kill(std::process::Child, std::path::PathBuf);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
 }

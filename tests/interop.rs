@@ -1,7 +1,7 @@
 //! Interop with real WAMP clients nobody here wrote, against the real `switchyard` binary:
 //! autobahn-python (asyncio and Twisted), Buildbot 4.3's own `WampMQReal` test, a real
-//! Buildbot master with `mq: wamp`, autobahn-js plus wampy.js, and autobahn-python logging in
-//! to the Crossbar fixture node with every auth method.
+//! Buildbot master with `mq: wamp`, autobahn-js plus wampy.js, and autobahn-python
+//! and autobahn-js logging in to the Crossbar fixture node with every auth method.
 //!
 //! The clients are installed by `scripts/test` (the README's test command); run alone, these
 //! tests fail with a message saying what is missing rather than skipping.
@@ -161,4 +161,27 @@ fn autobahn_python_crossbar_auth_on_the_fixture_node() {
         ),
         Duration::from_secs(180),
     );
+}
+
+#[test]
+fn autobahn_js_crossbar_auth_on_the_fixture_node() {
+    let node = common::node::FixtureNode::start();
+    let node_bin = required_env("SWITCHYARD_NODE");
+    let modules = repo().join("tests/js/node_modules");
+    assert!(
+        modules.is_dir(),
+        "{} is missing: run ./scripts/test (it installs the npm packages in tests/js)",
+        modules.display()
+    );
+    let mut cmd = Command::new(node_bin);
+    cmd.arg(repo().join("tests/js/crossbar_auth.mjs"))
+        .args([
+            "--ws",
+            &format!("ws://{}/ws", node.addrs[0]),
+            "--wss",
+            &format!("wss://localhost:{}/ws", node.addrs[1].port()),
+        ])
+        // Node trusts the node's test certificate for wss:// this way.
+        .env("NODE_EXTRA_CA_CERTS", node.dir.join("tls/server.crt"));
+    run_client("crossbar_auth.mjs", cmd, Duration::from_secs(120));
 }
