@@ -8,11 +8,15 @@
 // anonymous with role anonymous and a denied publish; ticket good and bad; WAMP-CRA plain
 // and salted (autobahn.auth_cra.derive_key) and bad; cryptosign (autobahn.auth_cryptosign,
 // tweetnacl) good and with a key that is not authorized; wss:// with a realm-bound principal.
+// Then the same methods with wampy.js and its own wampcra and cryptosign plugins.
 
 import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
 import autobahn from 'autobahn';
 import WebSocketImpl from 'ws';
+import { Wampy } from 'wampy';
+import { sign as wampyCra } from 'wampy/wampcra.js';
+import { sign as wampyCryptosign } from 'wampy/cryptosign.js';
 
 const require = createRequire(import.meta.url);
 const nacl = require('tweetnacl');
@@ -144,6 +148,32 @@ const scenarios = {
     check(d.realm === 'iot' && d.authrole === 'device', `${d.realm} ${d.authrole}`);
     await s.publish('io.sensor.s1.reading', [21.5], {}, { acknowledge: true });
     s._conn.close();
+  },
+  async wampy_ticket_wampcra_cryptosign() {
+    const open = async (opts) => {
+      const w = new Wampy(cli.ws, { realm: 'realm1', ws: WebSocketImpl, autoReconnect: false, ...opts });
+      await w.connect();
+      return w;
+    };
+    let w = await open({ authid: 'alice', authmethods: ['ticket'], onChallenge: () => 'alice-ticket-secret' });
+    check(w.getSessionId() > 0, 'no session');
+    await w.disconnect();
+    w = await open({ authid: 'carol', authmethods: ['wampcra'], onChallenge: wampyCra('carol-secret') });
+    await w.disconnect();
+    const seedHex = '07'.repeat(32);
+    const pub = Buffer.from(nacl.sign.keyPair.fromSeed(new Uint8Array(32).fill(7)).publicKey).toString('hex');
+    w = await open({
+      authid: 'dave', authmethods: ['cryptosign'], authextra: { pubkey: pub },
+      onChallenge: wampyCryptosign(seedHex),
+    });
+    await w.disconnect();
+    let refusedOk = false;
+    try {
+      await open({ authid: 'alice', authmethods: ['ticket'], onChallenge: () => 'wrong' });
+    } catch (e) {
+      refusedOk = true;
+    }
+    check(refusedOk, 'a wrong ticket was accepted');
   },
 };
 
