@@ -53,8 +53,9 @@ struct StartArgs {
     /// A switchyard TOML config file.
     #[arg(long, short, conflicts_with = "cbdir")]
     config: Option<PathBuf>,
-    /// A Crossbar node directory: run its config.json (or config.yaml) as Crossbar would.
-    #[arg(long, conflicts_with_all = ["listen", "realms"])]
+    /// A Crossbar node directory: run its config.json (or config.yaml) as Crossbar would
+    /// (`--cbdir` alone means `.crossbar`, Crossbar's default).
+    #[arg(long, num_args = 0..=1, default_missing_value = ".crossbar", conflicts_with_all = ["listen", "realms"])]
     cbdir: Option<PathBuf>,
     /// Listen address, host:port (port 0 picks a free port); overrides the config file.
     #[arg(long)]
