@@ -330,7 +330,9 @@ fn bad_node_config_is_refused_naming_the_key() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no config.json or config.yaml"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no config.json, config.yaml or config.toml")
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,7 +1,8 @@
-//! Crossbar.io node directories: reads `config.json` (or `config.yaml`) from a `--cbdir` and
-//! maps it onto the router's model (realms, roles, listeners with their auth and TLS).
+//! Crossbar.io node directories: reads `config.json` (or `config.yaml`, or the same model in
+//! `config.toml`) from a `--cbdir` and maps it onto the router's model (realms, roles,
+//! listeners with their auth and TLS).
 //!
-//! Both file formats are parsed into one JSON tree and walked by the same code, so they mean
+//! Every file format is parsed into one JSON tree and walked by the same code, so they mean
 //! exactly the same. Every key is accounted for: keys switchyard implements are honored; keys
 //! it does not implement are reported by their path, as an **error** when ignoring them would
 //! change security or routing (the node does not start) and as a **warning** when they are
@@ -30,7 +31,7 @@ use walk::Walker;
 /// Why a node directory could not be loaded at all.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("no config.json or config.yaml in node directory {0}")]
+    #[error("no config.json, config.yaml or config.toml in node directory {0}")]
     NoConfig(String),
     #[error("cannot read {path}: {source}")]
     Read {
@@ -67,22 +68,24 @@ pub struct Node {
 }
 
 impl Node {
-    /// Loads `cbdir/config.json`, else `cbdir/config.yaml`.
+    /// Loads `cbdir/config.json`, else `config.yaml`, else `config.toml` (the same model
+    /// written in TOML, for people who prefer switchyard's own format).
     pub fn load(cbdir: &Path) -> Result<Node, NodeError> {
-        let json = cbdir.join("config.json");
-        let yaml = cbdir.join("config.yaml");
-        let (path, is_yaml) = if json.is_file() {
-            (json, false)
-        } else if yaml.is_file() {
-            (yaml, true)
-        } else {
+        let Some((path, format)) = [
+            ("config.json", Format::Json),
+            ("config.yaml", Format::Yaml),
+            ("config.toml", Format::Toml),
+        ]
+        .into_iter()
+        .map(|(f, fmt)| (cbdir.join(f), fmt))
+        .find(|(p, _)| p.is_file()) else {
             return Err(NodeError::NoConfig(cbdir.display().to_string()));
         };
         let text = std::fs::read_to_string(&path).map_err(|source| NodeError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let tree = parse(&text, is_yaml).map_err(|(format, message)| NodeError::Syntax {
+        let tree = parse(&text, format).map_err(|(format, message)| NodeError::Syntax {
             path: path.display().to_string(),
             format,
             message,
@@ -111,12 +114,20 @@ impl Node {
     }
 }
 
-/// Parses JSON or YAML into one tree.
-pub fn parse(text: &str, is_yaml: bool) -> Result<Value, (&'static str, String)> {
-    if is_yaml {
-        serde_yaml_ng::from_str(text).map_err(|e| ("YAML", e.to_string()))
-    } else {
-        serde_json::from_str(text).map_err(|e| ("JSON", e.to_string()))
+/// The syntaxes a node configuration may be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+    Toml,
+}
+
+/// Parses any of the formats into one tree.
+pub fn parse(text: &str, format: Format) -> Result<Value, (&'static str, String)> {
+    match format {
+        Format::Json => serde_json::from_str(text).map_err(|e| ("JSON", e.to_string())),
+        Format::Yaml => serde_yaml_ng::from_str(text).map_err(|e| ("YAML", e.to_string())),
+        Format::Toml => toml::from_str(text).map_err(|e| ("TOML", e.to_string())),
     }
 }
 
@@ -621,7 +632,24 @@ workers:
       - type: websocket
         endpoint: {type: tcp, port: 0, interface: 127.0.0.1}
 "#;
-        let from_yaml = parse(yaml, true).unwrap();
+        let from_yaml = parse(yaml, Format::Yaml).unwrap();
         assert_eq!(from_yaml, minimal(ws(), realm()));
+        let toml_text = r#"
+version = 2
+[[workers]]
+type = "router"
+[[workers.realms]]
+name = "realm1"
+[[workers.realms.roles]]
+name = "anonymous"
+permissions = [{uri = "", match = "prefix", allow = {call = true}}]
+[[workers.transports]]
+type = "websocket"
+endpoint = {type = "tcp", port = 0, interface = "127.0.0.1"}
+"#;
+        assert_eq!(
+            parse(toml_text, Format::Toml).unwrap(),
+            minimal(ws(), realm())
+        );
     }
 }
