@@ -22,18 +22,17 @@ pub enum Frame {
         url: String,
         nonce: Bytes,
     },
-    /// Acceptor → dialer: who I am, my nonce, and my proof of the secret over both nonces.
+    /// Acceptor → dialer: who I am, and my nonce for the dialer to prove itself on.
     Challenge {
         node: String,
         incarnation: u64,
         url: String,
         nonce: Bytes,
-        proof: Bytes,
     },
     /// Dialer → acceptor: the dialer's proof over both nonces.
     Auth { proof: Bytes },
-    /// Acceptor → dialer: authenticated; the link is up.
-    Welcome,
+    /// Acceptor → dialer: the dialer is authenticated; here is the acceptor's own proof.
+    Welcome { proof: Bytes },
     /// Either side: the handshake failed; `code` is machine-readable (`self`, `auth`, `name`).
     Refuse { code: String, reason: String },
     /// Heartbeat; any frame resets the receiver's timer.
@@ -150,17 +149,15 @@ impl Frame {
                 incarnation,
                 url,
                 nonce,
-                proof,
             } => vec![
                 s("challenge"),
                 s(node),
                 id(*incarnation),
                 s(url),
                 Value::Bytes(nonce.clone()),
-                Value::Bytes(proof.clone()),
             ],
             Frame::Auth { proof } => vec![s("auth"), Value::Bytes(proof.clone())],
-            Frame::Welcome => vec![s("welcome")],
+            Frame::Welcome { proof } => vec![s("welcome"), Value::Bytes(proof.clone())],
             Frame::Refuse { code, reason } => vec![s("refuse"), s(code), s(reason)],
             Frame::Ping => vec![s("ping")],
             Frame::Peers(peers) => vec![
@@ -319,10 +316,9 @@ impl Frame {
                 incarnation: c.id()?,
                 url: c.string()?,
                 nonce: c.bytes()?,
-                proof: c.bytes()?,
             },
             "auth" => Frame::Auth { proof: c.bytes()? },
-            "welcome" => Frame::Welcome,
+            "welcome" => Frame::Welcome { proof: c.bytes()? },
             "refuse" => Frame::Refuse {
                 code: c.string()?,
                 reason: c.string()?,

@@ -2,16 +2,18 @@
 //!
 //! ```text
 //! dialer   → acceptor  Hello     {node, incarnation, url, nonce_d}
-//! acceptor → dialer    Challenge {node, incarnation, url, nonce_a, proof_a}
+//! acceptor → dialer    Challenge {node, incarnation, url, nonce_a}
 //! dialer   → acceptor  Auth      {proof_d}
-//! acceptor → dialer    Welcome
-//! proof_a = HMAC-SHA256(secret, "acceptor" | nonce_d | nonce_a | acceptor | dialer)
+//! acceptor → dialer    Welcome   {proof_a}
 //! proof_d = HMAC-SHA256(secret, "dialer"   | nonce_a | nonce_d | dialer | acceptor)
+//! proof_a = HMAC-SHA256(secret, "acceptor" | nonce_d | nonce_a | acceptor | dialer)
 //! ```
 //! Each side proves knowledge of the secret over a nonce the other side just chose, so the
-//! secret never crosses the wire and a recorded exchange cannot be replayed. The role label
-//! keeps a proof from being reflected back to its sender. Fields are length-prefixed so no two
-//! different inputs hash the same bytes.
+//! secret never crosses the wire and a recorded exchange cannot be replayed. The dialer
+//! proves first: anyone can connect to the mesh port, and an acceptor that answered with a
+//! proof first would hand every stranger material for an offline guess at the secret. The
+//! role label keeps a proof from being reflected back to its sender. Fields are
+//! length-prefixed so no two different inputs hash the same bytes.
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};

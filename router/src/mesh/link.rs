@@ -42,7 +42,7 @@ pub enum LinkError {
     Closed,
     #[error("unexpected frame during the handshake: {0}")]
     Unexpected(String),
-    #[error("wrong mesh secret (the peer's proof does not verify)")]
+    #[error("wrong mesh secret (the handshake proofs do not verify)")]
     WrongSecret,
     #[error("refused by the peer ({code}): {reason}")]
     Refused { code: String, reason: String },
@@ -169,46 +169,43 @@ async fn dial(
         },
     )
     .await?;
-    let (node, incarnation, peer_url, na, proof) = match recv(&mut ws).await? {
+    let (node, incarnation, peer_url, na) = match recv(&mut ws).await? {
         Frame::Challenge {
             node,
             incarnation,
             url,
             nonce,
-            proof,
-        } => (node, incarnation, url, nonce, proof),
-        Frame::Refuse { code, reason } if code == "self" => {
+        } => (node, incarnation, url, nonce),
+        Frame::Refuse { code, .. } if code == "self" => return Err(LinkError::SelfUrl),
+        Frame::Refuse { code, reason } => return Err(LinkError::Refused { code, reason }),
+        other => return Err(LinkError::Unexpected(format!("{other:?}"))),
+    };
+    if node == *me {
+        return Err(LinkError::SelfUrl);
+    }
+    let proof = handshake::proof(&cfg.secret, "dialer", &na, &nd, me, &node);
+    send(&mut ws, &Frame::Auth { proof }).await?;
+    let proof = match recv(&mut ws).await? {
+        Frame::Welcome { proof } => proof,
+        Frame::Refuse { code, reason } if code == "auth" => {
             let _ = reason;
-            return Err(LinkError::SelfUrl);
+            return Err(LinkError::WrongSecret);
         }
         Frame::Refuse { code, reason } => return Err(LinkError::Refused { code, reason }),
         other => return Err(LinkError::Unexpected(format!("{other:?}"))),
     };
     if !handshake::verify(&cfg.secret, "acceptor", &nd, &na, &node, me, &proof) {
-        let _ = send(
-            &mut ws,
-            &Frame::Refuse {
-                code: "auth".into(),
-                reason: "wrong mesh secret".into(),
-            },
-        )
-        .await;
+        // The acceptor accepted our proof without knowing the secret: not a mesh node.
         return Err(LinkError::WrongSecret);
     }
-    let proof = handshake::proof(&cfg.secret, "dialer", &na, &nd, me, &node);
-    send(&mut ws, &Frame::Auth { proof }).await?;
-    match recv(&mut ws).await? {
-        Frame::Welcome => Ok((
-            ws,
-            PeerHello {
-                node,
-                incarnation,
-                url: peer_url,
-            },
-        )),
-        Frame::Refuse { code, reason } => Err(LinkError::Refused { code, reason }),
-        other => Err(LinkError::Unexpected(format!("{other:?}"))),
-    }
+    Ok((
+        ws,
+        PeerHello {
+            node,
+            incarnation,
+            url: peer_url,
+        },
+    ))
 }
 
 /// Keeps one URL linked for as long as the router runs: dial, run the link, back off, again.
@@ -253,7 +250,7 @@ pub(crate) async fn dial_loop(mesh: Mesh, url: String) {
             Err(e) => {
                 let refused = matches!(e, LinkError::WrongSecret | LinkError::Refused { .. });
                 if refused {
-                    tracing::warn!(%url, "mesh peer refused: {e}");
+                    tracing::warn!(%url, "mesh peer at {url} refused: {e}");
                 } else {
                     tracing::debug!(%url, "mesh dial failed: {e}");
                 }
@@ -328,7 +325,6 @@ where
         });
     }
     let na = handshake::nonce();
-    let proof = handshake::proof(&cfg.secret, "acceptor", &nd, &na, me, &node);
     send(
         ws,
         &Frame::Challenge {
@@ -336,16 +332,11 @@ where
             incarnation: mesh.inner.incarnation,
             url: mesh.inner.url.clone(),
             nonce: na.clone(),
-            proof,
         },
     )
     .await?;
     let proof = match recv(ws).await? {
         Frame::Auth { proof } => proof,
-        Frame::Refuse { code, reason } => {
-            tracing::warn!(%addr, peer = %node, "mesh peer '{node}' refused us ({code}): {reason}");
-            return Err(LinkError::Refused { code, reason });
-        }
         other => return Err(LinkError::Unexpected(format!("{other:?}"))),
     };
     if !handshake::verify(&cfg.secret, "dialer", &na, &nd, &node, me, &proof) {
@@ -360,7 +351,8 @@ where
         .await;
         return Err(LinkError::WrongSecret);
     }
-    send(ws, &Frame::Welcome).await?;
+    let proof = handshake::proof(&cfg.secret, "acceptor", &nd, &na, me, &node);
+    send(ws, &Frame::Welcome { proof }).await?;
     Ok(PeerHello {
         node,
         incarnation,

@@ -401,7 +401,7 @@ impl LinkState {
             other @ (Frame::Hello { .. }
             | Frame::Challenge { .. }
             | Frame::Auth { .. }
-            | Frame::Welcome
+            | Frame::Welcome { .. }
             | Frame::Refuse { .. }) => {
                 tracing::debug!(peer = %self.link.node, "ignoring handshake frame on an established link: {other:?}");
             }
