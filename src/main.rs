@@ -178,6 +178,12 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         // Tests and scripts read this line to learn the port.
         println!("switchyard listening on {local}");
         if let Some(mc) = mesh_config {
+            if local.ip().is_unspecified() && mc.advertise.is_none() {
+                tracing::warn!(
+                    "listening on {local} without --advertise: peers learn this node as \
+                     ws://{local}/mesh through gossip, which they cannot dial; set --advertise"
+                );
+            }
             let mesh = Mesh::new(router.clone(), mc, local);
             tracing::info!(node = mesh.node_name(), url = mesh.url(), "mesh enabled");
             listener_config.mesh = Some(mesh.clone());

@@ -277,3 +277,80 @@ async fn three_processes_mesh_survive_a_sigkill_and_rejoin() {
     assert_eq!(connected_peers(ports[0]), ["n2", "n3"]);
     drop((bad, n2, n3, e3));
 }
+
+/// A node that stops answering without closing its sockets (SIGSTOP: a hung host, a cut
+/// cable) is dropped by heartbeat timeout, and the survivors keep talking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_is_dropped_after_the_heartbeat_timeout() {
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = spawn("n1", ports[0], &ports, SECRET);
+    let n2 = spawn("n2", ports[1], &ports, SECRET);
+    let n3 = spawn("n3", ports[2], &ports, SECRET);
+    eventually("a full mesh of three", || {
+        connected_peers(ports[0]) == ["n2", "n3"] && connected_peers(ports[2]) == ["n1", "n2"]
+    })
+    .await;
+    let mut sub = client(ports[2]).await;
+    sub.subscribe("hb.t", opts(&[])).await;
+    let pid = n2.child.id().to_string();
+    let stop = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(stop.success());
+    let frozen = Instant::now();
+    // Default heartbeat timeout: 3.5 s.
+    eventually("n2 dropped by heartbeat timeout", || {
+        connected_peers(ports[0]) == ["n3"] && connected_peers(ports[2]) == ["n1"]
+    })
+    .await;
+    let took = frozen.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "dropped too early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(8), "dropped too late: {took:?}");
+    assert!(n1.log.lock().unwrap().contains("silent for"));
+    let mut p = client(ports[0]).await;
+    p.publish("hb.t", opts(&[]), args(vec![1u64.into()])).await;
+    assert!(matches!(sub.recv().await, Message::Event { .. }));
+    // Thawed, it reconnects and resyncs.
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    eventually("n2 back", || connected_peers(ports[0]) == ["n2", "n3"]).await;
+    drop((n1, n2, n3));
+}
+
+#[test]
+fn mesh_flags_are_checked_before_start() {
+    let out = Command::new(BIN)
+        .args(["start", "--listen", "127.0.0.1:0", "--node-name", "a"])
+        .env_remove("SWITCHYARD_MESH_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret"));
+    let out = Command::new(BIN)
+        .args(["start", "--listen", "127.0.0.1:0", "--node-name", "a"])
+        .args(["--mesh-secret", "s", "--peer", "http://x:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ws://"));
+    // A node without a mesh says so.
+    let port = free_port();
+    let mut plain = Command::new(BIN)
+        .args(["start", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(plain.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["mesh", "status", "--addr", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let _ = plain.kill();
+    let _ = plain.wait();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no mesh"));
+}
