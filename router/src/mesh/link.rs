@@ -64,6 +64,8 @@ pub(crate) struct LinkHandle {
     pub(crate) since: Instant,
     queue: Queue<Bytes>,
     stop: CancellationToken,
+    /// Cancelled once everything the peer created through this link is gone.
+    cleaned: CancellationToken,
     synced: AtomicBool,
 }
 
@@ -375,15 +377,29 @@ where
         since: Instant::now(),
         queue: Queue::new(cfg.queue.clone()),
         stop: CancellationToken::new(),
+        cleaned: CancellationToken::new(),
         synced: AtomicBool::new(false),
     });
     let (sink, stream) = ws.split();
     let writer = tokio::spawn(write_loop(sink, handle.clone(), cfg.write_timeout));
-    if let Attach::Active = mesh.attach(&handle) {
+    if let Attach::Active { previous } = mesh.attach(&handle) {
+        // The previous link's stand-ins and interest must be gone before this link's
+        // resync is applied, or a stale `single` stand-in would make the fresh one lose.
+        if let Some(prev) = previous {
+            prev.stop();
+            let wait = prev.cleaned.cancelled();
+            if tokio::time::timeout(Duration::from_secs(5), wait)
+                .await
+                .is_err()
+            {
+                tracing::warn!(peer = %handle.node, "previous mesh link not cleaned up within 5 s");
+            }
+        }
         read_loop(&mesh, stream, &handle).await;
         mesh.detach(&handle);
     }
     handle.stop();
+    handle.cleaned.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
 

@@ -144,6 +144,8 @@ pub(crate) struct Peers {
     by_id: HashMap<u64, Arc<LinkHandle>>,
     /// Every URL a dialer runs for.
     dialers: HashMap<String, DialState>,
+    /// The most recent active link per node, ended or not (see [`Attach::Active`]).
+    last: HashMap<String, Arc<LinkHandle>>,
 }
 
 impl Peers {
@@ -184,7 +186,9 @@ impl std::fmt::Debug for Mesh {
 
 /// The outcome of offering a freshly authenticated link to the peer table.
 pub(crate) enum Attach {
-    Active,
+    /// This link is the node's link now. `previous` is the node's link before it (replaced
+    /// or already ended), whose state must be gone before this link's frames are applied.
+    Active { previous: Option<Arc<LinkHandle>> },
     /// Another link to the same node is preferred; this one is closed.
     Duplicate,
 }
@@ -297,7 +301,7 @@ impl Mesh {
     /// links dialed the same way, or from different incarnations, the newer one wins.
     pub(crate) fn attach(&self, link: &Arc<LinkHandle>) -> Attach {
         let me = &self.inner.config.node_name;
-        let replaced = {
+        let (replaced, previous) = {
             let mut peers = self.inner.peers.lock();
             let preferred_dialer = me.min(&link.node).clone();
             if let Some(old) = peers.active.get(&link.node) {
@@ -314,7 +318,8 @@ impl Mesh {
                 peers.by_id.remove(&old.id);
             }
             peers.by_id.insert(link.id, link.clone());
-            old
+            let previous = peers.last.insert(link.node.clone(), link.clone());
+            (old, previous)
         };
         if let Some(old) = replaced {
             tracing::info!(peer = %link.node, "mesh link to '{}' replaced by a newer one", old.node);
@@ -330,7 +335,7 @@ impl Mesh {
         let _ = link.send(&Frame::SyncDone);
         self.gossip();
         self.inner.changed.notify_waiters();
-        Attach::Active
+        Attach::Active { previous }
     }
 
     /// Removes a link that ended; its peer's state is dropped by the link's own task.
