@@ -25,7 +25,7 @@ fn fast(name: &str, secret: &str, peers: &[&Node]) -> MeshConfig {
     let mut c = MeshConfig::new(name, secret);
     c.peers = peers.iter().map(|n| format!("ws://{}", n.addr)).collect();
     c.heartbeat_interval = Duration::from_millis(200);
-    c.heartbeat_timeout = Duration::from_millis(1000);
+    c.heartbeat_timeout = Duration::from_millis(3000);
     c.reconnect_min = Duration::from_millis(50);
     c.reconnect_max = Duration::from_millis(400);
     c.handshake_timeout = Duration::from_secs(2);
