@@ -714,3 +714,96 @@ async fn a_partition_heals_to_one_deterministic_winner() {
     assert!(matches!(caller.recv().await, Message::Result { request, .. } if request == req));
     let _ = WAIT;
 }
+
+/// A peer that authenticates, announces interest and then never reads: its link queue
+/// reaches its bound and the link is cut, instead of this node's memory growing.
+#[tokio::test]
+async fn a_stuck_peer_link_is_cut_at_its_queue_bound() {
+    use futures_util::{SinkExt, StreamExt};
+    use switchyard_router::mesh::frame::{Frame, SUBPROTOCOL};
+    use switchyard_router::mesh::handshake;
+    use switchyard_router::uri::MatchPolicy;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    let mut cfg = fast("a", "s3cret", &[]);
+    cfg.heartbeat_timeout = Duration::from_secs(30);
+    cfg.write_timeout = Duration::from_secs(30);
+    cfg.queue.hard_bytes = 256 << 10;
+    cfg.queue.soft_bytes = 128 << 10;
+    let a = node_with(cfg, true).await;
+
+    // The fake peer, speaking the mesh protocol by hand.
+    let mut req = format!("ws://{}/mesh", a.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let send = |f: Frame| Ws::Binary(f.encode());
+    let nd = handshake::nonce();
+    ws.send(send(Frame::Hello {
+        node: "stuck".into(),
+        incarnation: 1,
+        url: "ws://127.0.0.1:9/mesh".into(),
+        nonce: nd.clone(),
+    }))
+    .await
+    .unwrap();
+    let next = |m: Option<Result<Ws, _>>| match m {
+        Some(Ok(Ws::Binary(b))) => Frame::decode(&b).unwrap(),
+        other => panic!("expected a frame, got {other:?}"),
+    };
+    let Frame::Challenge {
+        node, nonce: na, ..
+    } = next(ws.next().await)
+    else {
+        panic!()
+    };
+    assert_eq!(node, "a");
+    let proof = handshake::proof("s3cret", "dialer", &na, &nd, "stuck", "a");
+    ws.send(send(Frame::Auth { proof })).await.unwrap();
+    let Frame::Welcome { proof } = next(ws.next().await) else {
+        panic!()
+    };
+    assert!(handshake::verify(
+        "s3cret", "acceptor", &nd, &na, "a", "stuck", &proof
+    ));
+    ws.send(send(Frame::SubAdd {
+        realm: "realm1".into(),
+        policy: MatchPolicy::Exact,
+        topic: "flood".into(),
+    }))
+    .await
+    .unwrap();
+    eventually("a sees the interest", || a.remote_subs() == 1).await;
+
+    // Flood from an in-process publisher; the fake peer reads nothing more.
+    let mut p = a.router.connect_local("realm1", "p", "p").unwrap();
+    let blob = Value::String("x".repeat(4096));
+    let mut cut = false;
+    for i in 0..20_000u64 {
+        p.send(Message::Publish {
+            request: i + 1,
+            options: opts(&[]),
+            topic: "flood".into(),
+            payload: args(vec![blob.clone()]),
+        });
+        if i % 100 == 0 {
+            tokio::task::yield_now().await;
+            if a.mesh.linked_nodes().is_empty() {
+                cut = true;
+                break;
+            }
+        }
+    }
+    if !cut {
+        eventually("the stuck link is cut", || a.mesh.linked_nodes().is_empty()).await;
+    }
+    assert_eq!(
+        a.remote_subs(),
+        0,
+        "the stuck peer's interest is dropped with its link"
+    );
+    drop(ws);
+}

@@ -81,7 +81,7 @@ impl LinkHandle {
     fn send_bytes_checked(&self, bytes: Bytes) -> Result<(), Closed> {
         let n = bytes.len();
         let r = self.queue.push(bytes, n);
-        if r == Err(Closed::SlowConsumer) {
+        if r == Err(Closed::SlowConsumer) && !self.stop.is_cancelled() {
             // The queue closed itself; the reader sees that and tears the link down.
             tracing::warn!(peer = %self.node, "mesh link queue over its limit; link cut (the peer resyncs on reconnect)");
             self.stop.cancel();
