@@ -59,7 +59,10 @@ async fn node(name: &str, peers: &[&Node]) -> Node {
 
 impl Node {
     async fn client(&self) -> (Client, Id) {
-        let mut c = Client::websocket(&format!("ws://{}/ws", self.addr), "wamp.2.json").await;
+        self.client_with("wamp.2.json").await
+    }
+    async fn client_with(&self, subprotocol: &str) -> (Client, Id) {
+        let mut c = Client::websocket(&format!("ws://{}/ws", self.addr), subprotocol).await;
         let id = c.join("realm1").await;
         (c, id)
     }
@@ -806,4 +809,28 @@ async fn a_stuck_peer_link_is_cut_at_its_queue_bound() {
         "the stuck peer's interest is dropped with its link"
     );
     drop(ws);
+}
+
+/// Payloads cross the mesh untouched whatever the serializers on either side: a binary
+/// published by a JSON client (as "\0" + base64) reaches CBOR and MsgPack subscribers on
+/// other nodes as real bytes.
+#[tokio::test]
+async fn binary_payloads_cross_nodes_between_serializers() {
+    let a = node("a", &[]).await;
+    let b = node("b", &[&a]).await;
+    let c = node("c", &[&a]).await;
+    full_mesh(&[&a, &b, &c]).await;
+    let (mut sb, _) = b.client_with("wamp.2.cbor").await;
+    sb.subscribe("bin.t", opts(&[])).await;
+    let (mut sc, _) = c.client_with("wamp.2.msgpack").await;
+    sc.subscribe("bin.t", opts(&[])).await;
+    eventually("interest", || a.remote_subs() == 1).await;
+    let (mut pa, _) = a.client().await;
+    // base64("hi\0") = "aGkA"
+    pa.publish("bin.t", opts(&[]), args(vec![Value::from("\u{0}aGkA")]))
+        .await;
+    for s in [&mut sb, &mut sc] {
+        let (_, _, _, got) = event_of(s.recv().await);
+        assert_eq!(got, vec![Value::Bytes(bytes::Bytes::from_static(b"hi\0"))]);
+    }
 }
