@@ -6,8 +6,14 @@
 //! matching subscription, encode it at most once per serializer, and push the same bytes to
 //! every eligible subscriber's queue. Per publisher→subscriber order follows from that: one
 //! publisher's messages are routed one after another by one task into FIFO queues.
+//!
+//! The mesh plugs in through [`BrokerHook`]: it hears about local interest changes (first
+//! subscriber, last unsubscriber) and about every local publication after local delivery;
+//! publications from peers come back in through [`Broker::deliver_forwarded`], which delivers
+//! to local subscribers only (one hop).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use parking_lot::RwLock;
@@ -30,6 +36,35 @@ struct Subscription {
 struct State {
     subscriptions: HashMap<Id, Subscription>,
     index: UriIndex<Id>,
+    hook: Option<Arc<dyn BrokerHook>>,
+}
+
+/// Who published, as subscribers may see it (`disclose_me`) and eligibility rules test it.
+#[derive(Clone, Copy, Debug)]
+pub struct Publisher<'a> {
+    pub id: Id,
+    pub authid: &'a str,
+    pub authrole: &'a str,
+}
+
+/// A publication as it crosses the mesh: everything a remote node needs to evaluate
+/// eligibility and disclosure where its subscribers live. The ID is minted at the origin.
+#[derive(Clone, Copy, Debug)]
+pub struct Publication<'a> {
+    pub id: Id,
+    pub topic: &'a str,
+    pub options: &'a Dict,
+    pub publisher: Publisher<'a>,
+    pub payload: &'a Payload,
+}
+
+/// The mesh's view of a broker.
+pub trait BrokerHook: Send + Sync {
+    /// Local interest in (`policy`, `topic`) appeared (first local subscriber) or vanished (last
+    /// one gone). Called under the broker's write lock, so calls come in the order of changes.
+    fn interest(&self, policy: MatchPolicy, topic: &str, present: bool);
+    /// A local session's publication, after local delivery.
+    fn forward(&self, publication: &Publication<'_>);
 }
 
 /// A realm's subscriptions.
@@ -146,6 +181,20 @@ impl Eligibility {
 }
 
 impl Broker {
+    /// Installs the mesh hook (once, when the mesh starts).
+    pub fn set_hook(&self, hook: Arc<dyn BrokerHook>) {
+        self.state.write().hook = Some(hook);
+    }
+
+    /// Calls `f` with every (policy, topic) that has local subscribers, under the read lock,
+    /// so that a snapshot and the [`BrokerHook::interest`] calls are ordered.
+    pub fn for_each_interest(&self, mut f: impl FnMut(MatchPolicy, &str)) {
+        let st = self.state.read();
+        for sub in st.subscriptions.values() {
+            f(sub.policy, &sub.topic);
+        }
+    }
+
     /// Adds `session` to the subscription for (`policy`, `topic`), creating it if needed,
     /// and answers SUBSCRIBED for `request`. Returns the subscription ID.
     ///
@@ -163,6 +212,9 @@ impl Broker {
             Some(id) => *id,
             None => {
                 let id = random_id();
+                if let Some(hook) = &st.hook {
+                    hook.interest(policy, topic, true);
+                }
                 st.index.insert(policy, topic, id);
                 st.subscriptions.insert(
                     id,
@@ -205,11 +257,15 @@ impl Broker {
             let (policy, topic) = (sub.policy, sub.topic.clone());
             st.subscriptions.remove(&id);
             st.index.remove(policy, &topic);
+            if let Some(hook) = &st.hook {
+                hook.interest(policy, &topic, false);
+            }
         }
         Ok(())
     }
 
-    /// Routes a publication to every eligible subscriber and returns its publication ID.
+    /// Routes a publication to every eligible local subscriber, then hands it to the mesh,
+    /// and returns its publication ID.
     pub fn publish(
         &self,
         publisher: &SessionHandle,
@@ -217,12 +273,36 @@ impl Broker {
         options: &Dict,
         payload: Payload,
     ) -> Result<Id, WampError> {
-        let eligibility = Eligibility::from_options(publisher.id(), options)?;
-        let disclose = bool_option(options, "disclose_me")?.unwrap_or(false);
-        let publication = random_id();
+        let publication = Publication {
+            id: random_id(),
+            topic,
+            options,
+            publisher: Publisher {
+                id: publisher.id(),
+                authid: &publisher.info.authid,
+                authrole: &publisher.info.authrole,
+            },
+            payload: &payload,
+        };
+        let hook = self.deliver(&publication)?;
+        if let Some(hook) = hook {
+            hook.forward(&publication);
+        }
+        Ok(publication.id)
+    }
+
+    /// Delivers a publication that came from a peer node to local subscribers only.
+    pub fn deliver_forwarded(&self, publication: &Publication<'_>) -> Result<(), WampError> {
+        self.deliver(publication).map(|_| ())
+    }
+
+    /// Local delivery; returns the mesh hook (if any) for the caller to forward with.
+    fn deliver(&self, p: &Publication<'_>) -> Result<Option<Arc<dyn BrokerHook>>, WampError> {
+        let eligibility = Eligibility::from_options(p.publisher.id, p.options)?;
+        let disclose = bool_option(p.options, "disclose_me")?.unwrap_or(false);
         let st = self.state.read();
         let mut matched: Vec<&Subscription> = Vec::new();
-        st.index.for_each_match(topic, |_, id| {
+        st.index.for_each_match(p.topic, |_, id| {
             if let Some(s) = st.subscriptions.get(id) {
                 matched.push(s)
             }
@@ -230,24 +310,21 @@ impl Broker {
         for sub in matched {
             let mut details = Dict::new();
             if sub.policy != MatchPolicy::Exact {
-                details.insert("topic".into(), Value::from(topic));
+                details.insert("topic".into(), Value::from(p.topic));
             }
             if disclose {
-                details.insert("publisher".into(), Value::from(publisher.id()));
-                details.insert(
-                    "publisher_authid".into(),
-                    Value::from(publisher.info.authid.as_str()),
-                );
+                details.insert("publisher".into(), Value::from(p.publisher.id));
+                details.insert("publisher_authid".into(), Value::from(p.publisher.authid));
                 details.insert(
                     "publisher_authrole".into(),
-                    Value::from(publisher.info.authrole.as_str()),
+                    Value::from(p.publisher.authrole),
                 );
             }
             let event = Message::Event {
                 subscription: sub.id,
-                publication,
+                publication: p.id,
                 details,
-                payload: payload.clone(),
+                payload: p.payload.clone(),
             };
             let mut cache = EncodeCache::new(&event);
             for s in sub.subscribers.values() {
@@ -256,7 +333,7 @@ impl Broker {
                 }
             }
         }
-        Ok(publication)
+        Ok(st.hook.clone())
     }
 
     /// Removes a departing session from the given subscriptions.

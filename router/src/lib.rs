@@ -7,6 +7,7 @@
 //! - [`router`], [`realm`]: realms, each owning a [`broker::Broker`] and a [`dealer::Dealer`];
 //! - [`matcher`]: the exact/prefix/wildcard URI index both of them use;
 //! - [`session`], [`outbound`]: what routing code sends to, and the bounded queue behind it;
+//! - [`mesh`]: the peer mesh (links to other nodes, interest sync, forwarding);
 //! - [`auth`]: Accept/Deny/Challenge authentication and authorization interfaces;
 //! - [`shutdown`]: the one shutdown mechanism every task watches.
 //!
@@ -19,6 +20,7 @@ pub mod config;
 pub mod dealer;
 mod id;
 pub mod matcher;
+pub mod mesh;
 pub mod outbound;
 pub mod protocol;
 pub mod realm;

@@ -146,6 +146,7 @@ impl Connection {
                 Err(_) => queue.close(Closed::Normal, true),
             },
             Link::Local { queue } => queue.push_and_close(msg, size),
+            Link::Mesh(_) => {}
         }
         self.leave();
         self.state = State::Closed;

@@ -26,6 +26,8 @@ pub struct ListenerConfig {
     pub rawsocket: bool,
     /// Most connections open at once; further ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// The peer mesh, whose links upgrade on its own path (see [`crate::mesh`]).
+    pub mesh: Option<crate::mesh::Mesh>,
 }
 
 impl Default for ListenerConfig {
@@ -34,6 +36,7 @@ impl Default for ListenerConfig {
             websocket_paths: vec!["/ws".into(), "/".into()],
             rawsocket: true,
             max_connections: 100_000,
+            mesh: None,
         }
     }
 }
