@@ -8,6 +8,7 @@
 //! sends a heartbeat every `heartbeat_interval`). The outbound queue is bounded; a link that
 //! exceeds it is cut and the peer resyncs when it reconnects.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -457,8 +458,8 @@ async fn write_loop<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
-    while let Taken::Items = h.queue.take(&mut batch, Bytes::len).await {
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(64);
+    while let Taken::Items = h.queue.take(&mut batch).await {
         let write = async {
             for b in batch.drain(..) {
                 sink.feed(WsMessage::Binary(b)).await?;
