@@ -622,6 +622,12 @@ impl Dealer {
 
     /// A caller's CANCEL.
     pub fn cancel(&self, caller: Id, request: Id, options: &Dict) -> Result<(), WampError> {
+        // The INTERRUPT's reason: `canceled`, unless a peer node forwards a timed-out call
+        // (then `wamp.error.timeout`, as a local timeout would say).
+        let reason = match options.get("reason").and_then(Value::as_str) {
+            Some(errors::TIMEOUT) => errors::TIMEOUT,
+            _ => errors::CANCELED,
+        };
         let mode = match options.get("mode").map(|v| v.as_str()) {
             None => CancelMode::KillNoWait,
             Some(Some("skip")) => CancelMode::Skip,
@@ -650,7 +656,7 @@ impl Dealer {
             CancelMode::Skip | CancelMode::KillNoWait => {
                 let p = st.finish(key).expect("indexed call is pending");
                 if mode == CancelMode::KillNoWait {
-                    interrupt(&p, key.1, "killnowait", errors::CANCELED);
+                    interrupt(&p, key.1, "killnowait", reason);
                 }
                 error_to_caller(&p, errors::CANCELED, "the call was canceled");
             }
@@ -658,7 +664,7 @@ impl Dealer {
                 let p = st.pending.get_mut(&key).expect("indexed call is pending");
                 if !p.kill_requested {
                     p.kill_requested = true;
-                    interrupt(p, key.1, "kill", errors::CANCELED);
+                    interrupt(p, key.1, "kill", reason);
                 }
             }
         }

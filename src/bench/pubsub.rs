@@ -97,7 +97,9 @@ enum Pub {
 /// A subscriber that joins and subscribes over a raw WebSocket, then never reads: the slow
 /// consumer a router must not let grow its memory.
 struct StalledSubscriber {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 impl StalledSubscriber {
@@ -106,12 +108,19 @@ impl StalledSubscriber {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::Message as Ws;
         let mut req = url.into_client_request().map_err(|e| e.to_string())?;
-        req.headers_mut().insert("Sec-WebSocket-Protocol", "wamp.2.json".parse().expect("ascii"));
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| e.to_string())?;
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "wamp.2.json".parse().expect("ascii"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| e.to_string())?;
         let hello = format!(r#"[1,"{realm}",{{"roles":{{"subscriber":{{}}}}}}]"#);
         let subscribe = format!(r#"[32,1,{{}},"{topic}"]"#);
         for frame in [hello, subscribe] {
-            ws.send(Ws::Text(frame.into())).await.map_err(|e| e.to_string())?;
+            ws.send(Ws::Text(frame.into()))
+                .await
+                .map_err(|e| e.to_string())?;
             // WELCOME, then SUBSCRIBED.
             match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
                 Ok(Some(Ok(Ws::Text(_)))) => {}
@@ -166,15 +175,24 @@ pub async fn run(a: PubSubArgs) -> Result<Report, String> {
     });
 
     // Subscribers first, all subscribed before anyone publishes.
-    let sub_urls: Vec<String> = if a.subscriber_urls.is_empty() { vec![c.url.clone()] } else { a.subscriber_urls.clone() };
+    let sub_urls: Vec<String> = if a.subscriber_urls.is_empty() {
+        vec![c.url.clone()]
+    } else {
+        a.subscriber_urls.clone()
+    };
     let mut sub_tasks = Vec::new();
     for s in 0..a.subscribers {
         let url = &sub_urls[s % sub_urls.len()];
         let mut sub = if a.relay {
             Sub::Relay(RelaySubscriber::connect(url).await?)
         } else {
-            let sub_common = super::Common { url: url.clone(), ..c.clone() };
-            let client = Client::connect(&sub_common.client_options()?).await.map_err(|e| e.to_string())?;
+            let sub_common = super::Common {
+                url: url.clone(),
+                ..c.clone()
+            };
+            let client = Client::connect(&sub_common.client_options()?)
+                .await
+                .map_err(|e| e.to_string())?;
             let (_, rx) = client
                 .subscribe(TOPIC, Dict::new())
                 .await

@@ -27,12 +27,18 @@ pub async fn run(a: RpcArgs) -> Result<Report, String> {
         options.insert("invoke".into(), Value::from("roundrobin"));
     }
     let callee_opts = match &a.callee_url {
-        Some(url) => super::Common { url: url.clone(), ..c.clone() }.client_options()?,
+        Some(url) => super::Common {
+            url: url.clone(),
+            ..c.clone()
+        }
+        .client_options()?,
         None => opts.clone(),
     };
     let mut callees = Vec::new();
     for _ in 0..a.callees {
-        let client = Client::connect(&callee_opts).await.map_err(|e| e.to_string())?;
+        let client = Client::connect(&callee_opts)
+            .await
+            .map_err(|e| e.to_string())?;
         let (_, mut calls) = client
             .register(PROCEDURE, options.clone())
             .await

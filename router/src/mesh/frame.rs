@@ -91,6 +91,9 @@ pub enum Frame {
         proxy: Id,
         request: Id,
         mode: String,
+        /// Why: `wamp.error.canceled`, or `wamp.error.timeout` when the caller's node timed
+        /// the call out; the callee's INTERRUPT carries it.
+        reason: String,
     },
     Result {
         realm: String,
@@ -254,7 +257,15 @@ impl Frame {
                 proxy,
                 request,
                 mode,
-            } => vec![s("cancel"), s(realm), id(*proxy), id(*request), s(mode)],
+                reason,
+            } => vec![
+                s("cancel"),
+                s(realm),
+                id(*proxy),
+                id(*request),
+                s(mode),
+                s(reason),
+            ],
             Frame::Result {
                 realm,
                 proxy,
@@ -391,6 +402,7 @@ impl Frame {
                 proxy: c.id()?,
                 request: c.id()?,
                 mode: c.string()?,
+                reason: c.string()?,
             },
             "result" => Frame::Result {
                 realm: c.string()?,

@@ -356,6 +356,7 @@ impl LinkState {
                 proxy,
                 request,
                 mode,
+                reason,
             } => {
                 let Some((r, _)) = realm_of(&realm) else {
                     return;
@@ -367,6 +368,7 @@ impl LinkState {
                     if let Some(local) = ret.lookup(proxy, request) {
                         let mut options = Dict::new();
                         options.insert("mode".into(), Value::from(mode));
+                        options.insert("reason".into(), Value::from(reason));
                         let _ = r.dealer.cancel(caller.id(), local, &options);
                     }
                 }

@@ -74,16 +74,22 @@ impl MeshSink for ProxyCallee {
                     payload,
                 })
             }
-            Message::Interrupt { request, options } => self.link.send(&Frame::Cancel {
-                realm: self.realm.clone(),
-                proxy: self.proxy,
-                request,
-                mode: options
-                    .get("mode")
-                    .and_then(Value::as_str)
-                    .unwrap_or("killnowait")
-                    .to_owned(),
-            }),
+            Message::Interrupt { request, options } => {
+                let text = |key: &str, default: &str| {
+                    options
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .unwrap_or(default)
+                        .to_owned()
+                };
+                self.link.send(&Frame::Cancel {
+                    realm: self.realm.clone(),
+                    proxy: self.proxy,
+                    request,
+                    mode: text("mode", "killnowait"),
+                    reason: text("reason", crate::uri::errors::CANCELED),
+                })
+            }
             _ => Ok(()),
         }
     }
