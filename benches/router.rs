@@ -135,7 +135,7 @@ fn fanout(c: &mut Criterion) {
         }
         let publisher = session(1, Arc::new(Queue::new(limits.clone())));
         let payload = Payload::new(vec![Value::Bytes(Bytes::from(vec![1u8; 64]))], Dict::new());
-        let mut sink = Vec::new();
+        let mut sink = std::collections::VecDeque::new();
         g.throughput(Throughput::Elements(subscribers as u64));
         g.bench_with_input(
             BenchmarkId::from_parameter(subscribers),

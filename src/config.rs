@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use switchyard_router::config::{Limits, RealmConfig, RouterConfig};
+use switchyard_router::mesh::MeshConfig;
 use switchyard_router::outbound::QueueLimits;
 use switchyard_router::transport::ListenerConfig;
 use switchyard_router::uri::{self, MatchPolicy, UriCheck};
@@ -42,6 +43,26 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     #[serde(default = "default_realms")]
     pub realms: Vec<RealmSection>,
+    /// The peer mesh; absent means a standalone router.
+    #[serde(default)]
+    pub mesh: Option<MeshSection>,
+}
+
+/// `[mesh]`: this node's name, its peers and the shared secret.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    pub node_name: Option<String>,
+    /// Peer URLs, `ws://host:port` (this node's own URL may be listed too).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    pub secret: Option<String>,
+    /// The URL peers should dial to reach this node (default: `ws://<listen>/mesh`).
+    pub advertise: Option<String>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub heartbeat_timeout_ms: Option<u64>,
+    pub handshake_timeout_ms: Option<u64>,
+    pub reconnect_max_ms: Option<u64>,
 }
 
 fn default_listen() -> String {
@@ -66,6 +87,7 @@ impl Default for FileConfig {
             transport: TransportSection::default(),
             limits: LimitsSection::default(),
             realms: default_realms(),
+            mesh: None,
         }
     }
 }
@@ -238,9 +260,60 @@ impl FileConfig {
             websocket_paths: self.transport.websocket_paths.clone(),
             rawsocket: self.transport.rawsocket,
             max_connections: self.transport.max_connections,
+            mesh: None,
             ..ListenerConfig::default()
         };
         Ok((RouterConfig { realms, limits }, listener))
+    }
+
+    /// The mesh settings, if this node is part of a mesh.
+    pub fn mesh_config(&self) -> Result<Option<MeshConfig>, ConfigError> {
+        let Some(m) = &self.mesh else {
+            return Ok(None);
+        };
+        let invalid = |s: &str| Err(ConfigError::Invalid(s.to_owned()));
+        let Some(name) = m.node_name.clone().filter(|n| !n.is_empty()) else {
+            return invalid("mesh.node_name (or --node-name) is required for a mesh");
+        };
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return invalid("mesh.node_name may only contain letters, digits, '-', '_' and '.'");
+        }
+        let Some(secret) = m.secret.clone().filter(|s| !s.is_empty()) else {
+            return invalid("mesh.secret (or --mesh-secret) is required for a mesh");
+        };
+        for p in m.peers.iter().chain(m.advertise.iter()) {
+            if p.starts_with("wss://") {
+                return invalid("TLS peer links (wss://) are not supported yet; use ws://");
+            }
+            if !p.starts_with("ws://") {
+                return Err(ConfigError::Invalid(format!(
+                    "mesh peer {p:?} must be a ws://host:port URL"
+                )));
+            }
+        }
+        let ms = Duration::from_millis;
+        let mut c = MeshConfig::new(name, secret);
+        c.peers = m.peers.clone();
+        c.advertise = m.advertise.clone();
+        if let Some(v) = m.heartbeat_interval_ms {
+            c.heartbeat_interval = ms(v.max(10));
+        }
+        if let Some(v) = m.heartbeat_timeout_ms {
+            c.heartbeat_timeout = ms(v);
+        }
+        if c.heartbeat_timeout <= c.heartbeat_interval {
+            return invalid("mesh.heartbeat_timeout_ms must exceed mesh.heartbeat_interval_ms");
+        }
+        if let Some(v) = m.handshake_timeout_ms {
+            c.handshake_timeout = ms(v.max(10));
+        }
+        if let Some(v) = m.reconnect_max_ms {
+            c.reconnect_max = ms(v.max(10));
+        }
+        Ok(Some(c))
     }
 }
 
@@ -258,6 +331,28 @@ mod tests {
         let e = FileConfig::parse("[[realms]]\nname = \"a\"\ncheck = \"strict\"\n", "x.toml")
             .unwrap_err();
         assert!(e.to_string().contains("check"), "{e}");
+    }
+
+    #[test]
+    fn mesh_table_is_checked() {
+        let c = FileConfig::parse(
+            "[mesh]\nnode_name = \"a\"\nsecret = \"s\"\npeers = [\"ws://127.0.0.1:1\"]\n",
+            "x",
+        )
+        .unwrap();
+        let m = c.mesh_config().unwrap().unwrap();
+        assert_eq!(m.node_name, "a");
+        assert_eq!(m.peers, ["ws://127.0.0.1:1"]);
+        let c = FileConfig::parse("[mesh]\nnode_name = \"a\"\n", "x").unwrap();
+        assert!(c.mesh_config().unwrap_err().to_string().contains("secret"));
+        let e = FileConfig::parse("[mesh]\nnode = \"a\"\n", "x").unwrap_err();
+        assert!(e.to_string().contains("node"), "{e}");
+        let c = FileConfig::parse(
+            "[mesh]\nnode_name = \"a\"\nsecret = \"s\"\npeers = [\"http://x\"]\n",
+            "x",
+        )
+        .unwrap();
+        assert!(c.mesh_config().unwrap_err().to_string().contains("ws://"));
     }
 
     #[test]

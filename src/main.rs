@@ -1,5 +1,10 @@
 //! The `switchyard` binary: command line, configuration and wiring.
 
+/// mimalloc instead of glibc's malloc: routing allocates many small, short-lived buffers
+/// across threads, where glibc spent ~15% of the CPU in a fan-out profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod config;
 mod crossbar;
@@ -10,6 +15,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use switchyard_router::auth::methods::TransportAuth;
+use switchyard_router::mesh::Mesh;
 use switchyard_router::transport::ListenerConfig;
 use switchyard_router::{transport, Router};
 use tracing_subscriber::EnvFilter;
@@ -39,6 +45,25 @@ enum Command {
     /// Measure a WAMP router (switchyard, Crossbar or any other): pub/sub, RPC, idle sessions.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Inspect the peer mesh of a running node.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
+}
+
+#[derive(Subcommand)]
+enum MeshCommand {
+    /// Show this node's peers and their state (asks the running node over HTTP).
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The node's address, host:port (default: `listen` from --config, else 127.0.0.1:8080).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Read the address from this config file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -66,6 +91,18 @@ struct StartArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port; off by default).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// This node's name in the mesh; enables the mesh (with --mesh-secret).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// A peer to link with, ws://host:port (repeatable; added to the config's peers).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// The secret shared by every node of the mesh.
+    #[arg(long, env = "SWITCHYARD_MESH_SECRET", hide_env_values = true)]
+    mesh_secret: Option<String>,
+    /// The URL other nodes dial to reach this one (default: ws://<listen address>/mesh).
+    #[arg(long)]
+    advertise: Option<String>,
 }
 
 fn init_logging(level: Option<&str>) {
@@ -88,6 +125,7 @@ fn main() -> ExitCode {
             init_logging(Some(cli.log_level.as_deref().unwrap_or("warn")));
             ExitCode::from(bench::run(cmd))
         }
+        Command::Mesh(MeshCommand::Status(args)) => mesh_status(args),
     }
 }
 
@@ -187,22 +225,10 @@ fn serve(
             println!("switchyard listening on {local}");
             servers.push(tokio::spawn(transport::serve(listener, router.clone(), config)));
         }
-        if let Some(addr) = metrics {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => {
-                    let local = l.local_addr().expect("bound socket has an address");
-                    tracing::info!(%local, "serving Prometheus metrics at /metrics");
-                    println!("switchyard metrics on {local}");
-                    servers.push(tokio::spawn(switchyard_router::metrics::serve(
-                        l,
-                        router.clone(),
-                    )));
-                }
-                Err(e) => {
-                    eprintln!("switchyard: cannot serve metrics on {addr}: {e}");
-                    return ExitCode::from(1);
-                }
-            }
+        match serve_metrics(&router, metrics).await {
+            Ok(Some(m)) => servers.push(m),
+            Ok(None) => {}
+            Err(code) => return code,
         }
         wait_for_signal().await;
         tracing::info!("shutting down: closing every session with wamp.close.system_shutdown");
@@ -245,8 +271,32 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             })
             .collect();
     }
+    if args.node_name.is_some()
+        || !args.peers.is_empty()
+        || args.mesh_secret.is_some()
+        || args.advertise.is_some()
+    {
+        let m = file.mesh.get_or_insert_with(Default::default);
+        if let Some(n) = args.node_name {
+            m.node_name = Some(n);
+        }
+        m.peers.extend(args.peers);
+        if let Some(s) = args.mesh_secret {
+            m.secret = Some(s);
+        }
+        if let Some(a) = args.advertise {
+            m.advertise = Some(a);
+        }
+    }
     init_logging(log_level.as_deref().or(file.log_level.as_deref()));
-    let (router_config, listener_config) = match file.router_config() {
+    let mesh_config = match file.mesh_config() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (router_config, mut listener_config) = match file.router_config() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("switchyard: {e}");
@@ -260,12 +310,127 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let router = Router::new(router_config);
-    serve(
-        router,
-        vec![("listen".into(), addr, listener_config)],
-        args.metrics,
-    )
+    let metrics = args.metrics;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("switchyard: cannot listen on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let local = listener.local_addr().expect("bound socket has an address");
+        let router = Router::new(router_config);
+        let realms: Vec<String> = router.realms().map(|r| r.name().to_owned()).collect();
+        tracing::info!(%local, ?realms, "router started");
+        // Tests and scripts read this line to learn the port.
+        println!("switchyard listening on {local}");
+        if let Some(mc) = mesh_config {
+            if local.ip().is_unspecified() && mc.advertise.is_none() {
+                tracing::warn!(
+                    "listening on {local} without --advertise: peers learn this node as \
+                     ws://{local}/mesh through gossip, which they cannot dial; set --advertise"
+                );
+            }
+            let mesh = Mesh::new(router.clone(), mc, local);
+            tracing::info!(node = mesh.node_name(), url = mesh.url(), "mesh enabled");
+            listener_config.mesh = Some(mesh.clone());
+            mesh.start();
+        }
+        let server = tokio::spawn(transport::serve(listener, router.clone(), listener_config));
+        let metrics_server = match serve_metrics(&router, metrics).await {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing every session with wamp.close.system_shutdown");
+        let clean = router.shutdown().wait(Duration::from_secs(5)).await;
+        server.abort();
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
+        if !clean {
+            tracing::warn!("some connections did not close within 5 s");
+        }
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// `switchyard mesh status`: GET /mesh/status from the running node and print it.
+fn mesh_status(args: StatusArgs) -> ExitCode {
+    use std::io::{Read, Write};
+    let addr = match (&args.addr, &args.config) {
+        (Some(a), _) => a.clone(),
+        (None, Some(path)) => match FileConfig::load(path) {
+            Ok(c) => c.listen,
+            Err(e) => {
+                eprintln!("switchyard: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => "127.0.0.1:8080".into(),
+    };
+    let fetch = || -> std::io::Result<String> {
+        let sock: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&addr)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET /mesh/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    };
+    match fetch() {
+        Ok(resp) => {
+            let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+            if head.starts_with("HTTP/1.1 200") {
+                print!("{body}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("switchyard: {addr} has no mesh (is it started with --node-name?)");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("switchyard: cannot reach {addr}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Serves `/metrics` on `addr` if asked, printing `switchyard metrics on ADDR`.
+async fn serve_metrics(
+    router: &Router,
+    addr: Option<std::net::SocketAddr>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ExitCode> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => {
+            let local = l.local_addr().expect("bound socket has an address");
+            tracing::info!(%local, "serving Prometheus metrics at /metrics");
+            println!("switchyard metrics on {local}");
+            Ok(Some(tokio::spawn(switchyard_router::metrics::serve(
+                l,
+                router.clone(),
+            ))))
+        }
+        Err(e) => {
+            eprintln!("switchyard: cannot serve metrics on {addr}: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
 }
 
 async fn wait_for_signal() {

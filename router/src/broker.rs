@@ -6,8 +6,14 @@
 //! matching subscription, encode it at most once per serializer, and push the same bytes to
 //! every eligible subscriber's queue. Per publisher→subscriber order follows from that: one
 //! publisher's messages are routed one after another by one task into FIFO queues.
+//!
+//! The mesh plugs in through [`BrokerHook`]: it hears about local interest changes (first
+//! subscriber, last unsubscriber) and about every local publication after local delivery;
+//! publications from peers come back in through [`Broker::deliver_forwarded`], which delivers
+//! to local subscribers only (one hop).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use parking_lot::RwLock;
@@ -30,10 +36,34 @@ struct Subscription {
     persistent: bool,
 }
 
+impl Subscription {
+    fn new(id: Id, policy: MatchPolicy, topic: &str, persistent: bool) -> Subscription {
+        Subscription {
+            id,
+            policy,
+            topic: topic.to_owned(),
+            subscribers: IndexMap::new(),
+            created: crate::auth::wampcra::utc_timestamp(std::time::SystemTime::now()),
+            persistent,
+        }
+    }
+
+    fn info(&self) -> SubscriptionInfo {
+        SubscriptionInfo {
+            id: self.id,
+            policy: self.policy,
+            topic: self.topic.clone(),
+            subscribers: self.subscribers.keys().copied().collect(),
+            created: self.created.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     subscriptions: HashMap<Id, Subscription>,
     index: UriIndex<Id>,
+    hook: Option<Arc<dyn BrokerHook>>,
     /// The last publication with `retain: true` per topic (event retention).
     retained: HashMap<String, Retained>,
     /// Event history per subscription that has it: limit and events, oldest first.
@@ -49,31 +79,23 @@ struct Retained {
     payload: Payload,
 }
 
-/// An event as `wamp.subscription.get_events` returns it (Crossbar's memory store format).
-fn stored_event(
-    publisher: &SessionHandle,
-    publication: Id,
-    topic: &str,
-    payload: &Payload,
-) -> Value {
+/// An event as `wamp.subscription.get_events` returns it (Crossbar's memory store format;
+/// the meta API adds the realm).
+fn stored_event(p: &Publication<'_>) -> Value {
     let time_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let mut d = Dict::new();
     d.insert("time_ns".into(), Value::from(time_ns));
-    d.insert("realm".into(), Value::from(publisher.info.realm.as_str()));
-    d.insert("session_id".into(), Value::from(publisher.id()));
-    d.insert("authid".into(), Value::from(publisher.info.authid.as_str()));
-    d.insert(
-        "authrole".into(),
-        Value::from(publisher.info.authrole.as_str()),
-    );
-    d.insert("publication".into(), Value::from(publication));
-    d.insert("topic".into(), Value::from(topic));
-    d.insert("args".into(), Value::List(payload.args().to_vec()));
+    d.insert("session_id".into(), Value::from(p.publisher.id));
+    d.insert("authid".into(), Value::from(p.publisher.authid));
+    d.insert("authrole".into(), Value::from(p.publisher.authrole));
+    d.insert("publication".into(), Value::from(p.id));
+    d.insert("topic".into(), Value::from(p.topic));
+    d.insert("args".into(), Value::List(p.payload.args().to_vec()));
     d.insert(
         "kwargs".into(),
-        Value::Dict(payload.kwargs().cloned().unwrap_or_default()),
+        Value::Dict(p.payload.kwargs().cloned().unwrap_or_default()),
     );
     Value::Dict(d)
 }
@@ -91,6 +113,34 @@ fn covers(policy: MatchPolicy, pattern: &str, topic: &str) -> bool {
     }
 }
 
+/// Who published, as subscribers may see it (`disclose_me`) and eligibility rules test it.
+#[derive(Clone, Copy, Debug)]
+pub struct Publisher<'a> {
+    pub id: Id,
+    pub authid: &'a str,
+    pub authrole: &'a str,
+}
+
+/// A publication as it crosses the mesh: everything a remote node needs to evaluate
+/// eligibility and disclosure where its subscribers live. The ID is minted at the origin.
+#[derive(Clone, Copy, Debug)]
+pub struct Publication<'a> {
+    pub id: Id,
+    pub topic: &'a str,
+    pub options: &'a Dict,
+    pub publisher: Publisher<'a>,
+    pub payload: &'a Payload,
+}
+
+/// The mesh's view of a broker.
+pub trait BrokerHook: Send + Sync {
+    /// Local interest in (`policy`, `topic`) appeared (first local subscriber) or vanished (last
+    /// one gone). Called under the broker's write lock, so calls come in the order of changes.
+    fn interest(&self, policy: MatchPolicy, topic: &str, present: bool);
+    /// A local session's publication, after local delivery.
+    fn forward(&self, publication: &Publication<'_>);
+}
+
 /// A realm's subscriptions.
 #[derive(Default)]
 pub struct Broker {
@@ -105,18 +155,6 @@ pub struct SubscriptionInfo {
     pub topic: String,
     pub subscribers: Vec<Id>,
     pub created: String,
-}
-
-impl Subscription {
-    fn info(&self) -> SubscriptionInfo {
-        SubscriptionInfo {
-            id: self.id,
-            policy: self.policy,
-            topic: self.topic.clone(),
-            subscribers: self.subscribers.keys().copied().collect(),
-            created: self.created.clone(),
-        }
-    }
 }
 
 /// Which subscribers of a publication receive it (`exclude_me`, black- and whitelists).
@@ -219,8 +257,25 @@ impl Eligibility {
 }
 
 impl Broker {
+    /// Installs the mesh hook (once, when the mesh starts).
+    pub fn set_hook(&self, hook: Arc<dyn BrokerHook>) {
+        self.state.write().hook = Some(hook);
+    }
+
+    /// Calls `f` with every (policy, topic) that has local subscribers, under the read lock,
+    /// so that a snapshot and the [`BrokerHook::interest`] calls are ordered.
+    pub fn for_each_interest(&self, mut f: impl FnMut(MatchPolicy, &str)) {
+        let st = self.state.read();
+        for sub in st.subscriptions.values() {
+            f(sub.policy, &sub.topic);
+        }
+    }
+
     /// Adds `session` to the subscription for (`policy`, `topic`), creating it if needed,
     /// and answers SUBSCRIBED for `request`. Returns the subscription ID.
+    ///
+    /// SUBSCRIBED is queued while the write lock is held: a publish that can see the new
+    /// subscription runs after the lock is released, so SUBSCRIBED precedes any EVENT.
     pub fn subscribe(
         &self,
         session: &SessionHandle,
@@ -235,9 +290,6 @@ impl Broker {
     /// [`Broker::subscribe`], also saying whether the subscription was created (meta events);
     /// with `get_retained`, the retained events the subscription covers follow SUBSCRIBED,
     /// marked `retained`.
-    ///
-    /// SUBSCRIBED is queued while the write lock is held: a publish that can see the new
-    /// subscription runs after the lock is released, so SUBSCRIBED precedes any EVENT.
     pub fn subscribe_tracked(
         &self,
         session: &SessionHandle,
@@ -253,18 +305,12 @@ impl Broker {
             None => {
                 created = true;
                 let id = random_id();
+                if let Some(hook) = &st.hook {
+                    hook.interest(policy, topic, true);
+                }
                 st.index.insert(policy, topic, id);
-                st.subscriptions.insert(
-                    id,
-                    Subscription {
-                        id,
-                        policy,
-                        topic: topic.to_owned(),
-                        subscribers: IndexMap::new(),
-                        created: crate::auth::wampcra::utc_timestamp(std::time::SystemTime::now()),
-                        persistent: false,
-                    },
-                );
+                st.subscriptions
+                    .insert(id, Subscription::new(id, policy, topic, false));
                 id
             }
         };
@@ -322,12 +368,16 @@ impl Broker {
             let policy = sub.policy;
             st.subscriptions.remove(&id);
             st.index.remove(policy, &topic);
+            if let Some(hook) = &st.hook {
+                hook.interest(policy, &topic, false);
+            }
             return Ok((true, topic));
         }
         Ok((false, topic))
     }
 
-    /// Routes a publication to every eligible subscriber and returns its publication ID.
+    /// Routes a publication to every eligible local subscriber, then hands it to the mesh,
+    /// and returns its publication ID.
     pub fn publish(
         &self,
         publisher: &SessionHandle,
@@ -335,37 +385,60 @@ impl Broker {
         options: &Dict,
         payload: Payload,
     ) -> Result<Id, WampError> {
-        let eligibility = Eligibility::from_options(publisher.id(), options)?;
-        let disclose = bool_option(options, "disclose_me")?.unwrap_or(false);
-        let retain = bool_option(options, "retain")?.unwrap_or(false);
-        let publication = random_id();
+        let publication = Publication {
+            id: random_id(),
+            topic,
+            options,
+            publisher: Publisher {
+                id: publisher.id(),
+                authid: &publisher.info.authid,
+                authrole: &publisher.info.authrole,
+            },
+            payload: &payload,
+        };
+        let hook = self.deliver(&publication)?;
+        // Meta events (`wamp.*`, only the router publishes there) describe this node's own
+        // sessions: they stay on it, as Crossbar keeps them off router links.
+        if let Some(hook) = hook.filter(|_| !crate::uri::is_reserved(topic)) {
+            hook.forward(&publication);
+        }
+        Ok(publication.id)
+    }
+
+    /// Delivers a publication that came from a peer node to local subscribers only.
+    pub fn deliver_forwarded(&self, publication: &Publication<'_>) -> Result<(), WampError> {
+        self.deliver(publication).map(|_| ())
+    }
+
+    /// Local delivery; returns the mesh hook (if any) for the caller to forward with.
+    fn deliver(&self, p: &Publication<'_>) -> Result<Option<Arc<dyn BrokerHook>>, WampError> {
+        let eligibility = Eligibility::from_options(p.publisher.id, p.options)?;
+        let disclose = bool_option(p.options, "disclose_me")?.unwrap_or(false);
+        let retain = bool_option(p.options, "retain")?.unwrap_or(false);
         if retain {
-            let publisher_details = disclose.then(|| {
+            let publisher = disclose.then(|| {
                 let mut d = Dict::new();
-                d.insert("publisher".into(), Value::from(publisher.id()));
-                d.insert(
-                    "publisher_authid".into(),
-                    Value::from(publisher.info.authid.as_str()),
-                );
+                d.insert("publisher".into(), Value::from(p.publisher.id));
+                d.insert("publisher_authid".into(), Value::from(p.publisher.authid));
                 d.insert(
                     "publisher_authrole".into(),
-                    Value::from(publisher.info.authrole.as_str()),
+                    Value::from(p.publisher.authrole),
                 );
                 d
             });
             self.state.write().retained.insert(
-                topic.to_owned(),
+                p.topic.to_owned(),
                 Retained {
-                    publication,
+                    publication: p.id,
                     eligibility: eligibility.clone(),
-                    publisher: publisher_details,
-                    payload: payload.clone(),
+                    publisher,
+                    payload: p.payload.clone(),
                 },
             );
         }
         let st = self.state.read();
         let mut matched: Vec<&Subscription> = Vec::new();
-        st.index.for_each_match(topic, |_, id| {
+        st.index.for_each_match(p.topic, |_, id| {
             if let Some(s) = st.subscriptions.get(id) {
                 matched.push(s)
             }
@@ -377,24 +450,21 @@ impl Broker {
             }
             let mut details = Dict::new();
             if sub.policy != MatchPolicy::Exact {
-                details.insert("topic".into(), Value::from(topic));
+                details.insert("topic".into(), Value::from(p.topic));
             }
             if disclose {
-                details.insert("publisher".into(), Value::from(publisher.id()));
-                details.insert(
-                    "publisher_authid".into(),
-                    Value::from(publisher.info.authid.as_str()),
-                );
+                details.insert("publisher".into(), Value::from(p.publisher.id));
+                details.insert("publisher_authid".into(), Value::from(p.publisher.authid));
                 details.insert(
                     "publisher_authrole".into(),
-                    Value::from(publisher.info.authrole.as_str()),
+                    Value::from(p.publisher.authrole),
                 );
             }
             let event = Message::Event {
                 subscription: sub.id,
-                publication,
+                publication: p.id,
                 details,
-                payload: payload.clone(),
+                payload: p.payload.clone(),
             };
             let mut cache = EncodeCache::new(&event);
             for s in sub.subscribers.values() {
@@ -403,9 +473,10 @@ impl Broker {
                 }
             }
         }
+        let hook = st.hook.clone();
         drop(st);
         if !history.is_empty() {
-            let event = stored_event(publisher, publication, topic, &payload);
+            let event = stored_event(p);
             let mut st = self.state.write();
             for id in history {
                 if let Some((limit, events)) = st.history.get_mut(&id) {
@@ -416,7 +487,7 @@ impl Broker {
                 }
             }
         }
-        Ok(publication)
+        Ok(hook)
     }
 
     /// Keeps the last `limit` events published to (`policy`, `uri`) for
@@ -427,18 +498,12 @@ impl Broker {
             Some(id) => *id,
             None => {
                 let id = random_id();
+                if let Some(hook) = &st.hook {
+                    hook.interest(policy, uri, true);
+                }
                 st.index.insert(policy, uri, id);
-                st.subscriptions.insert(
-                    id,
-                    Subscription {
-                        id,
-                        policy,
-                        topic: uri.to_owned(),
-                        subscribers: IndexMap::new(),
-                        created: crate::auth::wampcra::utc_timestamp(std::time::SystemTime::now()),
-                        persistent: true,
-                    },
-                );
+                st.subscriptions
+                    .insert(id, Subscription::new(id, policy, uri, true));
                 id
             }
         };
@@ -462,19 +527,6 @@ impl Broker {
         !self.state.read().history.is_empty()
     }
 
-    /// Removes a departing session from the given subscriptions.
-    pub fn remove_session(&self, session: Id, subscriptions: impl IntoIterator<Item = Id>) {
-        for id in subscriptions {
-            let _ = self.unsubscribe(session, id);
-        }
-    }
-
-    /// A snapshot of every subscription, for meta APIs and tests.
-    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
-        let st = self.state.read();
-        st.subscriptions.values().map(Subscription::info).collect()
-    }
-
     /// One subscription, for the meta API.
     pub fn subscription(&self, id: Id) -> Option<SubscriptionInfo> {
         self.state
@@ -495,5 +547,18 @@ impl Broker {
         let mut ids = Vec::new();
         st.index.for_each_match(topic, |_, id| ids.push(*id));
         ids
+    }
+
+    /// Removes a departing session from the given subscriptions.
+    pub fn remove_session(&self, session: Id, subscriptions: impl IntoIterator<Item = Id>) {
+        for id in subscriptions {
+            let _ = self.unsubscribe(session, id);
+        }
+    }
+
+    /// A snapshot of every subscription, for meta APIs and tests.
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        let st = self.state.read();
+        st.subscriptions.values().map(Subscription::info).collect()
     }
 }

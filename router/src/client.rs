@@ -2,13 +2,13 @@
 //! any serializer. `switchyard bench` drives routers with it; it speaks plain WAMP, so it works
 //! against any router (switchyard, Crossbar, others).
 //!
-//! One reader task dispatches what arrives: replies to the pending request they answer,
-//! EVENTs to their subscription's channel, INVOCATIONs and INTERRUPTs to their registration's
-//! channel. A subscription's channel is installed by the reader itself when SUBSCRIBED
+//! One task reads, decodes and dispatches what arrives (no channel hop in between): replies
+//! to the pending request they answer, EVENTs to their subscription's channel, INVOCATIONs and
+//! INTERRUPTs to their registration's channel. A subscription's channel is installed by the reader itself when SUBSCRIBED
 //! arrives, so no EVENT that follows can be missed. One writer task drains a bounded channel
 //! of encoded messages and writes them in batches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -230,19 +230,19 @@ impl Client {
             return Err(ClientError::Url(opts.url.clone()));
         };
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-        let (in_tx, mut in_rx) = mpsc::channel::<Message>(CHANNEL_DEPTH);
-        match io {
+        let mut reader = match io {
             Io::Ws(ws) => {
                 let (sink, stream) = ws.split();
                 tokio::spawn(ws_writer(sink, out_rx, codec));
-                tokio::spawn(ws_reader(stream, in_tx, codec));
+                Reader::Ws(stream, codec)
             }
             Io::Raw(stream) => {
                 let (r, w) = stream.into_split();
                 tokio::spawn(raw_writer(w, out_rx));
-                tokio::spawn(raw_reader(r, in_tx, codec.serializer));
+                Reader::Raw(r, BytesMut::with_capacity(64 * 1024), codec.serializer)
             }
-        }
+        };
+        let mut inbox = VecDeque::new();
         // Join: HELLO, then WELCOME or ABORT.
         let hello = Message::Hello {
             realm: opts.realm.clone(),
@@ -252,10 +252,17 @@ impl Client {
             .send(encode(codec, &hello)?)
             .await
             .map_err(|_| ClientError::Closed)?;
-        let session = match tokio::time::timeout(t, in_rx.recv())
-            .await
-            .map_err(|_| ClientError::Timeout(t))?
-        {
+        let first = tokio::time::timeout(t, async {
+            loop {
+                if let Some(m) = inbox.pop_front() {
+                    return Some(m);
+                }
+                if !reader.read_batch(&mut inbox).await {
+                    return None;
+                }
+            }
+        });
+        let session = match first.await.map_err(|_| ClientError::Timeout(t))? {
             Some(Message::Welcome { session, .. }) => session,
             Some(Message::Abort { reason, details }) => {
                 let message = details
@@ -282,7 +289,7 @@ impl Client {
             session,
             leaving: Default::default(),
         });
-        tokio::spawn(dispatch(in_rx, shared.clone()));
+        tokio::spawn(dispatch(reader, inbox, shared.clone()));
         Ok(Client { shared })
     }
 
@@ -533,8 +540,14 @@ fn encode(codec: Codec, msg: &Message) -> Result<Bytes, ClientError> {
 }
 
 /// Routes incoming messages (after WELCOME) to whoever waits for them.
-async fn dispatch(mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>) {
-    while let Some(msg) = rx.recv().await {
+async fn dispatch(mut reader: Reader, mut inbox: VecDeque<Message>, shared: Arc<Shared>) {
+    loop {
+        let Some(msg) = inbox.pop_front() else {
+            if reader.read_batch(&mut inbox).await {
+                continue;
+            }
+            break;
+        };
         match msg {
             Message::Event {
                 subscription,
@@ -715,37 +728,6 @@ where
     let _ = sink.close().await;
 }
 
-async fn ws_reader<S>(mut stream: S, tx: mpsc::Sender<Message>, codec: Codec)
-where
-    S: futures_util::Stream<Item = Result<WsMessage, tokio_tungstenite::tungstenite::Error>>
-        + Unpin,
-{
-    while let Some(Ok(frame)) = stream.next().await {
-        let data: &[u8] = match &frame {
-            WsMessage::Text(t) => t.as_bytes(),
-            WsMessage::Binary(b) => b,
-            WsMessage::Close(_) => break,
-            _ => continue,
-        };
-        let Ok(parts) = codec.split_frame(data) else {
-            break;
-        };
-        for part in parts {
-            match codec.serializer.decode(part) {
-                Ok(m) => {
-                    if tx.send(m).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("client: undecodable message from router: {e}");
-                    return;
-                }
-            }
-        }
-    }
-}
-
 async fn raw_writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = Vec::with_capacity(256);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -763,39 +745,75 @@ async fn raw_writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Byte
     let _ = w.shutdown().await;
 }
 
-async fn raw_reader<R: AsyncRead + Unpin>(
-    mut r: R,
-    tx: mpsc::Sender<Message>,
-    serializer: Serializer,
-) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    loop {
-        while buf.len() >= 4 {
-            let len = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]) as usize;
-            if buf.len() < 4 + len {
-                buf.reserve(4 + len - buf.len());
-                break;
-            }
-            let kind = buf[0] & 7;
-            let frame = buf.split_to(4 + len);
-            if kind != 0 {
-                continue;
-            }
-            match serializer.decode(&frame[4..]) {
-                Ok(m) => {
-                    if tx.send(m).await.is_err() {
-                        return;
+type WsRead = futures_util::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+>;
+
+/// The read half, decoding in the task that dispatches (no channel hop per message).
+enum Reader {
+    Ws(WsRead, Codec),
+    Raw(tokio::net::tcp::OwnedReadHalf, BytesMut, Serializer),
+}
+
+impl Reader {
+    /// Reads at least one message (a whole frame or read buffer) into `out`; false once the
+    /// connection is closed or sent something undecodable.
+    async fn read_batch(&mut self, out: &mut VecDeque<Message>) -> bool {
+        match self {
+            Reader::Ws(stream, codec) => loop {
+                let frame = match stream.next().await {
+                    Some(Ok(f)) => f,
+                    _ => return false,
+                };
+                let data: &[u8] = match &frame {
+                    WsMessage::Text(t) => t.as_bytes(),
+                    WsMessage::Binary(b) => b,
+                    WsMessage::Close(_) => return false,
+                    _ => continue,
+                };
+                let Ok(parts) = codec.split_frame(data) else {
+                    return false;
+                };
+                for part in parts {
+                    match codec.serializer.decode(part) {
+                        Ok(m) => out.push_back(m),
+                        Err(e) => {
+                            tracing::warn!("client: undecodable message from router: {e}");
+                            return false;
+                        }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!("client: undecodable message from router: {e}");
-                    return;
+                return true;
+            },
+            Reader::Raw(r, buf, serializer) => loop {
+                let before = out.len();
+                while buf.len() >= 4 {
+                    let len = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]) as usize;
+                    if buf.len() < 4 + len {
+                        buf.reserve(4 + len - buf.len());
+                        break;
+                    }
+                    let kind = buf[0] & 7;
+                    let frame = buf.split_to(4 + len);
+                    if kind != 0 {
+                        continue;
+                    }
+                    match serializer.decode(&frame[4..]) {
+                        Ok(m) => out.push_back(m),
+                        Err(e) => {
+                            tracing::warn!("client: undecodable message from router: {e}");
+                            return false;
+                        }
+                    }
                 }
-            }
-        }
-        match r.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+                if out.len() > before {
+                    return true;
+                }
+                match r.read_buf(buf).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(_) => {}
+                }
+            },
         }
     }
 }

@@ -6,10 +6,16 @@
 //! and indexed by (caller, call request ID) for CANCEL. Every way a call can end goes through
 //! [`State::finish`]: YIELD, callee ERROR, cancel, timeout, caller gone, callee gone; so a
 //! caller always gets exactly one final answer and nothing leaks.
+//!
+//! The mesh plugs in through [`DealerHook`] (it hears when a local session becomes or stops
+//! being a callee) and through stand-in sessions ([`crate::session::Link::Mesh`]): a callee on
+//! another node is a stand-in callee here, so shared registrations count callees mesh-wide; a
+//! call forwarded from another node enters through [`Dealer::invoke_forwarded`] with a
+//! stand-in caller. Both ends therefore run the same pending/timeout/cancel logic.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use rand::Rng;
@@ -77,8 +83,51 @@ struct Registration {
     /// In registration order (for `first`/`last`).
     callees: Vec<SessionHandle>,
     next: usize,
-    /// When the registration was created (ISO 8601, for the meta API).
-    created: String,
+    /// When this node created it (Unix ms): the mesh's conflict rule prefers the older claim.
+    created_ms: u64,
+}
+
+/// A registration as the mesh announces it to peers.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistrationClaim<'a> {
+    pub id: Id,
+    pub policy: MatchPolicy,
+    pub procedure: &'a str,
+    pub invoke: InvokePolicy,
+    pub created_ms: u64,
+}
+
+/// The mesh's view of a dealer.
+pub trait DealerHook: Send + Sync {
+    /// A local session became (`present`) or stopped being a callee of a registration.
+    /// Called under the dealer's lock, so calls come in the order of changes.
+    fn callee(&self, registration: &RegistrationClaim<'_>, callee: Id, present: bool);
+}
+
+/// An existing registration that conflicts with a new claim (see the mesh's conflict rule).
+pub struct Existing {
+    pub id: Id,
+    pub invoke: InvokePolicy,
+    pub created_ms: u64,
+    pub callees: Vec<SessionHandle>,
+}
+
+/// A call forwarded by another node to one specific local callee.
+pub struct ForwardedCall<'a> {
+    /// The local registration the origin picked (it learned the ID from our announcement).
+    pub registration: Id,
+    pub callee: Id,
+    /// The URI the caller called.
+    pub procedure: &'a str,
+    /// The origin's INVOCATION details: `receive_progress`, `timeout`, `caller*` disclosure.
+    pub details: &'a Dict,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Registration {
@@ -89,9 +138,36 @@ impl Registration {
             procedure: self.procedure.clone(),
             invoke: self.invoke,
             callees: self.callees.iter().map(|c| c.id()).collect(),
-            created: self.created.clone(),
+            created: crate::auth::wampcra::utc_timestamp(
+                UNIX_EPOCH + std::time::Duration::from_millis(self.created_ms),
+            ),
         }
     }
+
+    fn claim(&self) -> RegistrationClaim<'_> {
+        RegistrationClaim {
+            id: self.id,
+            policy: self.policy,
+            procedure: &self.procedure,
+            invoke: self.invoke,
+            created_ms: self.created_ms,
+        }
+    }
+}
+
+/// Everything needed to start one invocation, whether the caller is local or forwarded.
+struct Invoke<'a> {
+    caller: &'a SessionHandle,
+    request: Id,
+    callee: SessionHandle,
+    registration: Id,
+    policy: MatchPolicy,
+    procedure: &'a str,
+    receive_progress: bool,
+    /// `caller`, `caller_authid`, `caller_authrole` when disclosed.
+    disclosed: Option<[Value; 3]>,
+    timeout_ms: u64,
+    payload: Payload,
 }
 
 struct Pending {
@@ -113,6 +189,7 @@ struct State {
     index: UriIndex<Id>,
     pending: HashMap<InvocationKey, Pending>,
     by_call: HashMap<CallKey, InvocationKey>,
+    hook: Option<Arc<dyn DealerHook>>,
 }
 
 /// A realm's registrations and calls in flight.
@@ -129,6 +206,7 @@ pub struct RegistrationInfo {
     pub procedure: String,
     pub invoke: InvokePolicy,
     pub callees: Vec<Id>,
+    /// When the registration was created (ISO 8601, for the meta API).
     pub created: String,
 }
 
@@ -217,6 +295,10 @@ impl Dealer {
                 ));
             }
             reg.callees.push(session.clone());
+            if let (Some(hook), false) = (&st.hook, session.is_mesh_proxy()) {
+                let reg = &st.registrations[&id];
+                hook.callee(&reg.claim(), session.id(), true);
+            }
             session.send(Message::Registered {
                 request,
                 registration: id,
@@ -225,23 +307,67 @@ impl Dealer {
         }
         let id = random_id();
         st.index.insert(policy, procedure, id);
-        st.registrations.insert(
+        let reg = Registration {
             id,
-            Registration {
-                id,
-                policy,
-                procedure: procedure.to_owned(),
-                invoke,
-                callees: vec![session.clone()],
-                next: 0,
-                created: crate::auth::wampcra::utc_timestamp(std::time::SystemTime::now()),
-            },
-        );
+            policy,
+            procedure: procedure.to_owned(),
+            invoke,
+            callees: vec![session.clone()],
+            next: 0,
+            created_ms: now_ms(),
+        };
+        if let (Some(hook), false) = (&st.hook, session.is_mesh_proxy()) {
+            hook.callee(&reg.claim(), session.id(), true);
+        }
+        st.registrations.insert(id, reg);
         session.send(Message::Registered {
             request,
             registration: id,
         });
         Ok((id, true))
+    }
+
+    /// Installs the mesh hook (once, when the mesh starts).
+    pub fn set_hook(&self, hook: Arc<dyn DealerHook>) {
+        self.state.lock().hook = Some(hook);
+    }
+
+    /// Calls `f` with every local callee of every registration, under the dealer's lock, so
+    /// that a snapshot and the [`DealerHook::callee`] calls are ordered.
+    pub fn for_each_local_callee(&self, mut f: impl FnMut(&RegistrationClaim<'_>, Id)) {
+        let st = self.state.lock();
+        for reg in st.registrations.values() {
+            for c in reg.callees.iter().filter(|c| !c.is_mesh_proxy()) {
+                f(&reg.claim(), c.id());
+            }
+        }
+    }
+
+    /// The registration for exactly (`policy`, `procedure`), if any.
+    pub fn existing(&self, policy: MatchPolicy, procedure: &str) -> Option<Existing> {
+        let st = self.state.lock();
+        let id = *st.index.get(policy, procedure)?;
+        let reg = &st.registrations[&id];
+        Some(Existing {
+            id,
+            invoke: reg.invoke,
+            created_ms: reg.created_ms,
+            callees: reg.callees.clone(),
+        })
+    }
+
+    /// Removes `callee` from registration `id` on the router's initiative, telling a local
+    /// callee with UNREGISTERED (registration revocation) and the reason.
+    pub fn revoke(&self, callee: &SessionHandle, id: Id, reason: &str) {
+        if self.unregister(callee.id(), id).is_ok() && !callee.is_mesh_proxy() {
+            let mut details = Dict::new();
+            details.insert("registration".into(), Value::from(id));
+            details.insert("reason".into(), Value::from(reason));
+            callee.send(Message::Unregistered {
+                request: 0,
+                details: Some(details),
+            });
+        }
     }
 
     /// Removes `session` as a callee of registration `id`.
@@ -252,20 +378,23 @@ impl Dealer {
     /// [`Dealer::unregister`], also saying whether the registration was deleted, and its
     /// procedure (meta events).
     pub fn unregister_tracked(&self, session: Id, id: Id) -> Result<(bool, String), WampError> {
-        let mut st = self.state.lock();
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
         let Some(reg) = st.registrations.get_mut(&id) else {
             return Err(WampError::new(
                 errors::NO_SUCH_REGISTRATION,
                 format!("no registration {id}"),
             ));
         };
-        let before = reg.callees.len();
-        reg.callees.retain(|c| c.id() != session);
-        if reg.callees.len() == before {
+        let Some(pos) = reg.callees.iter().position(|c| c.id() == session) else {
             return Err(WampError::new(
                 errors::NO_SUCH_REGISTRATION,
                 format!("session is not a callee of registration {id}"),
             ));
+        };
+        let removed = reg.callees.remove(pos);
+        if let (Some(hook), false) = (&st.hook, removed.is_mesh_proxy()) {
+            hook.callee(&reg.claim(), session, false);
         }
         let procedure = reg.procedure.clone();
         if reg.callees.is_empty() {
@@ -327,9 +456,98 @@ impl Dealer {
             }
         };
         let callee = reg.callees[pick].clone();
-        let registration = reg.id;
-        let invocation = callee.next_request_id();
+        let disclosed = disclose.then(|| {
+            [
+                Value::from(caller.id()),
+                Value::from(caller.info.authid.as_str()),
+                Value::from(caller.info.authrole.as_str()),
+            ]
+        });
+        self.start(
+            st,
+            Invoke {
+                caller,
+                request,
+                callee,
+                registration: reg_id,
+                policy,
+                procedure,
+                receive_progress,
+                disclosed,
+                timeout_ms,
+                payload,
+            },
+        );
+        Ok(())
+    }
 
+    /// Starts a call that another node forwarded to one of our local callees. `caller` is
+    /// the stand-in that carries answers back to the origin; the origin's choices (progress,
+    /// timeout, disclosure) arrive in `call.details`.
+    pub fn invoke_forwarded(
+        &self,
+        caller: &SessionHandle,
+        request: Id,
+        call: ForwardedCall<'_>,
+        payload: Payload,
+    ) -> Result<(), WampError> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let gone = || {
+            WampError::new(
+                errors::NO_SUCH_PROCEDURE,
+                format!(
+                    "registration {} for '{}' is gone from this node",
+                    call.registration, call.procedure
+                ),
+            )
+        };
+        let reg = st.registrations.get(&call.registration).ok_or_else(gone)?;
+        let callee = reg
+            .callees
+            .iter()
+            .find(|c| c.id() == call.callee && !c.is_mesh_proxy())
+            .cloned()
+            .ok_or_else(gone)?;
+        let policy = reg.policy;
+        let d = call.details;
+        let disclosed = d.get("caller").map(|id| {
+            let text = |k: &str| d.get(k).cloned().unwrap_or(Value::Null);
+            [id.clone(), text("caller_authid"), text("caller_authrole")]
+        });
+        self.start(
+            st,
+            Invoke {
+                caller,
+                request,
+                callee,
+                registration: call.registration,
+                policy,
+                procedure: call.procedure,
+                receive_progress: matches!(d.get("receive_progress"), Some(Value::Bool(true))),
+                disclosed,
+                timeout_ms: d.get("timeout").and_then(Value::as_u64).unwrap_or(0),
+                payload,
+            },
+        );
+        Ok(())
+    }
+
+    /// Sends the INVOCATION and records the pending call (with its timer).
+    fn start(&self, st: &mut State, inv: Invoke<'_>) {
+        let Invoke {
+            caller,
+            request,
+            callee,
+            registration,
+            policy,
+            procedure,
+            receive_progress,
+            disclosed,
+            timeout_ms,
+            payload,
+        } = inv;
+        let invocation = callee.next_request_id();
         let mut details = Dict::new();
         if policy != MatchPolicy::Exact {
             details.insert("procedure".into(), Value::from(procedure));
@@ -340,16 +558,10 @@ impl Dealer {
         if progress {
             details.insert("receive_progress".into(), Value::Bool(true));
         }
-        if disclose {
-            details.insert("caller".into(), Value::from(caller.id()));
-            details.insert(
-                "caller_authid".into(),
-                Value::from(caller.info.authid.as_str()),
-            );
-            details.insert(
-                "caller_authrole".into(),
-                Value::from(caller.info.authrole.as_str()),
-            );
+        if let Some([id, authid, authrole]) = disclosed {
+            details.insert("caller".into(), id);
+            details.insert("caller_authid".into(), authid);
+            details.insert("caller_authrole".into(), authrole);
         }
         if timeout_ms > 0 {
             details.insert("timeout".into(), Value::from(timeout_ms));
@@ -382,7 +594,6 @@ impl Dealer {
             details,
             payload,
         });
-        Ok(())
     }
 
     fn timed_out(&self, key: InvocationKey) {
@@ -447,6 +658,12 @@ impl Dealer {
 
     /// A caller's CANCEL.
     pub fn cancel(&self, caller: Id, request: Id, options: &Dict) -> Result<(), WampError> {
+        // The INTERRUPT's reason: `canceled`, unless a peer node forwards a timed-out call
+        // (then `wamp.error.timeout`, as a local timeout would say).
+        let reason = match options.get("reason").and_then(Value::as_str) {
+            Some(errors::TIMEOUT) => errors::TIMEOUT,
+            _ => errors::CANCELED,
+        };
         let mode = match options.get("mode").map(|v| v.as_str()) {
             None => CancelMode::KillNoWait,
             Some(Some("skip")) => CancelMode::Skip,
@@ -475,7 +692,7 @@ impl Dealer {
             CancelMode::Skip | CancelMode::KillNoWait => {
                 let p = st.finish(key).expect("indexed call is pending");
                 if mode == CancelMode::KillNoWait {
-                    interrupt(&p, key.1, "killnowait", errors::CANCELED);
+                    interrupt(&p, key.1, "killnowait", reason);
                 }
                 error_to_caller(&p, errors::CANCELED, "the call was canceled");
             }
@@ -483,7 +700,7 @@ impl Dealer {
                 let p = st.pending.get_mut(&key).expect("indexed call is pending");
                 if !p.kill_requested {
                     p.kill_requested = true;
-                    interrupt(p, key.1, "kill", errors::CANCELED);
+                    interrupt(p, key.1, "kill", reason);
                 }
             }
         }

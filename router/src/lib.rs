@@ -7,6 +7,7 @@
 //! - [`router`], [`realm`]: realms, each owning a [`broker::Broker`] and a [`dealer::Dealer`];
 //! - [`matcher`]: the exact/prefix/wildcard URI index both of them use;
 //! - [`session`], [`outbound`]: what routing code sends to, and the bounded queue behind it;
+//! - [`mesh`]: the peer mesh (links to other nodes, interest sync, forwarding);
 //! - [`auth`]: Accept/Deny/Challenge authentication (anonymous, ticket, WAMP-CRA, cryptosign)
 //!   and role-based authorization;
 //! - [`meta`]: the session/subscription/registration meta APIs, served in-process;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod dealer;
 mod id;
 pub mod matcher;
+pub mod mesh;
 pub mod meta;
 pub mod metrics;
 pub mod outbound;

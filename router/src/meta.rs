@@ -20,7 +20,7 @@ use crate::dealer::RegistrationInfo;
 use crate::outbound::Taken;
 use crate::protocol::Connection;
 use crate::realm::Realm;
-use crate::session::{SessionHandle, LOCAL_MESSAGE_SIZE};
+use crate::session::SessionHandle;
 use crate::uri::{errors, MatchPolicy};
 use crate::wire::{code, Dict, Id, Message, Payload, Value};
 use crate::{Router, WampError};
@@ -104,12 +104,9 @@ fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
         });
     }
     // Registering is synchronous: every REGISTERED is already queued.
-    let mut batch = Vec::new();
+    let mut batch = std::collections::VecDeque::new();
     let mut names: HashMap<Id, &'static str> = HashMap::new();
-    if let Some(Taken::Items) = queue
-        .take(&mut batch, |_| LOCAL_MESSAGE_SIZE)
-        .now_or_never()
-    {
+    if let Some(Taken::Items) = queue.take(&mut batch).now_or_never() {
         for msg in batch.drain(..) {
             match msg {
                 Message::Registered {
@@ -137,10 +134,10 @@ fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
     let router = router.clone();
     tokio::spawn(async move {
         loop {
-            let mut batch = Vec::new();
+            let mut batch = std::collections::VecDeque::new();
             let taken = tokio::select! {
                 _ = shutdown.requested() => break,
-                t = queue.take(&mut batch, |_| LOCAL_MESSAGE_SIZE) => t,
+                t = queue.take(&mut batch) => t,
             };
             if let Taken::Closed(_) = taken {
                 break;
@@ -580,7 +577,14 @@ fn call(
                 return Err(no_such_subscription(id));
             }
             match realm.broker.events(id, limit) {
-                Some(events) => one(Value::List(events)),
+                Some(mut events) => {
+                    for e in &mut events {
+                        if let Value::Dict(d) = e {
+                            d.insert("realm".into(), Value::from(realm.name()));
+                        }
+                    }
+                    one(Value::List(events))
+                }
                 None => Err(WampError::new(
                     "wamp.error.history_unavailable",
                     "event history for the given subscription is not available or enabled",

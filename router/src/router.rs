@@ -1,6 +1,6 @@
 //! The router: its realms, limits, authentication, shutdown, and in-process sessions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::auth::{AllowAll, Anonymous, Authenticator, Authorizer, Identity};
@@ -154,7 +154,7 @@ impl Router {
         let mut session = LocalSession {
             conn,
             queue,
-            inbox: Vec::new().into_iter(),
+            inbox: VecDeque::new(),
         };
         match session.try_take() {
             Some(Message::Welcome { .. }) => Ok(session),
@@ -167,7 +167,7 @@ impl Router {
 pub struct LocalSession {
     conn: Connection,
     queue: Arc<Queue<Message>>,
-    inbox: std::vec::IntoIter<Message>,
+    inbox: VecDeque<Message>,
 }
 
 impl LocalSession {
@@ -179,16 +179,11 @@ impl LocalSession {
     /// The next message for this session; `None` once the session is closed.
     pub async fn recv(&mut self) -> Option<Message> {
         loop {
-            if let Some(m) = self.inbox.next() {
+            if let Some(m) = self.inbox.pop_front() {
                 return Some(m);
             }
-            let mut batch = Vec::new();
-            match self
-                .queue
-                .take(&mut batch, |_| crate::session::LOCAL_MESSAGE_SIZE)
-                .await
-            {
-                Taken::Items => self.inbox = batch.into_iter(),
+            match self.queue.take(&mut self.inbox).await {
+                Taken::Items => {}
                 Taken::Closed(_) => return None,
             }
         }

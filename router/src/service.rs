@@ -15,7 +15,6 @@ use tokio::sync::oneshot;
 
 use crate::outbound::Taken;
 use crate::protocol::Connection;
-use crate::session::LOCAL_MESSAGE_SIZE;
 use crate::wire::{Dict, Id, Message, Payload, MAX_ID};
 use crate::Router;
 
@@ -73,10 +72,10 @@ impl ServiceClient {
         let shutdown = router.shutdown().clone();
         tokio::spawn(async move {
             loop {
-                let mut batch = Vec::new();
+                let mut batch = std::collections::VecDeque::new();
                 let taken = tokio::select! {
                     _ = shutdown.requested() => break,
-                    t = queue.take(&mut batch, |_| LOCAL_MESSAGE_SIZE) => t,
+                    t = queue.take(&mut batch) => t,
                 };
                 if let Taken::Closed(_) = taken {
                     break;

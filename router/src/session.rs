@@ -23,6 +23,15 @@ pub enum Link {
     },
     /// An in-process session: decoded messages, no serialization at all.
     Local { queue: Arc<Queue<Message>> },
+    /// A stand-in for a session on another mesh node (a remote callee, or the remote caller of
+    /// a forwarded call): the mesh turns what is sent here into frames on the peer link.
+    Mesh(Arc<dyn MeshSink>),
+}
+
+/// Where messages for a [`Link::Mesh`] stand-in go. Implemented by the mesh module; sending
+/// must not block (it pushes to the peer link's bounded queue).
+pub trait MeshSink: Send + Sync {
+    fn send(&self, msg: Message) -> Result<(), Closed>;
 }
 
 /// The size an in-process message counts for against queue byte limits.
@@ -34,13 +43,15 @@ impl Link {
         match self {
             Link::Remote { queue, .. } => queue.close(reason, flush_first),
             Link::Local { queue } => queue.close(reason, flush_first),
+            // A stand-in has no queue of its own; the mesh removes it when its peer goes.
+            Link::Mesh(_) => {}
         }
     }
 
     pub fn serializer(&self) -> Option<Serializer> {
         match self {
             Link::Remote { serializer, .. } => Some(*serializer),
-            Link::Local { .. } => None,
+            Link::Local { .. } | Link::Mesh(_) => None,
         }
     }
 
@@ -59,6 +70,7 @@ impl Link {
                 }
             },
             Link::Local { queue } => queue.push(msg, LOCAL_MESSAGE_SIZE),
+            Link::Mesh(sink) => sink.send(msg),
         }
     }
 
@@ -73,6 +85,8 @@ impl Link {
                 Err(_) => queue.close(Closed::Normal, true),
             },
             Link::Local { queue } => queue.push_and_close(msg, LOCAL_MESSAGE_SIZE),
+            // A stand-in for a remote session: its own node ends it.
+            Link::Mesh(_) => {}
         }
     }
 
@@ -88,6 +102,7 @@ impl Link {
                 None => Ok(()),
             },
             Link::Local { queue } => queue.push(cache.msg.clone(), LOCAL_MESSAGE_SIZE),
+            Link::Mesh(sink) => sink.send(cache.msg.clone()),
         }
     }
 }
@@ -216,6 +231,12 @@ impl Session {
         self.info.id
     }
 
+    /// Whether this is a mesh stand-in for a session on another node (never announced to
+    /// peers: only local interest propagates).
+    pub fn is_mesh_proxy(&self) -> bool {
+        matches!(self.link, Link::Mesh(_))
+    }
+
     /// Sends to this session; a closed or slow session simply does not receive it (its
     /// connection task reports why and tears it down).
     pub fn send(&self, msg: Message) {
@@ -242,7 +263,7 @@ impl Session {
     /// Router-internal and `trusted` sessions: hidden from the meta API and never killed by it
     /// (Crossbar's "restricted" sessions).
     pub fn is_restricted(&self) -> bool {
-        self.info.internal || self.info.authrole == "trusted"
+        self.info.internal || self.info.authrole == "trusted" || self.is_mesh_proxy()
     }
 
     /// The next router-side request ID for this session, wrapping within `[1, 2^53]`.

@@ -143,6 +143,20 @@ pub struct PubSubArgs {
     /// Talk to a `switchyard bench relay` (raw frames, no WAMP) instead of a router.
     #[arg(long)]
     pub relay: bool,
+    /// Connect subscribers to these URLs (round-robin) instead of --url: for a mesh, the
+    /// publishers' node differs from the subscribers' nodes.
+    #[arg(long = "subscriber-url")]
+    pub subscriber_urls: Vec<String>,
+    /// Seconds to wait after subscribing before publishing (a mesh propagates interest
+    /// asynchronously).
+    #[arg(long, default_value_t = 0.0)]
+    pub settle: f64,
+    /// Extra subscribers that subscribe and then never read: a slow consumer.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
+    /// The router's process ID: sample its resident memory during the run.
+    #[arg(long)]
+    pub router_pid: Option<u32>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -156,6 +170,13 @@ pub struct RpcArgs {
     /// Calls in flight per caller.
     #[arg(long, default_value_t = 100)]
     pub inflight: usize,
+    /// Connect callees to this URL instead of --url (a mesh: callers and callees on
+    /// different nodes).
+    #[arg(long)]
+    pub callee_url: Option<String>,
+    /// Seconds to wait after registering before calling (mesh propagation).
+    #[arg(long, default_value_t = 0.0)]
+    pub settle: f64,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -174,6 +195,14 @@ pub struct IdleArgs {
 pub struct RelayArgs {
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: String,
+}
+
+/// Resident memory of a process in bytes, from /proc.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Nanoseconds since the bench started: the clock stamped into payloads. Publishers and

@@ -94,6 +94,57 @@ enum Pub {
     Relay(RelayPublisher),
 }
 
+/// A subscriber that joins and subscribes over a raw WebSocket, then never reads: the slow
+/// consumer a router must not let grow its memory.
+struct StalledSubscriber {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl StalledSubscriber {
+    async fn connect(url: &str, realm: &str, topic: &str) -> Result<Self, String> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Message as Ws;
+        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "wamp.2.json".parse().expect("ascii"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        let hello = format!(r#"[1,"{realm}",{{"roles":{{"subscriber":{{}}}}}}]"#);
+        let subscribe = format!(r#"[32,1,{{}},"{topic}"]"#);
+        for frame in [hello, subscribe] {
+            ws.send(Ws::Text(frame.into()))
+                .await
+                .map_err(|e| e.to_string())?;
+            // WELCOME, then SUBSCRIBED.
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Ws::Text(_)))) => {}
+                other => return Err(format!("stalled subscriber could not join: {other:?}")),
+            }
+        }
+        Ok(StalledSubscriber { ws })
+    }
+
+    /// Whether the router still holds the connection (reads what piled up, bounded in time).
+    async fn still_connected(&mut self) -> bool {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return true,
+                Ok(None) | Ok(Some(Err(_))) => return false,
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) => return false,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
@@ -124,12 +175,24 @@ pub async fn run(a: PubSubArgs) -> Result<Report, String> {
     });
 
     // Subscribers first, all subscribed before anyone publishes.
+    let sub_urls: Vec<String> = if a.subscriber_urls.is_empty() {
+        vec![c.url.clone()]
+    } else {
+        a.subscriber_urls.clone()
+    };
     let mut sub_tasks = Vec::new();
     for s in 0..a.subscribers {
+        let url = &sub_urls[s % sub_urls.len()];
         let mut sub = if a.relay {
-            Sub::Relay(RelaySubscriber::connect(&c.url).await?)
+            Sub::Relay(RelaySubscriber::connect(url).await?)
         } else {
-            let client = Client::connect(&opts).await.map_err(|e| e.to_string())?;
+            let sub_common = super::Common {
+                url: url.clone(),
+                ..c.clone()
+            };
+            let client = Client::connect(&sub_common.client_options()?)
+                .await
+                .map_err(|e| e.to_string())?;
             let (_, rx) = client
                 .subscribe(TOPIC, Dict::new())
                 .await
@@ -159,6 +222,29 @@ pub async fn run(a: PubSubArgs) -> Result<Report, String> {
             hist
         }));
     }
+    // Stalled subscribers: subscribe, then never read again.
+    let mut stalled = Vec::new();
+    for i in 0..a.stalled {
+        let url = &sub_urls[i % sub_urls.len()];
+        stalled.push(StalledSubscriber::connect(url, &c.realm, TOPIC).await?);
+    }
+    if a.settle > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(a.settle.min(30.0))).await;
+    }
+    // Sample the router's memory while the run lasts.
+    let rss_peak = Arc::new(AtomicU64::new(0));
+    let sampler = a.router_pid.map(|pid| {
+        let peak = rss_peak.clone();
+        let stop = counters.clone();
+        tokio::spawn(async move {
+            while !stop.stop.load(Ordering::Relaxed) {
+                if let Some(r) = super::rss_bytes(pid) {
+                    peak.fetch_max(r, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
     let mut pubs = Vec::new();
     for _ in 0..a.publishers {
         pubs.push(if a.relay {
@@ -268,6 +354,16 @@ pub async fn run(a: PubSubArgs) -> Result<Report, String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     counters.stop.store(true, Ordering::Relaxed);
+    if let Some(t) = sampler {
+        let _ = t.await;
+    }
+    let mut stalled_connected = 0;
+    for s in &mut stalled {
+        if s.still_connected().await {
+            stalled_connected += 1;
+        }
+    }
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let mut hist = histogram();
     for t in sub_tasks {
         let h = t.await.map_err(|e| e.to_string())?;
@@ -307,6 +403,8 @@ pub async fn run(a: PubSubArgs) -> Result<Report, String> {
         size: c.size,
         publishers: a.publishers,
         subscribers: a.subscribers,
+        rate: a.rate,
+        stalled: a.stalled,
         duration_s: send_secs,
         sent: sent_total,
         sent_per_s: sent_total as f64 / send_secs,
@@ -316,6 +414,9 @@ pub async fn run(a: PubSubArgs) -> Result<Report, String> {
         lost: expected.saturating_sub(received),
         errors: counters.out_of_order.load(Ordering::Relaxed) + ack_errors.load(Ordering::Relaxed),
         latency: Latency::from_histogram(&hist),
+        router_rss_peak_mib: a.router_pid.map(|_| mib(rss_peak.load(Ordering::Relaxed))),
+        router_rss_end_mib: a.router_pid.and_then(super::rss_bytes).map(mib),
+        stalled_still_connected: (a.stalled > 0).then_some(stalled_connected),
         timeline,
         plot: c.plot.clone(),
         json: c.json,

@@ -31,6 +31,10 @@ impl Latency {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// One run's results.
 #[derive(Serialize, Debug, Default)]
 pub struct Report {
@@ -45,6 +49,12 @@ pub struct Report {
     pub callers: usize,
     pub callees: usize,
     pub inflight: usize,
+    /// The open-loop publish rate, if one was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// Stalled (never reading) subscribers added to the run.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stalled: usize,
     pub duration_s: f64,
     /// Messages published or calls made.
     pub sent: u64,
@@ -59,6 +69,15 @@ pub struct Report {
     /// Deliveries out of per-publisher order (or duplicated), calls that errored.
     pub errors: u64,
     pub latency: Latency,
+    /// Peak resident memory of the router during the run (with --router-pid), MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_rss_peak_mib: Option<f64>,
+    /// Resident memory of the router at the end of the run, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_rss_end_mib: Option<f64>,
+    /// Stalled subscribers (never read) that the router still had connected at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_still_connected: Option<usize>,
     /// Deliveries per 100 ms, from the start of sending (for --plot).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<u64>,
@@ -118,6 +137,15 @@ impl Report {
                 self.received, self.received_per_s
             );
             println!("  errors      {:>12}", self.errors);
+        }
+        if let Some(peak) = self.router_rss_peak_mib {
+            println!(
+                "  router RSS  peak {peak:.1} MiB, end {:.1} MiB",
+                self.router_rss_end_mib.unwrap_or(0.0)
+            );
+        }
+        if let Some(n) = self.stalled_still_connected {
+            println!("  stalled subscribers still connected at the end: {n}");
         }
         let l = &self.latency;
         println!(

@@ -10,7 +10,7 @@ use switchyard_router::client::{CalleeMessage, Client};
 use switchyard_router::wire::{Dict, Payload, Value};
 
 use super::report::{Latency, Report};
-use super::{now_ns, payload, progress, IdleArgs, RpcArgs};
+use super::{now_ns, payload, progress, rss_bytes, IdleArgs, RpcArgs};
 
 const PROCEDURE: &str = "com.switchyard.bench.echo";
 
@@ -26,9 +26,19 @@ pub async fn run(a: RpcArgs) -> Result<Report, String> {
     if a.callees > 1 {
         options.insert("invoke".into(), Value::from("roundrobin"));
     }
+    let callee_opts = match &a.callee_url {
+        Some(url) => super::Common {
+            url: url.clone(),
+            ..c.clone()
+        }
+        .client_options()?,
+        None => opts.clone(),
+    };
     let mut callees = Vec::new();
     for _ in 0..a.callees {
-        let client = Client::connect(&opts).await.map_err(|e| e.to_string())?;
+        let client = Client::connect(&callee_opts)
+            .await
+            .map_err(|e| e.to_string())?;
         let (_, mut calls) = client
             .register(PROCEDURE, options.clone())
             .await
@@ -52,6 +62,9 @@ pub async fn run(a: RpcArgs) -> Result<Report, String> {
         }));
         // Keep the callee session alive until the end (the task holds a clone).
         drop(client);
+    }
+    if a.settle > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(a.settle.min(30.0))).await;
     }
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -130,14 +143,6 @@ pub async fn run(a: RpcArgs) -> Result<Report, String> {
         json: c.json,
         ..Default::default()
     })
-}
-
-/// Resident memory of a process in bytes, from /proc.
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 pub async fn idle(a: IdleArgs) -> Result<(), String> {

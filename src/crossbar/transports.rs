@@ -235,6 +235,8 @@ pub fn read_transport(w: &mut Walker, path: &str, v: &Value) -> Option<Listener>
         tls,
         limits: Some(limits),
         serializers,
+        // Crossbar's router-to-router links are not this mesh; a node directory runs alone.
+        mesh: None,
     };
     Some(Listener {
         name: path.to_owned(),

@@ -258,6 +258,15 @@ impl Client {
         self.pending.pop_front()
     }
 
+    /// The next message within `d`; `None` if the connection closed or nothing came.
+    pub async fn recv_opt_for(&mut self, d: Duration) -> Option<Message> {
+        if let Some(m) = self.pending.pop_front() {
+            return Some(m);
+        }
+        tokio::time::timeout(d, self.read_messages()).await.ok()??;
+        self.pending.pop_front()
+    }
+
     async fn read_messages(&mut self) -> Option<()> {
         loop {
             match &mut self.wire {

@@ -118,6 +118,20 @@ fn handle(
     let path = req.uri().path().to_owned();
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
         && header_has_token(&req, header::UPGRADE, "websocket");
+    if let Some(mesh) = &config.mesh {
+        if path == mesh.path() {
+            return mesh_upgrade(req, peer, router, mesh.clone(), is_upgrade);
+        }
+        if path == format!("{}/status", mesh.path()) && !is_upgrade {
+            let body = serde_json::to_string_pretty(&mesh.status()).unwrap_or_default();
+            let mut r = text(StatusCode::OK, body + "\n");
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return r;
+        }
+    }
     // `*` answers upgrades on any path (a Crossbar `websocket` transport does).
     let ws_path = if config.websocket_paths.contains(&path) {
         Some(path.as_str())
@@ -211,5 +225,47 @@ fn handle(
             HeaderValue::from_str(&codec.subprotocol()).expect("ASCII subprotocol"),
         );
     }
+    resp
+}
+
+/// A peer link's upgrade: only the mesh subprotocol is accepted on the mesh path.
+fn mesh_upgrade(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    router: Router,
+    mesh: crate::mesh::Mesh,
+    is_upgrade: bool,
+) -> Response<Body> {
+    use crate::mesh::frame::SUBPROTOCOL;
+    if !is_upgrade || !header_has_token(&req, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("the mesh endpoint takes WebSocket upgrades with subprotocol {SUBPROTOCOL}\n"),
+        );
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    router.shutdown().spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => crate::mesh::link::accept(mesh, TokioIo::new(upgraded), peer).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "mesh upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+            .expect("base64 is a valid header"),
+    );
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
     resp
 }

@@ -50,6 +50,8 @@ pub struct ListenerConfig {
     pub http_bridges: HashMap<String, bridge::BridgeConfig>,
     /// Browser origin policies per WebSocket path (`*` for any path); none: every origin.
     pub path_origins: HashMap<String, origin::OriginPolicy>,
+    /// The peer mesh, whose links upgrade on its own path (see [`crate::mesh`]).
+    pub mesh: Option<crate::mesh::Mesh>,
 }
 
 /// The bridge services a listener runs, by URL path (started with the listener).
@@ -68,6 +70,7 @@ impl Default for ListenerConfig {
             serializers: None,
             http_bridges: HashMap::new(),
             path_origins: HashMap::new(),
+            mesh: None,
         }
     }
 }
@@ -85,6 +88,7 @@ impl std::fmt::Debug for ListenerConfig {
             .field("serializers", &self.serializers)
             .field("http_bridges", &self.http_bridges)
             .field("path_origins", &self.path_origins)
+            .field("mesh", &self.mesh.is_some())
             .finish()
     }
 }

@@ -6,6 +6,7 @@
 //! 24-bit length. Framing is check-then-parse over one read buffer, so a frame split across
 //! reads costs no copy beyond the buffer itself.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -250,11 +251,11 @@ async fn write_loop<S: AsyncWrite>(
     label: String,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(64);
     let mut out = BytesMut::new();
     loop {
         tokio::select! {
-            taken = queue.take(&mut batch, Bytes::len) => match taken {
+            taken = queue.take(&mut batch) => match taken {
                 Taken::Items => {
                     metrics.bytes_sent(batch.iter().map(Bytes::len).sum());
                     for msg in batch.drain(..) {

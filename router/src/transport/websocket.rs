@@ -6,6 +6,7 @@
 //! feeds it to the socket (one frame per message, or one frame per batch for `.batched`
 //! subprotocols) and flushes once, under a write timeout.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -214,7 +215,7 @@ async fn write_loop<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(64);
     let close_frame = |code: CloseCode, reason: &'static str| {
         WsMessage::Close(Some(CloseFrame {
             code,
@@ -233,7 +234,7 @@ async fn write_loop<S>(
                 }
                 Control::JsonSeparator(sep) => codec.json_separator = sep,
             },
-            taken = queue.take(&mut batch, Bytes::len) => match taken {
+            taken = queue.take(&mut batch) => match taken {
                 Taken::Items => {
                     metrics.bytes_sent(batch.iter().map(Bytes::len).sum());
                     let write = async {

@@ -126,10 +126,18 @@ impl Serializer {
                     .map_err(|e| syntax(e.to_string()))?
             }
             Serializer::Cbor => {
-                let mut reader = bytes;
-                let NativeValue(v) =
-                    ciborium::de::from_reader(&mut reader).map_err(|e| syntax(e.to_string()))?;
-                if !reader.is_empty() {
+                let reader = cbor4ii::core::utils::SliceReader::new(bytes);
+                let mut de = cbor4ii::serde::Deserializer::new(reader);
+                let v = seed
+                    .deserialize(&mut de)
+                    .map_err(|e| syntax(e.to_string()))?;
+                let mut rest = de.into_inner();
+                let trailing = match cbor4ii::core::dec::Read::fill(&mut rest, 1) {
+                    Ok(cbor4ii::core::dec::Reference::Long(r)) => !r.is_empty(),
+                    Ok(cbor4ii::core::dec::Reference::Short(r)) => !r.is_empty(),
+                    Err(_) => false,
+                };
+                if trailing {
                     return Err(syntax("trailing bytes after the message".into()));
                 }
                 v
@@ -140,13 +148,14 @@ impl Serializer {
 
     /// Encodes one message.
     pub fn encode(self, msg: &Message) -> Result<Bytes, EncodeError> {
-        let mut buf = BytesMut::with_capacity(128).writer();
         let wire = msg.wire(self.form());
         let failed = |reason: String| EncodeError {
             serializer: self.name(),
             message: msg.name(),
             reason,
         };
+        // Plain Vec writers: the encoders' fast paths (3-4x faster than an io::Write adapter).
+        let mut buf = Vec::with_capacity(128);
         match self {
             Serializer::Json => {
                 serde_json::to_writer(&mut buf, &wire).map_err(|e| failed(e.to_string()))?
@@ -156,10 +165,10 @@ impl Serializer {
                 serde::Serialize::serialize(&wire, &mut ser).map_err(|e| failed(e.to_string()))?
             }
             Serializer::Cbor => {
-                ciborium::ser::into_writer(&wire, &mut buf).map_err(|e| failed(e.to_string()))?
+                buf = cbor4ii::serde::to_vec(buf, &wire).map_err(|e| failed(e.to_string()))?;
             }
         }
-        Ok(buf.into_inner().freeze())
+        Ok(Bytes::from(buf))
     }
 }
 
@@ -226,18 +235,6 @@ fn msgpack_value_len(b: &[u8]) -> Option<usize> {
         }
     }
     Some(pos)
-}
-
-/// A [`Value`](super::value::Value) decoded with native binary strings, for decoders (ciborium)
-/// that only take an owned `Deserialize` type rather than a seed.
-struct NativeValue(super::value::Value);
-
-impl<'de> serde::Deserialize<'de> for NativeValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        ValueSeed(BinaryForm::Native)
-            .deserialize(d)
-            .map(NativeValue)
-    }
 }
 
 /// JSON batches end each message with this record separator (the spec's 0x1E).
@@ -376,7 +373,15 @@ mod tests {
             subscription: 5,
             publication: 1 << 53,
             details: Dict::new(),
-            payload: Payload::new(vec![Value::Int(-3), Value::Float(1.5)], kw),
+            payload: Payload::new(
+                vec![
+                    Value::Int(-3),
+                    Value::Float(1.5),
+                    Value::Null,
+                    Value::List(vec![Value::Null]),
+                ],
+                kw,
+            ),
         }
     }
 
@@ -407,6 +412,27 @@ mod tests {
         // An array header claiming 2^32-1 elements in five bytes ends at the input's end.
         assert_eq!(msgpack_value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]), None);
         assert_eq!(msgpack_value_len(&[0xc1]), None);
+    }
+
+    #[test]
+    fn null_is_null_in_every_format() {
+        let msg = Message::Yield {
+            request: 1,
+            options: Dict::new(),
+            payload: Payload::new(vec![Value::Null], Dict::new()),
+        };
+        assert_eq!(
+            &Serializer::Json.encode(&msg).unwrap()[..],
+            b"[70,1,{},[null]]"
+        );
+        assert_eq!(
+            &Serializer::MsgPack.encode(&msg).unwrap()[..],
+            &[0x94, 0x46, 0x01, 0x80, 0x91, 0xc0]
+        );
+        assert_eq!(
+            &Serializer::Cbor.encode(&msg).unwrap()[..],
+            &[0x84, 0x18, 0x46, 0x01, 0xa0, 0x81, 0xf6]
+        );
     }
 
     #[test]

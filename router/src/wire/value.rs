@@ -153,7 +153,8 @@ pub struct ValueSer<'a>(pub &'a Value, pub BinaryForm);
 impl Serialize for ValueSer<'_> {
     fn serialize<S: SerdeSerializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Value::Null => s.serialize_unit(),
+            // `none`, not `unit`: cbor4ii writes unit as an empty array.
+            Value::Null => s.serialize_none(),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Int(i) => s.serialize_i64(*i),
             Value::UInt(u) => s.serialize_u64(*u),

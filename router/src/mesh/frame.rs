@@ -1,0 +1,517 @@
+//! Mesh frames: what two nodes say to each other over a peer link, and their encoding.
+//!
+//! A frame is a MsgPack array whose first element names it (`["pub", ...]`), built from the
+//! router's own [`Value`] so payloads (binary included) cross the mesh untouched, whatever
+//! serializer the publisher and the subscribers use. One frame per WebSocket binary message.
+
+use bytes::Bytes;
+
+use crate::dealer::InvokePolicy;
+use crate::uri::MatchPolicy;
+use crate::wire::{BinaryForm, Dict, Id, Payload, Value, ValueSeed, ValueSer};
+
+/// The WebSocket subprotocol peer links speak.
+pub const SUBPROTOCOL: &str = "switchyard.mesh.v1";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// Dialer → acceptor: who I am, and a fresh nonce for the acceptor to prove itself on.
+    Hello {
+        node: String,
+        incarnation: u64,
+        url: String,
+        nonce: Bytes,
+    },
+    /// Acceptor → dialer: who I am, and my nonce for the dialer to prove itself on.
+    Challenge {
+        node: String,
+        incarnation: u64,
+        url: String,
+        nonce: Bytes,
+    },
+    /// Dialer → acceptor: the dialer's proof over both nonces.
+    Auth { proof: Bytes },
+    /// Acceptor → dialer: the dialer is authenticated; here is the acceptor's own proof.
+    Welcome { proof: Bytes },
+    /// Either side: the handshake failed; `code` is machine-readable (`self`, `auth`, `name`).
+    Refuse { code: String, reason: String },
+    /// Heartbeat; any frame resets the receiver's timer.
+    Ping,
+    /// Gossip: peers the sender is linked to, as (node, URL to dial).
+    Peers(Vec<(String, String)>),
+    /// The sender's full interest snapshot has been sent on this link.
+    SyncDone,
+    SubAdd {
+        realm: String,
+        policy: MatchPolicy,
+        topic: String,
+    },
+    SubDel {
+        realm: String,
+        policy: MatchPolicy,
+        topic: String,
+    },
+    RegAdd {
+        realm: String,
+        registration: Id,
+        callee: Id,
+        policy: MatchPolicy,
+        procedure: String,
+        invoke: InvokePolicy,
+        created_ms: u64,
+    },
+    RegDel {
+        realm: String,
+        registration: Id,
+        callee: Id,
+    },
+    Publish {
+        realm: String,
+        publication: Id,
+        topic: String,
+        options: Dict,
+        publisher: Id,
+        authid: String,
+        authrole: String,
+        payload: Payload,
+    },
+    /// A call for one of the receiver's callees. `proxy`/`request` identify it at the origin.
+    Call {
+        realm: String,
+        proxy: Id,
+        request: Id,
+        registration: Id,
+        callee: Id,
+        procedure: String,
+        details: Dict,
+        payload: Payload,
+    },
+    Cancel {
+        realm: String,
+        proxy: Id,
+        request: Id,
+        mode: String,
+        /// Why: `wamp.error.canceled`, or `wamp.error.timeout` when the caller's node timed
+        /// the call out; the callee's INTERRUPT carries it.
+        reason: String,
+    },
+    Result {
+        realm: String,
+        proxy: Id,
+        request: Id,
+        progress: bool,
+        payload: Payload,
+    },
+    Error {
+        realm: String,
+        proxy: Id,
+        request: Id,
+        error: String,
+        payload: Payload,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("mesh frame is not valid MsgPack: {0}")]
+    Decode(String),
+    #[error("mesh frame: {0}")]
+    Shape(String),
+}
+
+fn payload_values(p: &Payload) -> [Value; 2] {
+    [
+        Value::List(p.args().to_vec()),
+        Value::Dict(p.kwargs().cloned().unwrap_or_default()),
+    ]
+}
+
+fn policy_name(p: MatchPolicy) -> Value {
+    Value::from(p.name())
+}
+
+impl Frame {
+    pub fn encode(&self) -> Bytes {
+        let s = |v: &str| Value::from(v);
+        let id = |v: Id| Value::from(v);
+        let mut items: Vec<Value> = match self {
+            Frame::Hello {
+                node,
+                incarnation,
+                url,
+                nonce,
+            } => vec![
+                s("hello"),
+                s(node),
+                id(*incarnation),
+                s(url),
+                Value::Bytes(nonce.clone()),
+            ],
+            Frame::Challenge {
+                node,
+                incarnation,
+                url,
+                nonce,
+            } => vec![
+                s("challenge"),
+                s(node),
+                id(*incarnation),
+                s(url),
+                Value::Bytes(nonce.clone()),
+            ],
+            Frame::Auth { proof } => vec![s("auth"), Value::Bytes(proof.clone())],
+            Frame::Welcome { proof } => vec![s("welcome"), Value::Bytes(proof.clone())],
+            Frame::Refuse { code, reason } => vec![s("refuse"), s(code), s(reason)],
+            Frame::Ping => vec![s("ping")],
+            Frame::Peers(peers) => vec![
+                s("peers"),
+                Value::List(
+                    peers
+                        .iter()
+                        .map(|(n, u)| Value::List(vec![s(n), s(u)]))
+                        .collect(),
+                ),
+            ],
+            Frame::SyncDone => vec![s("synced")],
+            Frame::SubAdd {
+                realm,
+                policy,
+                topic,
+            } => vec![s("sub+"), s(realm), policy_name(*policy), s(topic)],
+            Frame::SubDel {
+                realm,
+                policy,
+                topic,
+            } => vec![s("sub-"), s(realm), policy_name(*policy), s(topic)],
+            Frame::RegAdd {
+                realm,
+                registration,
+                callee,
+                policy,
+                procedure,
+                invoke,
+                created_ms,
+            } => vec![
+                s("reg+"),
+                s(realm),
+                id(*registration),
+                id(*callee),
+                policy_name(*policy),
+                s(procedure),
+                s(invoke.name()),
+                id(*created_ms),
+            ],
+            Frame::RegDel {
+                realm,
+                registration,
+                callee,
+            } => vec![s("reg-"), s(realm), id(*registration), id(*callee)],
+            Frame::Publish {
+                realm,
+                publication,
+                topic,
+                options,
+                publisher,
+                authid,
+                authrole,
+                payload,
+            } => {
+                let mut v = vec![
+                    s("pub"),
+                    s(realm),
+                    id(*publication),
+                    s(topic),
+                    Value::Dict(options.clone()),
+                    id(*publisher),
+                    s(authid),
+                    s(authrole),
+                ];
+                v.extend(payload_values(payload));
+                v
+            }
+            Frame::Call {
+                realm,
+                proxy,
+                request,
+                registration,
+                callee,
+                procedure,
+                details,
+                payload,
+            } => {
+                let mut v = vec![
+                    s("call"),
+                    s(realm),
+                    id(*proxy),
+                    id(*request),
+                    id(*registration),
+                    id(*callee),
+                    s(procedure),
+                    Value::Dict(details.clone()),
+                ];
+                v.extend(payload_values(payload));
+                v
+            }
+            Frame::Cancel {
+                realm,
+                proxy,
+                request,
+                mode,
+                reason,
+            } => vec![
+                s("cancel"),
+                s(realm),
+                id(*proxy),
+                id(*request),
+                s(mode),
+                s(reason),
+            ],
+            Frame::Result {
+                realm,
+                proxy,
+                request,
+                progress,
+                payload,
+            } => {
+                let mut v = vec![
+                    s("result"),
+                    s(realm),
+                    id(*proxy),
+                    id(*request),
+                    Value::Bool(*progress),
+                ];
+                v.extend(payload_values(payload));
+                v
+            }
+            Frame::Error {
+                realm,
+                proxy,
+                request,
+                error,
+                payload,
+            } => {
+                let mut v = vec![s("error"), s(realm), id(*proxy), id(*request), s(error)];
+                v.extend(payload_values(payload));
+                v
+            }
+        };
+        items.shrink_to_fit();
+        let value = Value::List(items);
+        let bytes = rmp_serde::to_vec(&ValueSer(&value, BinaryForm::Native))
+            .expect("a Value always encodes to MsgPack");
+        Bytes::from(bytes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
+        use serde::de::DeserializeSeed;
+        let mut de = rmp_serde::Deserializer::new(bytes);
+        let value = ValueSeed(BinaryForm::Native)
+            .deserialize(&mut de)
+            .map_err(|e| FrameError::Decode(e.to_string()))?;
+        let Value::List(items) = value else {
+            return Err(FrameError::Shape("not an array".into()));
+        };
+        let mut c = Cursor {
+            items: items.into_iter(),
+        };
+        let tag = c.string()?;
+        let frame = match tag.as_str() {
+            "hello" => Frame::Hello {
+                node: c.string()?,
+                incarnation: c.id()?,
+                url: c.string()?,
+                nonce: c.bytes()?,
+            },
+            "challenge" => Frame::Challenge {
+                node: c.string()?,
+                incarnation: c.id()?,
+                url: c.string()?,
+                nonce: c.bytes()?,
+            },
+            "auth" => Frame::Auth { proof: c.bytes()? },
+            "welcome" => Frame::Welcome { proof: c.bytes()? },
+            "refuse" => Frame::Refuse {
+                code: c.string()?,
+                reason: c.string()?,
+            },
+            "ping" => Frame::Ping,
+            "peers" => {
+                let Value::List(list) = c.next()? else {
+                    return Err(FrameError::Shape("peers: not a list".into()));
+                };
+                let mut peers = Vec::with_capacity(list.len());
+                for p in list {
+                    let mut pc = Cursor {
+                        items: match p {
+                            Value::List(l) => l.into_iter(),
+                            _ => return Err(FrameError::Shape("peers: bad entry".into())),
+                        },
+                    };
+                    peers.push((pc.string()?, pc.string()?));
+                }
+                Frame::Peers(peers)
+            }
+            "synced" => Frame::SyncDone,
+            "sub+" => Frame::SubAdd {
+                realm: c.string()?,
+                policy: c.policy()?,
+                topic: c.string()?,
+            },
+            "sub-" => Frame::SubDel {
+                realm: c.string()?,
+                policy: c.policy()?,
+                topic: c.string()?,
+            },
+            "reg+" => Frame::RegAdd {
+                realm: c.string()?,
+                registration: c.id()?,
+                callee: c.id()?,
+                policy: c.policy()?,
+                procedure: c.string()?,
+                invoke: InvokePolicy::from_option(Some(&c.next()?))
+                    .map_err(|e| FrameError::Shape(e.message))?,
+                created_ms: c.id()?,
+            },
+            "reg-" => Frame::RegDel {
+                realm: c.string()?,
+                registration: c.id()?,
+                callee: c.id()?,
+            },
+            "pub" => Frame::Publish {
+                realm: c.string()?,
+                publication: c.id()?,
+                topic: c.string()?,
+                options: c.dict()?,
+                publisher: c.id()?,
+                authid: c.string()?,
+                authrole: c.string()?,
+                payload: c.payload()?,
+            },
+            "call" => Frame::Call {
+                realm: c.string()?,
+                proxy: c.id()?,
+                request: c.id()?,
+                registration: c.id()?,
+                callee: c.id()?,
+                procedure: c.string()?,
+                details: c.dict()?,
+                payload: c.payload()?,
+            },
+            "cancel" => Frame::Cancel {
+                realm: c.string()?,
+                proxy: c.id()?,
+                request: c.id()?,
+                mode: c.string()?,
+                reason: c.string()?,
+            },
+            "result" => Frame::Result {
+                realm: c.string()?,
+                proxy: c.id()?,
+                request: c.id()?,
+                progress: matches!(c.next()?, Value::Bool(true)),
+                payload: c.payload()?,
+            },
+            "error" => Frame::Error {
+                realm: c.string()?,
+                proxy: c.id()?,
+                request: c.id()?,
+                error: c.string()?,
+                payload: c.payload()?,
+            },
+            other => return Err(FrameError::Shape(format!("unknown frame '{other}'"))),
+        };
+        Ok(frame)
+    }
+}
+
+struct Cursor {
+    items: std::vec::IntoIter<Value>,
+}
+
+impl Cursor {
+    fn next(&mut self) -> Result<Value, FrameError> {
+        self.items
+            .next()
+            .ok_or_else(|| FrameError::Shape("too few elements".into()))
+    }
+    fn string(&mut self) -> Result<String, FrameError> {
+        match self.next()? {
+            Value::String(s) => Ok(s),
+            v => Err(FrameError::Shape(format!(
+                "expected a string, got {}",
+                v.type_name()
+            ))),
+        }
+    }
+    fn id(&mut self) -> Result<u64, FrameError> {
+        self.next()?
+            .as_u64()
+            .ok_or_else(|| FrameError::Shape("expected an unsigned integer".into()))
+    }
+    fn bytes(&mut self) -> Result<Bytes, FrameError> {
+        match self.next()? {
+            Value::Bytes(b) => Ok(b),
+            _ => Err(FrameError::Shape("expected bytes".into())),
+        }
+    }
+    fn dict(&mut self) -> Result<Dict, FrameError> {
+        match self.next()? {
+            Value::Dict(d) => Ok(d),
+            _ => Err(FrameError::Shape("expected a dict".into())),
+        }
+    }
+    fn policy(&mut self) -> Result<MatchPolicy, FrameError> {
+        let s = self.string()?;
+        MatchPolicy::from_option(Some(&s))
+            .ok_or_else(|| FrameError::Shape(format!("bad match policy '{s}'")))
+    }
+    fn payload(&mut self) -> Result<Payload, FrameError> {
+        let args = match self.next()? {
+            Value::List(l) => l,
+            _ => return Err(FrameError::Shape("expected payload args".into())),
+        };
+        Ok(Payload::new(args, self.dict()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_with_binary_payloads() {
+        let mut kw = Dict::new();
+        kw.insert("b".into(), Value::Bytes(Bytes::from_static(b"\0\x01")));
+        let frames = vec![
+            Frame::Hello {
+                node: "a".into(),
+                incarnation: u64::MAX,
+                url: "ws://x/mesh".into(),
+                nonce: Bytes::from_static(b"nonce"),
+            },
+            Frame::Peers(vec![("b".into(), "ws://b/mesh".into())]),
+            Frame::RegAdd {
+                realm: "r".into(),
+                registration: 7,
+                callee: 9,
+                policy: MatchPolicy::Wildcard,
+                procedure: "a..c".into(),
+                invoke: InvokePolicy::RoundRobin,
+                created_ms: 123,
+            },
+            Frame::Publish {
+                realm: "r".into(),
+                publication: 1,
+                topic: "t".into(),
+                options: Dict::new(),
+                publisher: 2,
+                authid: "x".into(),
+                authrole: "y".into(),
+                payload: Payload::new(vec![Value::from(1u64)], kw),
+            },
+        ];
+        for f in frames {
+            assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! Per-realm mesh state: the broker/dealer hooks that announce local interest and forward
+//! publications, the remote-interest index, and applying a peer's frames ([`LinkState`]).
+//!
+//! Remote subscriptions live in their own index keyed by (policy, topic) → set of link IDs,
+//! never in the broker, so the broker only ever holds local sessions and only local interest
+//! is announced. A forwarded publication is delivered locally and never forwarded again.
+//! Every entry a peer created here is owned by that peer's [`LinkState`] and removed when its
+//! link ends.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock, Weak};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::frame::Frame;
+use super::link::LinkHandle;
+use super::rpc::{self, ReturnPath};
+use super::{Inner, Mesh};
+use crate::broker::{BrokerHook, Publication, Publisher};
+use crate::dealer::{DealerHook, ForwardedCall, RegistrationClaim};
+use crate::matcher::UriIndex;
+use crate::realm::Realm;
+use crate::session::SessionHandle;
+use crate::uri::{errors, MatchPolicy};
+use crate::wire::{Dict, Id, Payload, Value};
+
+/// The mesh side of one realm.
+pub struct RealmMesh {
+    name: String,
+    mesh: OnceLock<Weak<Inner>>,
+    /// (policy, topic) → links whose peer has local subscribers for it.
+    subs: RwLock<UriIndex<HashSet<u64>>>,
+    /// Conflict claims of remote stand-in callees: stand-in ID → (created ms, node).
+    claims: Mutex<HashMap<Id, (u64, String)>>,
+}
+
+impl RealmMesh {
+    pub(crate) fn new(name: &str) -> Self {
+        RealmMesh {
+            name: name.to_owned(),
+            mesh: OnceLock::new(),
+            subs: RwLock::new(UriIndex::default()),
+            claims: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn bind(&self, mesh: Weak<Inner>) {
+        let _ = self.mesh.set(mesh);
+    }
+
+    /// Sends a frame to every linked peer.
+    fn broadcast(&self, frame: Frame) {
+        let Some(inner) = self.mesh.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let peers = inner.peers.lock();
+        let bytes = frame.encode();
+        for l in peers.links() {
+            l.send_bytes(bytes.clone());
+        }
+    }
+
+    /// Sends this realm's full local interest on a new link. Runs under the broker's (then
+    /// the dealer's) lock, like the hooks, and the link is already in the peer table, so every
+    /// later change reaches the peer after the snapshot and no change falls in between.
+    pub(crate) fn snapshot(&self, realm: &Realm, link: &LinkHandle) {
+        realm.broker.for_each_interest(|policy, topic| {
+            let _ = link.send(&Frame::SubAdd {
+                realm: self.name.clone(),
+                policy,
+                topic: topic.to_owned(),
+            });
+        });
+        realm.dealer.for_each_local_callee(|reg, callee| {
+            let _ = link.send(&reg_add(&self.name, reg, callee));
+        });
+    }
+
+    /// How many (policy, topic) entries peers have announced (tests, status).
+    pub fn remote_subscription_count(&self) -> usize {
+        self.subs.read().len()
+    }
+}
+
+fn reg_add(realm: &str, reg: &RegistrationClaim<'_>, callee: Id) -> Frame {
+    Frame::RegAdd {
+        realm: realm.to_owned(),
+        registration: reg.id,
+        callee,
+        policy: reg.policy,
+        procedure: reg.procedure.to_owned(),
+        invoke: reg.invoke,
+        created_ms: reg.created_ms,
+    }
+}
+
+impl BrokerHook for RealmMesh {
+    fn interest(&self, policy: MatchPolicy, topic: &str, present: bool) {
+        let (realm, topic) = (self.name.clone(), topic.to_owned());
+        self.broadcast(if present {
+            Frame::SubAdd {
+                realm,
+                policy,
+                topic,
+            }
+        } else {
+            Frame::SubDel {
+                realm,
+                policy,
+                topic,
+            }
+        });
+    }
+
+    fn forward(&self, p: &Publication<'_>) {
+        let mut targets: Vec<u64> = Vec::new();
+        self.subs.read().for_each_match(p.topic, |_, links| {
+            targets.extend(links.iter().copied());
+        });
+        if targets.is_empty() {
+            return;
+        }
+        // One frame per peer however many of its subscriptions match: it matches again
+        // locally, against its own subscribers.
+        targets.sort_unstable();
+        targets.dedup();
+        let Some(inner) = self.mesh.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let bytes = Frame::Publish {
+            realm: self.name.clone(),
+            publication: p.id,
+            topic: p.topic.to_owned(),
+            options: p.options.clone(),
+            publisher: p.publisher.id,
+            authid: p.publisher.authid.to_owned(),
+            authrole: p.publisher.authrole.to_owned(),
+            payload: p.payload.clone(),
+        }
+        .encode();
+        let peers = inner.peers.lock();
+        for id in targets {
+            if let Some(l) = peers.link(id) {
+                l.send_bytes(bytes.clone());
+            }
+        }
+    }
+}
+
+impl DealerHook for RealmMesh {
+    fn callee(&self, reg: &RegistrationClaim<'_>, callee: Id, present: bool) {
+        self.broadcast(if present {
+            reg_add(&self.name, reg, callee)
+        } else {
+            Frame::RegDel {
+                realm: self.name.clone(),
+                registration: reg.id,
+                callee,
+            }
+        });
+    }
+}
+
+/// What one peer link created in one realm here.
+#[derive(Default)]
+struct LinkRealm {
+    subs: HashSet<(MatchPolicy, String)>,
+    /// (remote registration, remote callee) → (stand-in, our registration ID), or `None`
+    /// when the claim lost a conflict here (its node revokes it).
+    proxies: HashMap<(Id, Id), Option<(SessionHandle, Id)>>,
+    /// The caller of calls forwarded to us over this link.
+    ret: Option<(SessionHandle, Arc<ReturnPath>)>,
+}
+
+/// Everything a peer created on this node through one link; owned by the link's reader.
+pub(crate) struct LinkState {
+    link: Arc<LinkHandle>,
+    realms: HashMap<String, LinkRealm>,
+}
+
+impl LinkState {
+    pub(crate) fn new(link: Arc<LinkHandle>) -> Self {
+        LinkState {
+            link,
+            realms: HashMap::new(),
+        }
+    }
+
+    /// Applies one frame from the peer.
+    pub(crate) fn apply(&mut self, mesh: &Mesh, frame: Frame) {
+        let realm_of = |name: &str| -> Option<(Arc<Realm>, Arc<RealmMesh>)> {
+            Some((
+                mesh.inner.router.realm(name)?,
+                mesh.inner.realms.get(name)?.clone(),
+            ))
+        };
+        match frame {
+            Frame::Ping => {}
+            Frame::Peers(list) => mesh.learn(list),
+            Frame::SyncDone => self.link.set_synced(),
+            Frame::SubAdd {
+                realm,
+                policy,
+                topic,
+            } => {
+                let Some((_, rm)) = realm_of(&realm) else {
+                    return;
+                };
+                let lr = self.realms.entry(realm).or_default();
+                if lr.subs.insert((policy, topic.clone())) {
+                    let mut subs = rm.subs.write();
+                    match subs.get_mut(policy, &topic) {
+                        Some(set) => {
+                            set.insert(self.link.id);
+                        }
+                        None => {
+                            subs.insert(policy, &topic, HashSet::from([self.link.id]));
+                        }
+                    }
+                }
+            }
+            Frame::SubDel {
+                realm,
+                policy,
+                topic,
+            } => {
+                let Some((_, rm)) = realm_of(&realm) else {
+                    return;
+                };
+                let lr = self.realms.entry(realm).or_default();
+                if lr.subs.remove(&(policy, topic.clone())) {
+                    remove_sub(&rm, policy, &topic, self.link.id);
+                }
+            }
+            Frame::RegAdd {
+                realm,
+                registration,
+                callee,
+                policy,
+                procedure,
+                invoke,
+                created_ms,
+            } => {
+                let Some((r, rm)) = realm_of(&realm) else {
+                    return;
+                };
+                let lr = self.realms.entry(realm.clone()).or_default();
+                if lr.proxies.contains_key(&(registration, callee)) {
+                    return;
+                }
+                let claim = Claim {
+                    created_ms,
+                    node: self.link.node.clone(),
+                };
+                let entry = add_remote_callee(
+                    mesh,
+                    &self.link,
+                    &r,
+                    &rm,
+                    (registration, callee),
+                    policy,
+                    &procedure,
+                    invoke,
+                    claim,
+                );
+                lr.proxies.insert((registration, callee), entry);
+            }
+            Frame::RegDel {
+                realm,
+                registration,
+                callee,
+            } => {
+                let Some((r, rm)) = realm_of(&realm) else {
+                    return;
+                };
+                let lr = self.realms.entry(realm).or_default();
+                if let Some(Some((proxy, local))) = lr.proxies.remove(&(registration, callee)) {
+                    r.dealer.remove_session(proxy.id(), [local]);
+                    rm.claims.lock().remove(&proxy.id());
+                }
+            }
+            Frame::Publish {
+                realm,
+                publication,
+                topic,
+                options,
+                publisher,
+                authid,
+                authrole,
+                payload,
+            } => {
+                let Some((r, _)) = realm_of(&realm) else {
+                    return;
+                };
+                let p = Publication {
+                    id: publication,
+                    topic: &topic,
+                    options: &options,
+                    publisher: Publisher {
+                        id: publisher,
+                        authid: &authid,
+                        authrole: &authrole,
+                    },
+                    payload: &payload,
+                };
+                if let Err(e) = r.broker.deliver_forwarded(&p) {
+                    tracing::debug!(peer = %self.link.node, "forwarded publication not delivered: {e}");
+                }
+            }
+            Frame::Call {
+                realm,
+                proxy,
+                request,
+                registration,
+                callee,
+                procedure,
+                details,
+                payload,
+            } => {
+                let Some((r, _)) = realm_of(&realm) else {
+                    let _ = self.link.send(&Frame::Error {
+                        realm,
+                        proxy,
+                        request,
+                        error: errors::NO_SUCH_REALM.into(),
+                        payload: Payload::default(),
+                    });
+                    return;
+                };
+                let link = self.link.clone();
+                let lr = self.realms.entry(realm.clone()).or_default();
+                let (caller, ret) = lr
+                    .ret
+                    .get_or_insert_with(|| ReturnPath::new(&link, &realm))
+                    .clone();
+                let local = ret.begin(proxy, request);
+                let call = ForwardedCall {
+                    registration,
+                    callee,
+                    procedure: &procedure,
+                    details: &details,
+                };
+                if let Err(e) = r.dealer.invoke_forwarded(&caller, local, call, payload) {
+                    ret.end(local);
+                    let _ = self.link.send(&Frame::Error {
+                        realm,
+                        proxy,
+                        request,
+                        error: e.uri,
+                        payload: Payload::new(vec![Value::from(e.message)], Dict::new()),
+                    });
+                }
+            }
+            Frame::Cancel {
+                realm,
+                proxy,
+                request,
+                mode,
+                reason,
+            } => {
+                let Some((r, _)) = realm_of(&realm) else {
+                    return;
+                };
+                let Some(lr) = self.realms.get(&realm) else {
+                    return;
+                };
+                if let Some((caller, ret)) = &lr.ret {
+                    if let Some(local) = ret.lookup(proxy, request) {
+                        let mut options = Dict::new();
+                        options.insert("mode".into(), Value::from(mode));
+                        options.insert("reason".into(), Value::from(reason));
+                        let _ = r.dealer.cancel(caller.id(), local, &options);
+                    }
+                }
+            }
+            Frame::Result {
+                realm,
+                proxy,
+                request,
+                progress,
+                payload,
+            } => {
+                let Some((r, _)) = realm_of(&realm) else {
+                    return;
+                };
+                let mut options = Dict::new();
+                if progress {
+                    options.insert("progress".into(), Value::Bool(true));
+                }
+                r.dealer.yield_result(proxy, request, &options, payload);
+            }
+            Frame::Error {
+                realm,
+                proxy,
+                request,
+                error,
+                payload,
+            } => {
+                if let Some((r, _)) = realm_of(&realm) {
+                    r.dealer.invocation_error(proxy, request, error, payload);
+                }
+            }
+            other @ (Frame::Hello { .. }
+            | Frame::Challenge { .. }
+            | Frame::Auth { .. }
+            | Frame::Welcome { .. }
+            | Frame::Refuse { .. }) => {
+                tracing::debug!(peer = %self.link.node, "ignoring handshake frame on an established link: {other:?}");
+            }
+        }
+    }
+
+    /// The link ended: remove everything the peer had here. Callers waiting on its callees
+    /// get an error now; our callees working for its callers are interrupted.
+    pub(crate) fn drop_all(&mut self, mesh: &Mesh) {
+        for (name, lr) in self.realms.drain() {
+            let (Some(r), Some(rm)) =
+                (mesh.inner.router.realm(&name), mesh.inner.realms.get(&name))
+            else {
+                continue;
+            };
+            for (policy, topic) in &lr.subs {
+                remove_sub(rm, *policy, topic, self.link.id);
+            }
+            for (proxy, local) in lr.proxies.into_values().flatten() {
+                r.dealer.remove_session(proxy.id(), [local]);
+                rm.claims.lock().remove(&proxy.id());
+            }
+            if let Some((caller, _)) = lr.ret {
+                r.dealer.remove_session(caller.id(), []);
+            }
+        }
+    }
+}
+
+fn remove_sub(rm: &RealmMesh, policy: MatchPolicy, topic: &str, link: u64) {
+    let mut subs = rm.subs.write();
+    if let Some(set) = subs.get_mut(policy, topic) {
+        set.remove(&link);
+        if set.is_empty() {
+            subs.remove(policy, topic);
+        }
+    }
+}
+
+/// Who holds a registration, for the conflict rule: the older claim wins, ties broken by
+/// the smaller node name. Every node sees the same claims, so all pick the same winner.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Claim {
+    created_ms: u64,
+    node: String,
+}
+
+/// Registers a remote callee as a stand-in, resolving a conflict with an existing
+/// registration of the same (policy, URI) by the claim rule. Returns the stand-in and our
+/// registration ID, or `None` if the remote claim lost (its own node will revoke it).
+#[allow(clippy::too_many_arguments)]
+fn add_remote_callee(
+    mesh: &Mesh,
+    link: &Arc<LinkHandle>,
+    realm: &Realm,
+    rm: &RealmMesh,
+    (registration, callee): (Id, Id),
+    policy: MatchPolicy,
+    procedure: &str,
+    invoke: crate::dealer::InvokePolicy,
+    claim: Claim,
+) -> Option<(SessionHandle, Id)> {
+    let proxy = rpc::proxy_callee(link, realm.name(), registration, callee, procedure);
+    let mut options = Dict::new();
+    options.insert("invoke".into(), Value::from(invoke.name()));
+    // Two rounds at most: register, or revoke the losing holder and register again.
+    for _ in 0..2 {
+        // Request 0: the stand-in drops the REGISTERED reply; nobody waits for it.
+        match realm
+            .dealer
+            .register(&proxy, 0, policy, procedure, &options)
+        {
+            Ok(local) => {
+                rm.claims
+                    .lock()
+                    .insert(proxy.id(), (claim.created_ms, claim.node.clone()));
+                return Some((proxy, local));
+            }
+            Err(e) => {
+                let Some(existing) = realm.dealer.existing(policy, procedure) else {
+                    continue; // gone in between: try again
+                };
+                let holder = {
+                    let claims = rm.claims.lock();
+                    existing
+                        .callees
+                        .iter()
+                        .filter_map(|c| {
+                            if c.is_mesh_proxy() {
+                                claims.get(&c.id()).map(|(t, n)| Claim {
+                                    created_ms: *t,
+                                    node: n.clone(),
+                                })
+                            } else {
+                                Some(Claim {
+                                    created_ms: existing.created_ms,
+                                    node: mesh.node_name().to_owned(),
+                                })
+                            }
+                        })
+                        .min()
+                };
+                match holder {
+                    Some(h) if h <= claim => {
+                        tracing::info!(
+                            procedure,
+                            peer = %link.node,
+                            "registration conflict: keeping '{}' (claim of node '{}'), peer's loses: {}",
+                            procedure, h.node, e.message
+                        );
+                        return None;
+                    }
+                    _ => {
+                        tracing::info!(
+                            procedure,
+                            peer = %link.node,
+                            "registration conflict: node '{}' holds the older claim; revoking this node's",
+                            claim.node
+                        );
+                        for c in &existing.callees {
+                            realm
+                                .dealer
+                                .revoke(c, existing.id, errors::PROCEDURE_ALREADY_EXISTS);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
+}
