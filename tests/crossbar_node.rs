@@ -511,3 +511,79 @@ impl Drop for Kill {
         let _ = std::fs::remove_dir_all(&self.1);
     }
 }
+
+#[tokio::test]
+async fn static_web_path_serves_files_inside_its_directory_only() {
+    let dir = temp_dir("static");
+    let node_dir = dir.join(".crossbar");
+    std::fs::create_dir_all(node_dir.join("../web/sub")).unwrap();
+    std::fs::write(dir.join("web/index.html"), "<h1>hello</h1>").unwrap();
+    std::fs::write(dir.join("web/sub/app.js"), "console.log(1)").unwrap();
+    std::fs::write(dir.join("secret.txt"), "do not serve").unwrap();
+    std::fs::write(
+        node_dir.join("config.json"),
+        r#"{"version": 2, "workers": [{"type": "router",
+            "realms": [{"name": "realm1", "roles": []}],
+            "transports": [{"type": "web",
+                "endpoint": {"type": "tcp", "port": 0, "interface": "127.0.0.1"},
+                "paths": {"/": {"type": "static", "directory": "../web",
+                                "options": {"cache_timeout": 60}},
+                          "ws": {"type": "websocket"}}}]}]}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["start", "--cbdir"])
+        .arg(&node_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Kill(child, dir.clone());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("switchyard listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let get = |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let r = get("/").await;
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.ends_with("<h1>hello</h1>"),
+        "{r}"
+    );
+    assert!(
+        r.to_ascii_lowercase().contains("cache-control: max-age=60"),
+        "{r}"
+    );
+    let r = get("/sub/app.js").await;
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("content-type: text/javascript"),
+        "{r}"
+    );
+    for outside in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/sub/..%2f..%2fsecret.txt",
+    ] {
+        let r = get(outside).await;
+        assert!(!r.contains("do not serve"), "{outside}: {r}");
+    }
+    assert!(get("/ws").await.starts_with("HTTP/1.1 426"));
+    let mut c = Client::websocket(&format!("ws://{addr}/ws"), "wamp.2.json").await;
+    c.join("realm1").await;
+}

@@ -16,6 +16,7 @@ use switchyard_router::auth::methods::TransportAuth;
 use switchyard_router::auth::Authenticator;
 use switchyard_router::config::Limits;
 use switchyard_router::transport::bridge::{BridgeConfig, BridgeKind};
+use switchyard_router::transport::files::StaticDir;
 use switchyard_router::transport::origin::OriginPolicy;
 use switchyard_router::transport::ListenerConfig;
 use switchyard_router::wire::Serializer;
@@ -63,6 +64,7 @@ struct Parts {
     ping_timeout: Option<u64>,
     http_bridges: HashMap<String, BridgeConfig>,
     path_origins: HashMap<String, OriginPolicy>,
+    static_dirs: Vec<StaticDir>,
     /// Paths whose `require_tls` needs a TLS endpoint (checked once the endpoint is read).
     require_tls: Vec<String>,
 }
@@ -232,6 +234,7 @@ pub fn read_transport(w: &mut Walker, path: &str, v: &Value) -> Option<Listener>
         path_auth: parts.path_auth,
         http_bridges: parts.http_bridges,
         path_origins: parts.path_origins,
+        static_dirs: parts.static_dirs,
         tls,
         limits: Some(limits),
         serializers,
@@ -488,8 +491,85 @@ fn read_paths(w: &mut Walker, path: &str, obj: &Obj, parts: &mut Parts) {
                     },
                 );
             }
+            Some("static") => {
+                w.keys(
+                    &c,
+                    &p,
+                    &["type", "directory", "options", "id", "package", "resource"],
+                    &[],
+                );
+                if c.contains_key("package") || c.contains_key("resource") {
+                    w.error(
+                        &p,
+                        "static files from a Python package are not supported; use \"directory\"",
+                    );
+                    continue;
+                }
+                let Some(directory) = w.string_at(&c, &p, "directory") else {
+                    continue;
+                };
+                let root = w.resolve(&directory);
+                if !root.is_dir() {
+                    w.error(
+                        &format!("{p}.directory"),
+                        &format!("{} is not a directory", root.display()),
+                    );
+                }
+                let mut dir = StaticDir {
+                    mount: url_path(key),
+                    root,
+                    default_file: "index.html".into(),
+                    mime_types: HashMap::new(),
+                    cache_timeout: None,
+                };
+                if let Some(o) = c.get("options") {
+                    let opath = format!("{p}.options");
+                    if let Some(o) = w.object(o, &opath) {
+                        w.keys(
+                            &o,
+                            &opath,
+                            &[
+                                "mime_types",
+                                "cache_timeout",
+                                "default_file",
+                                "enable_directory_listing",
+                            ],
+                            &[],
+                        );
+                        if w.flag(&o, &opath, "enable_directory_listing") {
+                            w.warning(
+                                &format!("{opath}.enable_directory_listing"),
+                                "directory listings are not served by switchyard",
+                            );
+                        }
+                        if let Some(f) = w.opt_string(&o, &opath, "default_file") {
+                            dir.default_file = f;
+                        }
+                        dir.cache_timeout = w.opt_u64(&o, &opath, "cache_timeout");
+                        if let Some(m) = o.get("mime_types") {
+                            let mpath = format!("{opath}.mime_types");
+                            if let Some(m) = w.object(m, &mpath) {
+                                for (ext, t) in &m {
+                                    match t.as_str() {
+                                        Some(t) => {
+                                            dir.mime_types.insert(
+                                                ext.trim_start_matches('.').to_ascii_lowercase(),
+                                                t.to_owned(),
+                                            );
+                                        }
+                                        None => {
+                                            w.error(&format!("{mpath}.{ext}"), "must be a string")
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                parts.static_dirs.push(dir);
+            }
             // Content, not routing: the node still routes WAMP the same without it.
-            Some(t @ ("static" | "nodeinfo" | "redirect" | "json" | "resource")) => w.warning(
+            Some(t @ ("nodeinfo" | "redirect" | "json" | "resource")) => w.warning(
                 &p,
                 &format!("web path type \"{t}\" is not served by switchyard (HTTP 404); ignored"),
             ),

@@ -48,6 +48,9 @@ pub async fn serve<S>(
             if let Some(b) = bridges.get(req.uri().path()) {
                 return Ok::<_, Infallible>(b.serve(req).await);
             }
+            if let Some(r) = serve_static(&req, &config).await {
+                return Ok(r);
+            }
             Ok::<_, Infallible>(handle(req, peer, router, &config))
         }
     });
@@ -68,6 +71,24 @@ pub async fn serve<S>(
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn).await;
         }
     }
+}
+
+/// Static files for a plain request under a mounted directory (the longest mount wins);
+/// WebSocket paths and upgrades are left to [`handle`].
+async fn serve_static(req: &Request<Incoming>, config: &ListenerConfig) -> Option<Response<Body>> {
+    if config.static_dirs.is_empty()
+        || header_has_token(req, header::UPGRADE, "websocket")
+        || config.websocket_paths.iter().any(|p| p == req.uri().path())
+    {
+        return None;
+    }
+    let path = req.uri().path();
+    let (dir, rest) = config
+        .static_dirs
+        .iter()
+        .filter_map(|d| d.strip(path).map(|rest| (d, rest)))
+        .max_by_key(|(d, _)| d.mount.len())?;
+    Some(dir.serve(req.method(), rest).await)
 }
 
 fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {

@@ -5,6 +5,7 @@
 //! [`crate::Shutdown`].
 
 pub mod bridge;
+pub mod files;
 pub mod http;
 pub mod origin;
 pub mod rawsocket;
@@ -50,6 +51,8 @@ pub struct ListenerConfig {
     pub http_bridges: HashMap<String, bridge::BridgeConfig>,
     /// Browser origin policies per WebSocket path (`*` for any path); none: every origin.
     pub path_origins: HashMap<String, origin::OriginPolicy>,
+    /// Directories served as static files (Crossbar's `static` web paths).
+    pub static_dirs: Vec<files::StaticDir>,
     /// The peer mesh, whose links upgrade on its own path (see [`crate::mesh`]).
     pub mesh: Option<crate::mesh::Mesh>,
 }
@@ -70,6 +73,7 @@ impl Default for ListenerConfig {
             serializers: None,
             http_bridges: HashMap::new(),
             path_origins: HashMap::new(),
+            static_dirs: Vec::new(),
             mesh: None,
         }
     }
@@ -88,6 +92,7 @@ impl std::fmt::Debug for ListenerConfig {
             .field("serializers", &self.serializers)
             .field("http_bridges", &self.http_bridges)
             .field("path_origins", &self.path_origins)
+            .field("static_dirs", &self.static_dirs)
             .field("mesh", &self.mesh.is_some())
             .finish()
     }
