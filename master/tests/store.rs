@@ -40,6 +40,7 @@ on_both_backends!(
     three_masters_race_for_200_requests,
     expiry_releases_claims_and_retries_builds,
     concurrent_expiry_has_one_winner,
+    clean_stop_releases_leftover_claims,
 );
 
 /// A clock the test moves by hand, shared by the stores that should agree on the time.
@@ -425,6 +426,35 @@ async fn concurrent_expiry_has_one_winner(db: &TestDb) {
     assert!(setup.claims().await.unwrap().is_empty());
 }
 
+async fn clean_stop_releases_leftover_claims(db: &TestDb) {
+    let store = db.store().await;
+    let m = store.register_master("stopping").await.unwrap();
+    let builder = store.ensure_builder("b").await.unwrap();
+    let (_, reqs) = store.add_buildset("x", &[builder; 2], 0).await.unwrap();
+    let (r1, r2) = (reqs[0].1, reqs[1].1);
+    store.claim_buildrequests(m, &[r1, r2]).await.unwrap();
+    let (build, _) = store.add_build(m, r1, None, "building").await.unwrap();
+    store
+        .finish_build(m, build, Results::Success)
+        .await
+        .unwrap();
+    store
+        .complete_buildrequests(m, &[r1], Results::Success)
+        .await
+        .unwrap();
+
+    let stopped = store.deactivate_master(m).await.unwrap();
+    assert_eq!(stopped.masters, [m]);
+    assert_eq!(stopped.released, [r2]);
+    assert!(stopped.retried_builds.is_empty());
+    assert_eq!(store.master_active(m).await.unwrap(), Some(false));
+    assert!(store.deactivate_master(m).await.unwrap().is_empty());
+    assert!(matches!(
+        store.claim_buildrequests(m, &[r2]).await,
+        Err(StoreError::MasterInactive { .. })
+    ));
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error_after_bounded_retries() {
     // Nothing listens on port 1: every connection attempt is refused.
@@ -433,7 +463,7 @@ async fn an_unreachable_database_is_a_clear_error_after_bounded_retries() {
         "postgres://postgres@127.0.0.1:1/test",
         StoreOptions {
             max_connections: 1,
-            acquire_timeout: Duration::from_secs(2),
+            acquire_timeout: Duration::from_millis(300),
             retry: RetryPolicy {
                 attempts: 3,
                 initial_backoff: Duration::from_millis(20),
@@ -455,7 +485,7 @@ async fn an_unreachable_database_is_a_clear_error_after_bounded_retries() {
         "{err}"
     );
     assert!(err.to_string().contains("database unavailable"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -491,15 +521,17 @@ async fn postgres_survives_terminated_connections() {
     };
     // Kill every server process serving the store's pool, as a PostgreSQL restart would.
     let mut conn = sqlx::AnyConnection::connect(admin).await.unwrap();
-    conn.execute(
-        format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+    let killed = conn
+        .fetch_all(
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            )
+            .as_str(),
         )
-        .as_str(),
-    )
-    .await
-    .unwrap();
+        .await
+        .unwrap();
+    assert!(!killed.is_empty(), "the store had open connections to kill");
     conn.close().await.unwrap();
     store.heartbeat(master).await.unwrap();
     let builder = store.ensure_builder("b").await.unwrap();
@@ -509,4 +541,115 @@ async fn postgres_survives_terminated_connections() {
         .await
         .unwrap();
     store.close().await;
+}
+
+/// A TCP relay to PostgreSQL that the test can cut and restore, to lose the database
+/// connection from under an open store.
+struct Relay {
+    port: u16,
+    upstream: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(upstream: String, port: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = upstream.clone();
+        let task = tokio::spawn(async move {
+            // Owning the connection tasks here means aborting this task cuts them all.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let (mut client, _) = listener.accept().await.unwrap();
+                let target = target.clone();
+                conns.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Relay {
+            port,
+            upstream,
+            task: Some(task),
+        }
+    }
+
+    async fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn restore(&mut self) {
+        *self = Relay::start(self.upstream.clone(), self.port).await;
+    }
+}
+
+/// `host:port` of a postgres:// URL.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    let authority = rest.split('/').next().unwrap();
+    let host = authority.rsplit('@').next().unwrap();
+    if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lost_connection_is_retried_then_reported() {
+    let db = TestDb::postgres().await;
+    let mut relay = Relay::start(host_port(db.url()), 0).await;
+    let url = db.url().replacen(
+        &host_port(db.url()),
+        &format!("127.0.0.1:{}", relay.port),
+        1,
+    );
+    let store = Store::connect_with(
+        &url,
+        StoreOptions {
+            max_connections: 2,
+            acquire_timeout: Duration::from_millis(500),
+            retry: RetryPolicy {
+                attempts: 4,
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(200),
+            },
+        },
+    )
+    .await
+    .unwrap();
+    let master = store.register_master("m").await.unwrap();
+
+    // Lost for good: a bounded number of tries, then a clear error.
+    relay.cut().await;
+    let err = store.heartbeat(master).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Unavailable {
+                op: "heartbeat",
+                attempts: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Lost for a moment: the retries ride it out and the operation succeeds.
+    let pending = tokio::spawn({
+        let store = store.clone();
+        async move { store.heartbeat(master).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.restore().await;
+    pending.await.unwrap().unwrap();
+    store.close().await;
+    relay.cut().await;
 }

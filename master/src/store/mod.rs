@@ -98,11 +98,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        // About 6 s in all: rides out a PostgreSQL restart or failover blip, yet reports a
-        // dead database well inside the heartbeat timeout.
+        // With the default 5 s acquire timeout (during which the pool itself keeps
+        // reconnecting), a dead database is reported after about 22 s: long enough to ride
+        // out a PostgreSQL restart or failover, well inside a heartbeat timeout.
         RetryPolicy {
-            attempts: 6,
-            initial_backoff: Duration::from_millis(200),
+            attempts: 4,
+            initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(2),
         }
     }
@@ -112,7 +113,8 @@ impl Default for RetryPolicy {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub max_connections: u32,
-    /// Bounds how long an operation waits for a pooled connection (a timeout is retried).
+    /// Bounds how long one try waits for a pooled connection; sqlx keeps reconnecting
+    /// meanwhile, so a try against a dead database lasts this long before it is retried.
     pub acquire_timeout: Duration,
     pub retry: RetryPolicy,
 }
@@ -121,7 +123,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_connections: 8,
-            acquire_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
         }
     }
