@@ -8,6 +8,9 @@ pub enum StoreError {
     /// claimed. The normal outcome of losing a race: not a fault.
     #[error("build request already claimed by another master")]
     AlreadyClaimed,
+    /// A request id that does not exist; nothing was claimed.
+    #[error("unknown build request")]
+    UnknownBuildRequest,
     /// The caller tried to complete or build requests it does not hold a claim on (it may
     /// have been expired and its claims released).
     #[error("build request not claimed by master {masterid}")]

@@ -141,8 +141,17 @@ async fn claims_are_all_or_nothing_and_owned(db: &TestDb) {
     ));
     let (build, number) = store.add_build(b, r2, None, "starting").await.unwrap();
     assert_eq!(number, 1);
-    let (_, number) = store.add_build(b, r3, None, "starting").await.unwrap();
+    let (r3_build, number) = store.add_build(b, r3, None, "starting").await.unwrap();
     assert_eq!(number, 2);
+    assert_eq!(
+        store.add_build(b, r3, None, "starting").await.unwrap(),
+        (r3_build, 2),
+        "asking again returns the unfinished build"
+    );
+    assert!(matches!(
+        store.claim_buildrequests(a, &[r3 + 1000]).await,
+        Err(StoreError::UnknownBuildRequest)
+    ));
     assert!(matches!(
         store.finish_build(a, build, Results::Failure).await,
         Err(StoreError::NotClaimed { .. })

@@ -11,7 +11,10 @@ use std::time::Duration;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{is_unique_violation, placeholders, BuildId, BuildRequestId, MasterId, Store};
+use super::{
+    is_foreign_key_violation, is_unique_violation, placeholders, BuildId, BuildRequestId, MasterId,
+    Store,
+};
 use crate::{Results, StoreError};
 
 /// Most rows one statement touches: keeps the bind count far below SQLite's and
@@ -87,7 +90,8 @@ impl Store {
     }
 
     /// Claims every request in `brids` for `master`, or none of them: if another master
-    /// holds (or has completed) any, fails with [`StoreError::AlreadyClaimed`]. The unique
+    /// holds (or has completed) any, fails with [`StoreError::AlreadyClaimed`]; if any does
+    /// not exist, with [`StoreError::UnknownBuildRequest`]. The unique
     /// key on `buildrequest_claims.brid` picks exactly one winner however many masters race.
     /// Claiming requests the caller already holds succeeds (so a retry after a lost commit
     /// acknowledgement is harmless). Also counts as a heartbeat.
@@ -138,6 +142,10 @@ impl Store {
                     } else {
                         Err(StoreError::AlreadyClaimed)
                     }
+                }
+                Err(e) if is_foreign_key_violation(&e) => {
+                    tx.rollback().await?;
+                    Err(StoreError::UnknownBuildRequest)
                 }
                 Err(e) => Err(e),
             }

@@ -27,8 +27,10 @@
 //! A transient failure (connection refused, reset or terminated, pool timeout, SQLite
 //! busy, PostgreSQL deadlock or serialization failure) retries the whole transaction up to
 //! `RetryPolicy::attempts` times with doubling backoff, then fails with
-//! [`StoreError::Unavailable`]. Operations are written to be safe to repeat: a claim or a
-//! completion that committed before the connection dropped is recognised as ours.
+//! [`StoreError::Unavailable`]. Operations are written to be safe to repeat, since a commit
+//! can succeed and its acknowledgement be lost: re-claiming what the master holds succeeds,
+//! a repeated completion with the same result succeeds, and `add_build` returns the
+//! request's unfinished build if it already made one.
 
 mod coord;
 mod records;
@@ -323,6 +325,12 @@ fn is_transient(backend: Backend, e: &sqlx::Error) -> bool {
 fn is_unique_violation(e: &StoreError) -> bool {
     matches!(e, StoreError::Db(sqlx::Error::Database(db))
         if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// Whether an error is a foreign-key violation (a claim on a request that does not exist).
+fn is_foreign_key_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::Database(db))
+        if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
 }
 
 /// `$start, $start+1, ...` (`n` placeholders) for an `IN (...)` list or a VALUES row.

@@ -208,8 +208,10 @@ impl Store {
         .await
     }
 
-    /// Starts a build of a request `master` holds, numbered next for its builder. Fails
-    /// with [`StoreError::NotClaimed`] if the claim is not (or no longer) the master's.
+    /// Starts a build of a request `master` holds, numbered next for its builder; returns
+    /// `(build id, number)`. If the request already has an unfinished build on this master,
+    /// returns that one (see the retry note in `store`). Fails with
+    /// [`StoreError::NotClaimed`] if the claim is not (or no longer) the master's.
     pub async fn add_build(
         &self,
         master: MasterId,
@@ -237,6 +239,20 @@ impl Store {
                     let Some(builder) = builder else {
                         return Err(StoreError::NotClaimed { masterid: master });
                     };
+                    // One unfinished build per request and master: finding one means an
+                    // earlier try committed and only its acknowledgement was lost.
+                    if let Some(row) = sqlx::query(
+                        "SELECT id, number FROM builds \
+                         WHERE buildrequestid = $1 AND masterid = $2 AND complete_at IS NULL",
+                    )
+                    .bind(brid)
+                    .bind(master)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    {
+                        tx.commit().await?;
+                        return Ok((row.try_get("id")?, row.try_get("number")?));
+                    }
                     // Two masters can read the same MAX(number); the UNIQUE (builderid,
                     // number) key makes one of them fail, and it tries again.
                     let row = sqlx::query(
