@@ -293,6 +293,7 @@ impl Store {
     ) -> Result<Expiry, StoreError> {
         masters.sort_unstable();
         let now = self.now();
+        // The two build/step updates bind $1 = now and $2 = RETRY; the master ids follow.
         let list = placeholders(3, masters.len());
         let with_list = |sql: &str| -> String { sql.replace("{list}", &list) };
 
