@@ -1,4 +1,17 @@
 //! The integrated build master: workers, builders, schedulers and claimed build requests.
 //!
-//! Not built yet (its issue comes after the router core); the crate exists so the workspace
-//! layout is fixed from the first commit.
+//! Built so far: the master's state store ([`Store`]) and the database claim protocol that
+//! lets several masters share one queue of build requests (see `store` for the design).
+//! Workers, schedulers, the build runner and the REST API come next (issue 6) and sit on
+//! top of it.
+
+mod error;
+mod results;
+pub mod store;
+
+pub use error::StoreError;
+pub use results::Results;
+pub use store::{
+    Backend, Build, BuildId, BuildRequest, BuildRequestId, BuilderId, BuildsetId, Clock, Expiry,
+    MasterId, RetryPolicy, Store, StoreOptions, WorkerId,
+};
