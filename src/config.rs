@@ -138,6 +138,8 @@ pub struct LimitsSection {
     pub ping_timeout_ms: Option<u64>,
     pub write_timeout_ms: Option<u64>,
     pub goodbye_timeout_ms: Option<u64>,
+    /// Most calls one session may have in flight (default 10000).
+    pub max_calls_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +250,10 @@ impl FileConfig {
             ping_timeout: l.ping_timeout_ms.map(ms).unwrap_or(d.ping_timeout),
             write_timeout: l.write_timeout_ms.map(ms).unwrap_or(d.write_timeout),
             goodbye_timeout: l.goodbye_timeout_ms.map(ms).unwrap_or(d.goodbye_timeout),
+            max_calls_in_flight: l
+                .max_calls_in_flight
+                .unwrap_or(d.max_calls_in_flight)
+                .max(1),
         };
         for p in &self.transport.websocket_paths {
             if !p.starts_with('/') {

@@ -507,3 +507,49 @@ async fn caller_leaving_mid_call_interrupts_the_callee() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn calls_in_flight_are_bounded_per_session() {
+    let mut config = switchyard_router::RouterConfig::default();
+    config.limits.max_calls_in_flight = 2;
+    let r = TestRouter::with_config(config).await;
+    let (mut callee, _) = r.joined("wamp.2.json").await;
+    let (mut caller, _) = r.joined("wamp.2.json").await;
+    let (mut other, _) = r.joined("wamp.2.json").await;
+    callee.register("com.hold", Dict::new()).await;
+    caller
+        .call("com.hold", Dict::new(), Payload::default())
+        .await;
+    caller
+        .call("com.hold", Dict::new(), Payload::default())
+        .await;
+    let (first, _, _, _) = invocation(&mut callee).await;
+    invocation(&mut callee).await;
+    // The third is refused and never reaches the callee...
+    let req = caller
+        .call("com.hold", Dict::new(), Payload::default())
+        .await;
+    assert_eq!(
+        caller.expect_error(code::CALL, req).await,
+        "wamp.error.unavailable"
+    );
+    callee.expect_silence(Duration::from_millis(100)).await;
+    // ...while another session's calls are not affected.
+    other
+        .call("com.hold", Dict::new(), Payload::default())
+        .await;
+    invocation(&mut callee).await;
+    // An answered call frees a slot.
+    callee
+        .send(&Message::Yield {
+            request: first,
+            options: Dict::new(),
+            payload: Payload::default(),
+        })
+        .await;
+    assert!(matches!(caller.recv().await, Message::Result { .. }));
+    caller
+        .call("com.hold", Dict::new(), Payload::default())
+        .await;
+    invocation(&mut callee).await;
+}

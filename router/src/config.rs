@@ -55,6 +55,8 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// How long to wait for the peer's GOODBYE after the router said goodbye.
     pub goodbye_timeout: Duration,
+    /// Most calls one session may have in flight; more get `wamp.error.unavailable`.
+    pub max_calls_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +69,7 @@ impl Default for Limits {
             ping_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             goodbye_timeout: Duration::from_secs(2),
+            max_calls_in_flight: crate::dealer::DEFAULT_CALLS_IN_FLIGHT,
         }
     }
 }

@@ -190,7 +190,15 @@ struct State {
     pending: HashMap<InvocationKey, Pending>,
     by_call: HashMap<CallKey, InvocationKey>,
     hook: Option<Arc<dyn DealerHook>>,
+    /// Calls in flight per caller session, bounded by `call_limit`.
+    in_flight: HashMap<Id, usize>,
+    /// Most calls one session may have in flight (`None`: [`DEFAULT_CALLS_IN_FLIGHT`]).
+    call_limit: Option<usize>,
 }
+
+/// The default bound on one session's calls in flight, so a caller cannot grow the
+/// dealer's pending table without limit.
+pub const DEFAULT_CALLS_IN_FLIGHT: usize = 10_000;
 
 /// A realm's registrations and calls in flight.
 #[derive(Default, Clone)]
@@ -215,6 +223,14 @@ impl State {
     fn finish(&mut self, key: InvocationKey) -> Option<Pending> {
         let p = self.pending.remove(&key)?;
         self.by_call.remove(&(p.caller.id(), p.call_request));
+        if let std::collections::hash_map::Entry::Occupied(mut n) =
+            self.in_flight.entry(p.caller.id())
+        {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
         if let Some(t) = &p.timer {
             t.abort();
         }
@@ -327,6 +343,11 @@ impl Dealer {
         Ok((id, true))
     }
 
+    /// Sets the bound on each session's calls in flight (`limits.max_calls_in_flight`).
+    pub fn set_call_limit(&self, limit: usize) {
+        self.state.lock().call_limit = Some(limit.max(1));
+    }
+
     /// Installs the mesh hook (once, when the mesh starts).
     pub fn set_hook(&self, hook: Arc<dyn DealerHook>) {
         self.state.lock().hook = Some(hook);
@@ -432,6 +453,13 @@ impl Dealer {
             return Err(WampError::new(
                 errors::PROTOCOL_VIOLATION,
                 format!("call request {request} is already in flight"),
+            ));
+        }
+        let limit = st.call_limit.unwrap_or(DEFAULT_CALLS_IN_FLIGHT);
+        if st.in_flight.get(&caller.id()).copied().unwrap_or(0) >= limit {
+            return Err(WampError::new(
+                errors::UNAVAILABLE,
+                format!("too many calls in flight for this session (the limit is {limit})"),
             ));
         }
         let Some((policy, reg_id)) = st.index.best_match(procedure).map(|(p, id)| (p, *id)) else {
@@ -577,6 +605,7 @@ impl Dealer {
             .abort_handle()
         });
         st.by_call.insert((caller.id(), request), key);
+        *st.in_flight.entry(caller.id()).or_default() += 1;
         st.pending.insert(
             key,
             Pending {

@@ -41,7 +41,13 @@ impl Router {
         let realms = config
             .realms
             .into_iter()
-            .map(|r| (r.name.clone(), Realm::new(r)))
+            .map(|r| {
+                let realm = Realm::new(r);
+                realm
+                    .dealer
+                    .set_call_limit(config.limits.max_calls_in_flight);
+                (realm.name().to_owned(), realm)
+            })
             .collect();
         let router = Router {
             inner: Arc::new(Inner {
