@@ -110,7 +110,6 @@ impl Realm {
     }
 
     /// Meta events for a subscribe (`added`) or unsubscribe, with creation or deletion.
-    /// None for the meta API's own URIs (Crossbar's rule: "not for the meta API itself").
     pub(crate) fn subscription_events(
         &self,
         by: &SessionHandle,
@@ -119,35 +118,20 @@ impl Realm {
         added: bool,
         changed: bool,
     ) {
-        if by.is_restricted() || self.meta.get().is_none() || crate::uri::is_reserved(uri) {
-            return;
-        }
-        let s = Value::from(by.id());
-        if added {
-            if changed {
-                if let Some(info) = self.broker.subscription(id) {
-                    self.meta_event(by, "wamp.subscription.on_create", || {
-                        vec![s.clone(), meta::subscription_details(&info)]
-                    });
-                }
-            }
-            self.meta_event(by, "wamp.subscription.on_subscribe", || {
-                vec![s.clone(), Value::from(id)]
-            });
-        } else {
-            self.meta_event(by, "wamp.subscription.on_unsubscribe", || {
-                vec![s.clone(), Value::from(id)]
-            });
-            if changed {
-                self.meta_event(by, "wamp.subscription.on_delete", || {
-                    vec![s.clone(), Value::from(id)]
-                });
-            }
-        }
+        let names = [
+            "wamp.subscription.on_create",
+            "wamp.subscription.on_subscribe",
+            "wamp.subscription.on_unsubscribe",
+            "wamp.subscription.on_delete",
+        ];
+        self.lifecycle_events(by, id, uri, added, changed, names, || {
+            self.broker
+                .subscription(id)
+                .map(|info| meta::subscription_details(&info))
+        });
     }
 
     /// Meta events for a register (`added`) or unregister, with creation or deletion.
-    /// None for the meta API's own URIs (Crossbar's rule: "not for the meta API itself").
     pub(crate) fn registration_events(
         &self,
         by: &SessionHandle,
@@ -156,29 +140,48 @@ impl Realm {
         added: bool,
         changed: bool,
     ) {
+        let names = [
+            "wamp.registration.on_create",
+            "wamp.registration.on_register",
+            "wamp.registration.on_unregister",
+            "wamp.registration.on_delete",
+        ];
+        self.lifecycle_events(by, id, uri, added, changed, names, || {
+            self.dealer
+                .registration(id)
+                .map(|info| meta::registration_details(&info))
+        });
+    }
+
+    /// The shared shape of both: `[on_create, on_add, on_remove, on_delete]`, with the
+    /// creation details from `details`. None for restricted sessions or the meta API's own
+    /// URIs (Crossbar's rule: "not for the meta API itself").
+    #[allow(clippy::too_many_arguments)]
+    fn lifecycle_events(
+        &self,
+        by: &SessionHandle,
+        id: Id,
+        uri: &str,
+        added: bool,
+        changed: bool,
+        [on_create, on_add, on_remove, on_delete]: [&str; 4],
+        details: impl FnOnce() -> Option<Value>,
+    ) {
         if by.is_restricted() || self.meta.get().is_none() || crate::uri::is_reserved(uri) {
             return;
         }
         let s = Value::from(by.id());
         if added {
             if changed {
-                if let Some(info) = self.dealer.registration(id) {
-                    self.meta_event(by, "wamp.registration.on_create", || {
-                        vec![s.clone(), meta::registration_details(&info)]
-                    });
+                if let Some(d) = details() {
+                    self.meta_event(by, on_create, || vec![s.clone(), d]);
                 }
             }
-            self.meta_event(by, "wamp.registration.on_register", || {
-                vec![s.clone(), Value::from(id)]
-            });
+            self.meta_event(by, on_add, || vec![s.clone(), Value::from(id)]);
         } else {
-            self.meta_event(by, "wamp.registration.on_unregister", || {
-                vec![s.clone(), Value::from(id)]
-            });
+            self.meta_event(by, on_remove, || vec![s.clone(), Value::from(id)]);
             if changed {
-                self.meta_event(by, "wamp.registration.on_delete", || {
-                    vec![s.clone(), Value::from(id)]
-                });
+                self.meta_event(by, on_delete, || vec![s.clone(), Value::from(id)]);
             }
         }
     }
