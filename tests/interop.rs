@@ -84,6 +84,19 @@ fn autobahn_python_asyncio_scenarios() {
 }
 
 #[test]
+fn autobahn_python_meta_api() {
+    let p = Process::start(&[]);
+    run_client(
+        "autobahn_meta.py",
+        python(
+            "autobahn_meta.py",
+            &["--url", &p.url(), "--realm", "realm1"],
+        ),
+        Duration::from_secs(240),
+    );
+}
+
+#[test]
 fn autobahn_python_twisted_scenarios() {
     let p = Process::start(&[]);
     run_client(

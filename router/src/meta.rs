@@ -449,6 +449,22 @@ fn call(
     kwargs: &Dict,
 ) -> Result<Payload, WampError> {
     let not_caller = |s: &SessionHandle| Some(s.id()) != caller;
+    // As Crossbar (`is_protected_uri`): subscriptions and registrations on `wamp.` URIs are
+    // the router's own business; only trusted callers see them through the meta API.
+    let trusted = caller
+        .and_then(|id| realm.session(id))
+        .is_some_and(|s| s.is_restricted());
+    let hidden = |uri: &str| !trusted && crate::uri::is_reserved(uri);
+    let protected = |uri: &str| -> Result<(), WampError> {
+        if hidden(uri) {
+            Err(WampError::new(
+                errors::NOT_AUTHORIZED,
+                format!("'{uri}' is reserved to the router"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
     match name {
         "wamp.session.count" | "wamp.session.list" => {
             let filter = role_filter(args, kwargs)?;
@@ -524,7 +540,7 @@ fn call(
             let subs = realm.broker.subscriptions();
             one(by_policy(
                 subs.iter()
-                    .filter(|s| !visible_ids(realm, &s.subscribers).is_empty())
+                    .filter(|s| !hidden(&s.topic) && !visible_ids(realm, &s.subscribers).is_empty())
                     .map(|s| (s.policy, s.id)),
             ))
         }
@@ -534,11 +550,18 @@ fn call(
             one(realm
                 .broker
                 .lookup(policy, topic)
+                .filter(|_| !hidden(topic))
                 .map_or(Value::Null, Value::from))
         }
         "wamp.subscription.match" => {
             let topic = str_arg(args, 0, "topic")?;
-            let found = realm.broker.matching(topic);
+            let mut found = realm.broker.matching(topic);
+            found.retain(|id| {
+                realm
+                    .broker
+                    .subscription(*id)
+                    .is_some_and(|s| !hidden(&s.topic))
+            });
             one(if found.is_empty() {
                 Value::Null
             } else {
@@ -551,6 +574,7 @@ fn call(
                 .broker
                 .subscription(id)
                 .ok_or_else(|| no_such_subscription(id))?;
+            protected(&s.topic)?;
             one(subscription_details(&s))
         }
         "wamp.subscription.list_subscribers" | "wamp.subscription.count_subscribers" => {
@@ -559,6 +583,7 @@ fn call(
                 .broker
                 .subscription(id)
                 .ok_or_else(|| no_such_subscription(id))?;
+            protected(&s.topic)?;
             let subscribers = visible_ids(realm, &s.subscribers);
             if name.ends_with("count_subscribers") {
                 one(Value::from(subscribers.len() as u64))
@@ -573,9 +598,11 @@ fn call(
                 .or_else(|| kwargs.get("limit"))
                 .and_then(Value::as_u64)
                 .unwrap_or(10) as usize;
-            if realm.broker.subscription(id).is_none() {
-                return Err(no_such_subscription(id));
-            }
+            let s = realm
+                .broker
+                .subscription(id)
+                .ok_or_else(|| no_such_subscription(id))?;
+            protected(&s.topic)?;
             match realm.broker.events(id, limit) {
                 Some(mut events) => {
                     for e in &mut events {
@@ -595,7 +622,7 @@ fn call(
             let regs = realm.dealer.registrations();
             one(by_policy(
                 regs.iter()
-                    .filter(|r| !visible_ids(realm, &r.callees).is_empty())
+                    .filter(|r| !hidden(&r.procedure) && !visible_ids(realm, &r.callees).is_empty())
                     .map(|r| (r.policy, r.id)),
             ))
         }
@@ -605,6 +632,7 @@ fn call(
             one(realm
                 .dealer
                 .lookup(policy, procedure)
+                .filter(|_| !hidden(procedure))
                 .map_or(Value::Null, Value::from))
         }
         "wamp.registration.match" => {
@@ -612,6 +640,12 @@ fn call(
             one(realm
                 .dealer
                 .best_match(procedure)
+                .filter(|id| {
+                    realm
+                        .dealer
+                        .registration(*id)
+                        .is_some_and(|r| !hidden(&r.procedure))
+                })
                 .map_or(Value::Null, Value::from))
         }
         "wamp.registration.get" => {
@@ -620,6 +654,7 @@ fn call(
                 .dealer
                 .registration(id)
                 .ok_or_else(|| no_such_registration(id))?;
+            protected(&r.procedure)?;
             one(registration_details(&r))
         }
         "wamp.registration.list_callees" | "wamp.registration.count_callees" => {
@@ -628,6 +663,7 @@ fn call(
                 .dealer
                 .registration(id)
                 .ok_or_else(|| no_such_registration(id))?;
+            protected(&r.procedure)?;
             let callees = visible_ids(realm, &r.callees);
             if name.ends_with("count_callees") {
                 one(Value::from(callees.len() as u64))
