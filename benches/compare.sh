@@ -2,8 +2,8 @@
 # Regenerates BENCHMARKS.md: switchyard, Crossbar.io and a trivial WebSocket relay (the
 # machine's ceiling), measured by the same `switchyard bench` client in one run.
 #
-#   benches/compare.sh            # all scenarios, 5 s each
-#   DURATION=10 benches/compare.sh
+#   benches/compare.sh            # all scenarios, 5 s each, 3 runs each (the median is reported)
+#   DURATION=10 RUNS=5 benches/compare.sh
 #
 # Installs Crossbar 26.10.1 from PyPI into .venv-crossbar if it is missing. Everything binds
 # 127.0.0.1; every process started here is stopped on exit.
@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 DURATION=${DURATION:-5}
+RUNS=${RUNS:-3}
 OUT=${OUT:-BENCHMARKS.md}
 WORK=$(mktemp -d)
 RESULTS=$WORK/results.jsonl
@@ -72,13 +73,15 @@ CB=ws://127.0.0.1:18080/ws
 SYU=ws://127.0.0.1:18090/ws
 RELAY=ws://127.0.0.1:18095/
 
-bench() { # label, then bench args
+bench() { # label, then bench args; RUNS times (the report takes the median)
     local label=$1; shift
     echo "   $label: $*" >&2
-    if ! "$SY" bench "$@" --duration "$DURATION" --json --label "$label" >> "$RESULTS" 2> "$WORK/bench.err"; then
-        echo "   (failed: $(tail -1 "$WORK/bench.err"))" >&2
-        echo "{\"label\": \"$label\", \"failed\": \"$(tail -1 "$WORK/bench.err" | tr -d '"')\", \"args\": \"$*\"}" >> "$RESULTS"
-    fi
+    for _ in $(seq 1 "$RUNS"); do
+        if ! "$SY" bench "$@" --duration "$DURATION" --json --label "$label" >> "$RESULTS" 2> "$WORK/bench.err"; then
+            echo "   (failed: $(tail -1 "$WORK/bench.err"))" >&2
+            echo "{\"label\": \"$label\", \"failed\": \"$(tail -1 "$WORK/bench.err" | tr -d '"')\", \"args\": \"$*\"}" >> "$RESULTS"
+        fi
+    done
 }
 
 three() { # scenario args, run against all three targets (relay only speaks raw frames)
@@ -129,7 +132,9 @@ echo "== memory: 10,000 idle WebSocket sessions"
 "$SY" bench idle --sessions 10000 --router-pid "$CB_PID" --url $CB --json --label crossbar >> "$RESULTS" || true
 
 echo "== writing $OUT"
+# Keep the raw results (git-ignored target/) so the table can be re-rendered.
+mkdir -p target && cp "$RESULTS" target/bench-results.jsonl
 python3 benches/render_benchmarks.py "$RESULTS" "$OUT" \
-    --duration "$DURATION" --crossbar "$CB_VERSION" \
-    --switchyard "$("$SY" --version)" --command "DURATION=$DURATION benches/compare.sh"
+    --duration "$DURATION" --runs "$RUNS" --crossbar "$CB_VERSION" \
+    --switchyard "$("$SY" --version)" --command "DURATION=$DURATION RUNS=$RUNS benches/compare.sh"
 echo "done: $OUT"

@@ -66,6 +66,7 @@ def main():
     ap.add_argument("results")
     ap.add_argument("out")
     ap.add_argument("--duration", required=True)
+    ap.add_argument("--runs", default="1")
     ap.add_argument("--crossbar", default="?")
     ap.add_argument("--switchyard", default="?")
     ap.add_argument("--command", required=True)
@@ -74,9 +75,20 @@ def main():
     runs = [json.loads(l) for l in open(a.results) if l.strip()]
     failed = [r for r in runs if "failed" in r]
     runs = [r for r in runs if "failed" not in r]
-    by = {}
+    # Several runs of one scenario against one target: keep the median (by rate) and remember
+    # the spread.
+    groups = {}
     for r in runs:
-        by.setdefault(key(r), {})[r.get("label", "")] = r
+        groups.setdefault((key(r), r.get("label", "")), []).append(r)
+    by = {}
+    spread = {}
+    for (k, label), rs in groups.items():
+        rs.sort(key=lambda r: r.get("received_per_s") or 0)
+        by.setdefault(k, {})[label] = rs[len(rs) // 2]
+        rates = [r.get("received_per_s") or 0 for r in rs]
+        spread[(k, label)] = (min(rates), max(rates), len(rs))
+    # The runs the mesh/slow/idle sections list: one (median) per scenario and target.
+    runs = [by[k][label] for (k, label) in groups]
 
     def get(k, label, field="received_per_s"):
         r = by.get(k, {}).get(label)
@@ -91,7 +103,7 @@ def main():
     w(f"switchyard: `{a.switchyard}` (release build). Crossbar.io {a.crossbar} (PyPI, one router worker).")
     w("Relay: `switchyard bench relay`, a WebSocket fan-out with no WAMP bookkeeping (the ceiling).")
     w("")
-    w(f"Every figure comes from one `switchyard bench` run of {a.duration} s per scenario, client and")
+    w(f"Every figure is the median of {a.runs} `switchyard bench` run(s) of {a.duration} s per scenario, client and")
     w("router on the same 2-core machine (so the client's own cost is inside every figure). Counts are")
     w("what subscribers and callers actually received. Pub/sub runs are closed loop unless a rate is")
     w("given: each publisher keeps at most 2,000 messages that some subscriber has not received.")
@@ -100,7 +112,7 @@ def main():
 
     w("## Pub/sub (deliveries per second)")
     w("")
-    w("| scenario | switchyard | Crossbar | relay | switchyard ÷ Crossbar | switchyard ÷ relay | lost (switchyard / Crossbar) |")
+    w("| scenario | switchyard (min–max) | Crossbar | relay | switchyard ÷ Crossbar | switchyard ÷ relay | lost (switchyard / Crossbar) |")
     w("|---|---|---|---|---|---|---|")
     for k in sorted((k for k in by if k[0] == "pubsub" and k[6] is None and k[7] == 0), key=str):
         _, p, s, size, ser, transport, _, _ = k
@@ -113,7 +125,9 @@ def main():
         if sy is None and cb is None:
             continue
         lost = f"{get(k, 'switchyard', 'lost')} / {get(k, 'crossbar', 'lost')}"
-        w(f"| {p}→{s}, {size} B, {ser}, {transport} | {fmt(sy)} | {fmt(cb)} | {fmt(rl)} | {ratio(sy, cb)} | {ratio(sy, rl)} | {lost} |")
+        lo, hi, _ = spread.get((k, "switchyard"), (None, None, 0))
+        rng = f" ({fmt(lo)}–{fmt(hi)})" if lo is not None else ""
+        w(f"| {p}→{s}, {size} B, {ser}, {transport} | {fmt(sy)}{rng} | {fmt(cb)} | {fmt(rl)} | {ratio(sy, cb)} | {ratio(sy, rl)} | {lost} |")
     w("")
 
     w("## Latency at 1,000 messages/s (pub/sub 1→1, 64 B, msgpack, WebSocket), µs")
@@ -129,7 +143,7 @@ def main():
 
     w("## RPC (calls per second)")
     w("")
-    w("| scenario | switchyard | Crossbar | switchyard ÷ Crossbar | p50 / p99 µs (switchyard) | p50 / p99 µs (Crossbar) |")
+    w("| scenario | switchyard (min–max) | Crossbar | switchyard ÷ Crossbar | p50 / p99 µs (switchyard) | p50 / p99 µs (Crossbar) |")
     w("|---|---|---|---|---|---|")
     for k in sorted((k for k in by if k[0] == "rpc"), key=str):
         _, callers, callees, inflight, size, ser, transport = k
@@ -139,7 +153,9 @@ def main():
         def lat(label):
             r = by[k].get(label)
             return "—" if r is None else f"{r['latency']['p50_us']:.0f} / {r['latency']['p99_us']:.0f}"
-        w(f"| {callers} caller × {inflight} in flight → {callees} callee(s), {ser}, {transport} | {fmt(sy)} | {fmt(cb)} | {ratio(sy, cb)} | {lat('switchyard')} | {lat('crossbar')} |")
+        lo, hi, _ = spread.get((k, "switchyard"), (None, None, 0))
+        rng = f" ({fmt(lo)}–{fmt(hi)})" if lo is not None else ""
+        w(f"| {callers} caller × {inflight} in flight → {callees} callee(s), {ser}, {transport} | {fmt(sy)}{rng} | {fmt(cb)} | {ratio(sy, cb)} | {lat('switchyard')} | {lat('crossbar')} |")
     w("")
 
     w("## Mesh (three switchyard nodes on loopback)")
