@@ -949,39 +949,10 @@ async def run_all(args):
     passed, failed = 0, 0
     for name, fn, variant, mapping in expand(args):
         ctx = MeshCtx(args, mapping)
-        t0 = time.monotonic()
-        reason = None
-        try:
-            await asyncio.wait_for(fn(ctx, variant), args.timeout)
-        except asyncio.TimeoutError:
-            reason = f"timeout ({args.timeout:.0f}s or an inner bound) while: {ctx.step_text}"
-        except Failure as e:
-            reason = str(e)
-        except ApplicationError as e:
-            reason = f"unexpected ERROR {e.error} args={list(e.args)!r} kwargs={e.kwargs!r} while: {ctx.step_text}"
-        except Exception as e:
-            tb = traceback.extract_tb(e.__traceback__)[-1]
-            reason = f"{type(e).__name__}: {e} (at {os.path.basename(tb.filename)}:{tb.lineno}) while: {ctx.step_text}"
-        finally:
-            try:
-                await asyncio.wait_for(ctx.close(), 5)
-            except Exception:
-                pass
-        ms = (time.monotonic() - t0) * 1000
-        if reason is None:
+        if await base.run_scenario(args, ctx, name, lambda: fn(ctx, variant)):
             passed += 1
-            print(f"PASS {name} ({ms:.0f} ms)", flush=True)
         else:
             failed += 1
-            print(f"FAIL {name}: {reason}", flush=True)
-        for n in ctx.notes:
-            print(f"    note: {n}", flush=True)
-        if reason is not None and args.wire > 0:
-            for sess, _ in ctx.sessions:
-                trace = getattr(sess, "trace", [])
-                print(f"    wire {sess.label} (session {sess.joined_sid}), last {min(len(trace), args.wire)} of {len(trace)}:", flush=True)
-                for ts, direction, msg in trace[-args.wire:]:
-                    print(f"      {(ts - t0) * 1000:7.0f}ms {direction} {fmt_msg(msg)}", flush=True)
     print(f"{passed} passed, {failed} failed", flush=True)
     return failed
 

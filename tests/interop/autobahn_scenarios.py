@@ -1434,48 +1434,57 @@ def expand(args):
     return out
 
 
+async def run_scenario(args, ctx, name, run):
+    """Runs one scenario (`run()` makes its coroutine) under the hard timeout, prints its
+    PASS/FAIL line, notes and (on failure) the last wire messages; returns True if it passed.
+    Shared by autobahn_mesh.py and autobahn_meta.py."""
+    t0 = time.monotonic()
+    reason = None
+    try:
+        await asyncio.wait_for(run(), args.timeout)
+    except asyncio.TimeoutError:
+        if time.monotonic() - t0 >= args.timeout - 0.2:
+            reason = f"hard timeout {args.timeout:.0f}s while: {ctx.step_text}"
+        else:
+            reason = f"timed out while: {ctx.step_text}"
+    except Failure as e:
+        reason = str(e)
+    except ApplicationError as e:
+        reason = f"unexpected ERROR {e.error} args={list(e.args)!r} kwargs={e.kwargs!r} while: {ctx.step_text}"
+    except Exception as e:  # a bug in the scenario or autobahn trouble: show where
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        reason = f"{type(e).__name__}: {e} (at {os.path.basename(tb.filename)}:{tb.lineno}) while: {ctx.step_text}"
+    finally:
+        try:
+            await asyncio.wait_for(ctx.close(), 5)
+        except Exception:
+            pass
+    ms = (time.monotonic() - t0) * 1000
+    if reason is None:
+        print(f"PASS {name}", flush=True)
+    else:
+        print(f"FAIL {name}: {reason}", flush=True)
+    for n in ctx.notes:
+        print(f"    note: {n}", flush=True)
+    if reason is not None and args.wire > 0:
+        for sess, _ in ctx.sessions:
+            trace = getattr(sess, "trace", [])
+            print(f"    wire {sess.label} (session {sess.joined_sid}), last {min(len(trace), args.wire)} of {len(trace)}:", flush=True)
+            for ts, direction, msg in trace[-args.wire:]:
+                print(f"      {(ts - t0) * 1000:7.0f}ms {direction} {fmt_msg(msg)}", flush=True)
+    if getattr(args, "verbose", False):
+        print(f"    ({ms:.0f} ms)", flush=True)
+    return reason is None
+
+
 async def run_all(args):
     passed, failed = 0, 0
     for name, fn, ser in expand(args):
         ctx = Ctx(args)
-        t0 = time.monotonic()
-        reason = None
-        try:
-            await asyncio.wait_for(fn(ctx, ser), args.timeout)
-        except asyncio.TimeoutError:
-            if time.monotonic() - t0 >= args.timeout - 0.2:
-                reason = f"hard timeout {args.timeout:.0f}s while: {ctx.step_text}"
-            else:
-                reason = f"timed out while: {ctx.step_text}"
-        except Failure as e:
-            reason = str(e)
-        except ApplicationError as e:
-            reason = f"unexpected ERROR {e.error} args={list(e.args)!r} kwargs={e.kwargs!r} while: {ctx.step_text}"
-        except Exception as e:  # a bug in the scenario or autobahn trouble: show where
-            tb = traceback.extract_tb(e.__traceback__)[-1]
-            reason = f"{type(e).__name__}: {e} (at {os.path.basename(tb.filename)}:{tb.lineno}) while: {ctx.step_text}"
-        finally:
-            try:
-                await asyncio.wait_for(ctx.close(), 5)
-            except Exception:
-                pass
-        ms = (time.monotonic() - t0) * 1000
-        if reason is None:
+        if await run_scenario(args, ctx, name, lambda: fn(ctx, ser)):
             passed += 1
-            print(f"PASS {name}", flush=True)
         else:
             failed += 1
-            print(f"FAIL {name}: {reason}", flush=True)
-        for n in ctx.notes:
-            print(f"    note: {n}", flush=True)
-        if reason is not None and args.wire > 0:
-            for sess, _ in ctx.sessions:
-                trace = getattr(sess, "trace", [])
-                print(f"    wire {sess.label} (session {sess.joined_sid}), last {min(len(trace), args.wire)} of {len(trace)}:", flush=True)
-                for ts, direction, msg in trace[-args.wire:]:
-                    print(f"      {(ts - t0) * 1000:7.0f}ms {direction} {fmt_msg(msg)}", flush=True)
-        if args.verbose:
-            print(f"    ({ms:.0f} ms)", flush=True)
     print(f"{passed} passed, {failed} failed", flush=True)
     return failed
 
