@@ -465,6 +465,23 @@ fn call(
             Ok(())
         }
     };
+    // A subscription or registration by ID, refused if it is reserved to the router.
+    let subscription = |id: Id| -> Result<SubscriptionInfo, WampError> {
+        let s = realm
+            .broker
+            .subscription(id)
+            .ok_or_else(|| no_such_subscription(id))?;
+        protected(&s.topic)?;
+        Ok(s)
+    };
+    let registration = |id: Id| -> Result<RegistrationInfo, WampError> {
+        let r = realm
+            .dealer
+            .registration(id)
+            .ok_or_else(|| no_such_registration(id))?;
+        protected(&r.procedure)?;
+        Ok(r)
+    };
     match name {
         "wamp.session.count" | "wamp.session.list" => {
             let filter = role_filter(args, kwargs)?;
@@ -570,20 +587,12 @@ fn call(
         }
         "wamp.subscription.get" => {
             let id = id_arg(args, 0, "subscription_id")?;
-            let s = realm
-                .broker
-                .subscription(id)
-                .ok_or_else(|| no_such_subscription(id))?;
-            protected(&s.topic)?;
+            let s = subscription(id)?;
             one(subscription_details(&s))
         }
         "wamp.subscription.list_subscribers" | "wamp.subscription.count_subscribers" => {
             let id = id_arg(args, 0, "subscription_id")?;
-            let s = realm
-                .broker
-                .subscription(id)
-                .ok_or_else(|| no_such_subscription(id))?;
-            protected(&s.topic)?;
+            let s = subscription(id)?;
             let subscribers = visible_ids(realm, &s.subscribers);
             if name.ends_with("count_subscribers") {
                 one(Value::from(subscribers.len() as u64))
@@ -598,11 +607,7 @@ fn call(
                 .or_else(|| kwargs.get("limit"))
                 .and_then(Value::as_u64)
                 .unwrap_or(10) as usize;
-            let s = realm
-                .broker
-                .subscription(id)
-                .ok_or_else(|| no_such_subscription(id))?;
-            protected(&s.topic)?;
+            subscription(id)?;
             match realm.broker.events(id, limit) {
                 Some(mut events) => {
                     for e in &mut events {
@@ -650,20 +655,12 @@ fn call(
         }
         "wamp.registration.get" => {
             let id = id_arg(args, 0, "registration_id")?;
-            let r = realm
-                .dealer
-                .registration(id)
-                .ok_or_else(|| no_such_registration(id))?;
-            protected(&r.procedure)?;
+            let r = registration(id)?;
             one(registration_details(&r))
         }
         "wamp.registration.list_callees" | "wamp.registration.count_callees" => {
             let id = id_arg(args, 0, "registration_id")?;
-            let r = realm
-                .dealer
-                .registration(id)
-                .ok_or_else(|| no_such_registration(id))?;
-            protected(&r.procedure)?;
+            let r = registration(id)?;
             let callees = visible_ids(realm, &r.callees);
             if name.ends_with("count_callees") {
                 one(Value::from(callees.len() as u64))
