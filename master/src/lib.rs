@@ -5,6 +5,8 @@
 //! Workers, schedulers, the build runner and the REST API come next (issue 6) and sit on
 //! top of it.
 
+pub mod config;
+pub mod control;
 mod error;
 mod results;
 pub mod store;

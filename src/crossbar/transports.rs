@@ -240,6 +240,7 @@ pub fn read_transport(w: &mut Walker, path: &str, v: &Value) -> Option<Listener>
         serializers,
         // Crossbar's router-to-router links are not this mesh; a node directory runs alone.
         mesh: None,
+        http_mounts: Vec::new(),
     };
     Some(Listener {
         name: path.to_owned(),

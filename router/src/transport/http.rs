@@ -48,6 +48,9 @@ pub async fn serve<S>(
             if let Some(b) = bridges.get(req.uri().path()) {
                 return Ok::<_, Infallible>(b.serve(req).await);
             }
+            if let Some(m) = mount_for(&req, &config) {
+                return Ok(m.service.call(req, peer).await);
+            }
             if let Some(r) = serve_static(&req, &config).await {
                 return Ok(r);
             }
@@ -71,6 +74,26 @@ pub async fn serve<S>(
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn).await;
         }
     }
+}
+
+/// The mounted service owning a plain request's path (the longest prefix wins); WebSocket
+/// upgrades and WebSocket paths stay with the router.
+fn mount_for<'a>(
+    req: &Request<Incoming>,
+    config: &'a ListenerConfig,
+) -> Option<&'a super::HttpMount> {
+    if config.http_mounts.is_empty()
+        || header_has_token(req, header::UPGRADE, "websocket")
+        || config.websocket_paths.iter().any(|p| p == req.uri().path())
+    {
+        return None;
+    }
+    let path = req.uri().path();
+    config
+        .http_mounts
+        .iter()
+        .filter(|m| m.owns(path))
+        .max_by_key(|m| m.prefix.len())
 }
 
 /// Static files for a plain request under a mounted directory (the longest mount wins);

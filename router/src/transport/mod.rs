@@ -55,6 +55,52 @@ pub struct ListenerConfig {
     pub static_dirs: Vec<files::StaticDir>,
     /// The peer mesh, whose links upgrade on its own path (see [`crate::mesh`]).
     pub mesh: Option<crate::mesh::Mesh>,
+    /// HTTP services mounted under path prefixes (the build master's REST API, change hook
+    /// and web UI); the longest matching prefix serves a plain (non-upgrade) request.
+    pub http_mounts: Vec<HttpMount>,
+}
+
+/// A future answering one HTTP request.
+pub type HttpFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<HttpBody>> + Send>>;
+
+/// The body every mounted service answers with: the whole response in memory.
+pub type HttpBody = http_body_util::Full<bytes::Bytes>;
+
+/// An HTTP service sharing the router's port.
+pub trait HttpService: Send + Sync + 'static {
+    fn call(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> HttpFuture;
+}
+
+/// A service and the path prefix it owns (`/api` owns `/api` and `/api/...`, not `/apix`).
+#[derive(Clone)]
+pub struct HttpMount {
+    pub prefix: String,
+    pub service: Arc<dyn HttpService>,
+}
+
+impl HttpMount {
+    /// Whether this mount owns `path`.
+    pub fn owns(&self, path: &str) -> bool {
+        let p = self.prefix.trim_end_matches('/');
+        p.is_empty()
+            || path == p
+            || path
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+impl std::fmt::Debug for HttpMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpMount")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The bridge services a listener runs, by URL path (started with the listener).
@@ -75,6 +121,7 @@ impl Default for ListenerConfig {
             path_origins: HashMap::new(),
             static_dirs: Vec::new(),
             mesh: None,
+            http_mounts: Vec::new(),
         }
     }
 }
@@ -94,6 +141,7 @@ impl std::fmt::Debug for ListenerConfig {
             .field("path_origins", &self.path_origins)
             .field("static_dirs", &self.static_dirs)
             .field("mesh", &self.mesh.is_some())
+            .field("http_mounts", &self.http_mounts)
             .finish()
     }
 }
