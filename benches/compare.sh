@@ -53,11 +53,11 @@ wait_port() {
 }
 
 echo "== switchyard, a 3-node switchyard mesh, and the relay"
-"$SY" start --listen 127.0.0.1:18090 > "$WORK/sy.log" 2>&1 &
+"$SY" start --no-master --listen 127.0.0.1:18090 > "$WORK/sy.log" 2>&1 &
 PIDS+=($!)
 SECRET=$(head -c 24 /dev/urandom | base64)
 for i in 1 2 3; do
-    "$SY" start --listen 127.0.0.1:1819$i --node-name n$i --mesh-secret "$SECRET" \
+    "$SY" start --no-master --listen 127.0.0.1:1819$i --node-name n$i --mesh-secret "$SECRET" \
         --peer ws://127.0.0.1:18191 --peer ws://127.0.0.1:18192 --peer ws://127.0.0.1:18193 \
         > "$WORK/mesh$i.log" 2>&1 &
     PIDS+=($!)

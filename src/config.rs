@@ -46,6 +46,10 @@ pub struct FileConfig {
     /// The peer mesh; absent means a standalone router.
     #[serde(default)]
     pub mesh: Option<MeshSection>,
+    /// The build master; absent in a config file means a pure router. With no config file
+    /// at all the embedded default master runs.
+    #[serde(default)]
+    pub master: Option<switchyard_master::config::MasterConfig>,
 }
 
 /// `[mesh]`: this node's name, its peers and the shared secret.
@@ -88,6 +92,7 @@ impl Default for FileConfig {
             limits: LimitsSection::default(),
             realms: default_realms(),
             mesh: None,
+            master: None,
         }
     }
 }

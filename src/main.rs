@@ -8,19 +8,26 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod config;
 mod crossbar;
+mod master;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand};
+use switchyard_master::auth::{MasterAuthenticator, WorkerGuard};
+use switchyard_master::config::MasterConfig;
 use switchyard_router::auth::methods::TransportAuth;
+use switchyard_router::auth::AllowAll;
 use switchyard_router::mesh::Mesh;
 use switchyard_router::transport::ListenerConfig;
 use switchyard_router::{transport, Router};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::FileConfig;
+use crate::master::{prepare_master, start_master};
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +45,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the router (embedded defaults: 127.0.0.1:8080, realms realm1 and buildbot, anonymous).
+    /// Run the router and the build master (embedded defaults: 127.0.0.1:8080, realms realm1
+    /// and buildbot, anonymous clients, a master with SQLite in ./switchyard-data).
     Start(StartArgs),
     /// Check a Crossbar node directory's configuration and report every issue.
     Check(CheckArgs),
@@ -103,6 +111,19 @@ struct StartArgs {
     /// The URL other nodes dial to reach this one (default: ws://<listen address>/mesh).
     #[arg(long)]
     advertise: Option<String>,
+    /// Run the router only, without the build master.
+    #[arg(long, env = "SWITCHYARD_NO_MASTER", value_parser = clap::builder::BoolishValueParser::new())]
+    no_master: bool,
+    /// The master's database: postgres://... for masters on several hosts (default: SQLite
+    /// in the data folder).
+    #[arg(long, env = "SWITCHYARD_DB")]
+    db: Option<String>,
+    /// The master's data folder (SQLite database, generated worker passwords).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// This master's name (default: the mesh node name, else <hostname>:<data folder>).
+    #[arg(long)]
+    master_name: Option<String>,
 }
 
 fn init_logging(level: Option<&str>) {
@@ -248,6 +269,7 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
     if let Some(cbdir) = &args.cbdir {
         return start_node(cbdir, log_level, args.metrics);
     }
+    let embedded = args.config.is_none();
     let mut file = match &args.config {
         Some(path) => match FileConfig::load(path) {
             Ok(c) => c,
@@ -256,8 +278,25 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => FileConfig::default(),
+        None => FileConfig {
+            master: Some(MasterConfig::embedded_default()),
+            ..FileConfig::default()
+        },
     };
+    if args.no_master {
+        file.master = None;
+    }
+    if let Some(m) = file.master.as_mut() {
+        if let Some(db) = args.db.clone() {
+            m.db = Some(db);
+        }
+        if let Some(d) = args.data_dir.clone() {
+            m.data_dir = d;
+        }
+        if let Some(n) = args.master_name.clone() {
+            m.name = Some(n);
+        }
+    }
     if let Some(l) = args.listen {
         file.listen = l;
     }
@@ -310,6 +349,16 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let master_config = match file.master.take().filter(|m| m.enabled) {
+        None => None,
+        Some(m) => match prepare_master(m, &file, embedded) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("switchyard: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let metrics = args.metrics;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -324,11 +373,22 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             }
         };
         let local = listener.local_addr().expect("bound socket has an address");
-        let router = Router::new(router_config);
+        let router = match &master_config {
+            Some(m) => Router::with_auth(
+                router_config,
+                Arc::new(MasterAuthenticator::new(
+                    &m.config.realm,
+                    m.passwords.iter().map(|(n, p)| (n.as_str(), p.as_str())),
+                )),
+                Arc::new(WorkerGuard::new(Arc::new(AllowAll))),
+            ),
+            None => Router::new(router_config),
+        };
         let realms: Vec<String> = router.realms().map(|r| r.name().to_owned()).collect();
         tracing::info!(%local, ?realms, "router started");
         // Tests and scripts read this line to learn the port.
         println!("switchyard listening on {local}");
+        let node_name = mesh_config.as_ref().map(|m| m.node_name.clone());
         if let Some(mc) = mesh_config {
             if local.ip().is_unspecified() && mc.advertise.is_none() {
                 tracing::warn!(
@@ -341,12 +401,31 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             listener_config.mesh = Some(mesh.clone());
             mesh.start();
         }
+        let master = match master_config {
+            Some(m) => match start_master(&router, m, node_name).await {
+                Ok(master) => {
+                    listener_config.http_mounts.extend(master.http_mounts());
+                    Some(master)
+                }
+                Err(e) => {
+                    eprintln!("switchyard: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            None => None,
+        };
         let server = tokio::spawn(transport::serve(listener, router.clone(), listener_config));
         let metrics_server = match serve_metrics(&router, metrics).await {
             Ok(s) => s,
             Err(code) => return code,
         };
         wait_for_signal().await;
+        if let Some(m) = master {
+            tracing::info!(
+                "stopping the build master: running builds end as RETRY and run again elsewhere"
+            );
+            m.stop().await;
+        }
         tracing::info!("shutting down: closing every session with wamp.close.system_shutdown");
         let clean = router.shutdown().wait(Duration::from_secs(5)).await;
         server.abort();

@@ -47,12 +47,8 @@ impl Node {
     /// `switchyard start --listen 127.0.0.1:0` as a mesh node dialing `peers`.
     fn start(name: &'static str, peers: &[u16]) -> Node {
         let mut cmd = Command::new(BIN);
-        cmd.args(["start", "--listen", "127.0.0.1:0"]).args([
-            "--node-name",
-            name,
-            "--mesh-secret",
-            SECRET,
-        ]);
+        cmd.args(["start", "--no-master", "--listen", "127.0.0.1:0"])
+            .args(["--node-name", name, "--mesh-secret", SECRET]);
         for p in peers {
             cmd.args(["--peer", &format!("ws://127.0.0.1:{p}")]);
         }

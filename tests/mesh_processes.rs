@@ -37,8 +37,13 @@ fn free_port() -> u16 {
 
 fn spawn(name: &str, port: u16, peers: &[u16], secret: &str) -> Proc {
     let mut cmd = Command::new(BIN);
-    cmd.args(["start", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--node-name", name, "--mesh-secret", secret]);
+    cmd.args([
+        "start",
+        "--no-master",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .args(["--node-name", name, "--mesh-secret", secret]);
     for p in peers {
         cmd.args(["--peer", &format!("ws://127.0.0.1:{p}")]);
     }
@@ -336,7 +341,12 @@ fn mesh_flags_are_checked_before_start() {
     // A node without a mesh says so.
     let port = free_port();
     let mut plain = Command::new(BIN)
-        .args(["start", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "start",
+            "--no-master",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -73,6 +73,7 @@ fn binary_serves_metrics_when_asked() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args([
             "start",
+            "--no-master",
             "--listen",
             "127.0.0.1:0",
             "--metrics",

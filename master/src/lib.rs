@@ -5,8 +5,10 @@
 //! Workers, schedulers, the build runner and the REST API come next (issue 6) and sit on
 //! top of it.
 
+pub mod auth;
 pub mod config;
 pub mod control;
+pub mod engine;
 mod error;
 mod results;
 pub mod store;

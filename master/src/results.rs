@@ -38,6 +38,27 @@ impl Results {
         Results::ALL.into_iter().find(|r| r.code() == code)
     }
 
+    /// The worse of two results, by Buildbot's order (`worst_status`): SKIPPED < SUCCESS <
+    /// WARNINGS < FAILURE < EXCEPTION < RETRY < CANCELLED.
+    pub fn worst(self, other: Results) -> Results {
+        fn rank(r: Results) -> u8 {
+            match r {
+                Results::Skipped => 0,
+                Results::Success => 1,
+                Results::Warnings => 2,
+                Results::Failure => 3,
+                Results::Exception => 4,
+                Results::Retry => 5,
+                Results::Cancelled => 6,
+            }
+        }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+
     /// Buildbot's lower-case name (`Results[code]` in Python).
     pub fn name(self) -> &'static str {
         match self {
@@ -69,5 +90,8 @@ mod tests {
         assert_eq!(Results::from_code(5), Some(Results::Retry));
         assert_eq!(Results::from_code(7), None);
         assert_eq!(Results::Cancelled.to_string(), "cancelled");
+        assert_eq!(Results::Skipped.worst(Results::Success), Results::Success);
+        assert_eq!(Results::Failure.worst(Results::Warnings), Results::Failure);
+        assert_eq!(Results::Retry.worst(Results::Cancelled), Results::Cancelled);
     }
 }

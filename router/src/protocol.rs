@@ -508,9 +508,10 @@ impl Connection {
             if internal {
                 return Authorization::ALLOW;
             }
-            let a = self.router.authorizer().authorize(
+            let a = self.router.authorizer().authorize_session(
                 j.realm.name(),
                 &j.session.info.authrole,
+                &j.session.info.authid,
                 uri,
                 action,
             );

@@ -1,28 +1,63 @@
-//! An in-process WAMP client for router services that answer outside requests (the HTTP
-//! bridge): many concurrent requests share one in-process session, each awaiting its own
-//! answer.
+//! An in-process WAMP client for code running inside the router process (the HTTP bridge,
+//! the build master): many concurrent requests share one in-process session, each awaiting
+//! its own answer; calls may stream progressive results and be canceled; subscriptions
+//! deliver their EVENTs on a channel.
 //!
 //! Requests are sent synchronously through the session's state machine (under a mutex, so
 //! request IDs and messages stay paired); one task reads the session's queue and hands each
-//! RESULT, ERROR or PUBLISHED to the request waiting for it.
+//! RESULT, ERROR, PUBLISHED or SUBSCRIBED to the request waiting for it, and each EVENT to its
+//! subscription's channel. The reader installs a subscription's channel when SUBSCRIBED
+//! arrives, before any EVENT for it can be read, so none is missed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::outbound::Taken;
 use crate::protocol::Connection;
 use crate::wire::{Dict, Id, Message, Payload, MAX_ID};
 use crate::Router;
 
-type Waiters = Mutex<HashMap<Id, oneshot::Sender<Message>>>;
+/// Who waits for what a request brings back.
+enum Waiter {
+    /// One answer: RESULT, ERROR, PUBLISHED, SUBSCRIBED, UNSUBSCRIBED.
+    Reply(oneshot::Sender<Message>),
+    /// A call with progressive results: every RESULT and the final RESULT or ERROR.
+    Progressive(mpsc::Sender<Message>),
+    /// SUBSCRIBE: install the channel under the subscription ID, then reply.
+    Subscribe(oneshot::Sender<Message>, mpsc::Sender<SubscriptionEvent>),
+}
+
+#[derive(Default)]
+struct Routes {
+    waiters: HashMap<Id, Waiter>,
+    subscriptions: HashMap<Id, mpsc::Sender<SubscriptionEvent>>,
+}
+
+type SharedRoutes = Arc<Mutex<Routes>>;
+
+/// An EVENT delivered to a subscription.
+#[derive(Debug, Clone)]
+pub struct SubscriptionEvent {
+    pub publication: Id,
+    pub details: Dict,
+    pub payload: Payload,
+}
+
+/// Depth of a subscription's event channel; a subscriber that falls this far behind loses
+/// events (logged), so one slow consumer cannot stall the session's reader.
+const EVENT_CHANNEL_DEPTH: usize = 4096;
+
+/// Depth of a progressive call's channel; when it is full the reader waits, which pushes
+/// back on the callee through the session's bounded queue.
+const PROGRESS_CHANNEL_DEPTH: usize = 256;
 
 pub struct ServiceClient {
     conn: Mutex<Connection>,
-    waiters: Arc<Waiters>,
+    routes: SharedRoutes,
     next: AtomicU64,
 }
 
@@ -63,10 +98,10 @@ impl ServiceClient {
 
     fn run(router: &Router, session: crate::LocalSession) -> Arc<ServiceClient> {
         let (conn, queue) = session.into_parts();
-        let waiters: Arc<Waiters> = Arc::new(Mutex::new(HashMap::new()));
+        let routes: SharedRoutes = Arc::default();
         let client = Arc::new(ServiceClient {
             conn: Mutex::new(conn),
-            waiters: waiters.clone(),
+            routes: routes.clone(),
             next: AtomicU64::new(0),
         });
         let shutdown = router.shutdown().clone();
@@ -81,32 +116,22 @@ impl ServiceClient {
                     break;
                 }
                 for msg in batch {
-                    let request = match &msg {
-                        Message::Result {
-                            request, details, ..
-                        } if !details.contains_key("progress") => *request,
-                        Message::Error { request, .. } | Message::Published { request, .. } => {
-                            *request
-                        }
-                        _ => continue,
-                    };
-                    if let Some(tx) = waiters.lock().remove(&request) {
-                        let _ = tx.send(msg);
-                    }
+                    dispatch(&routes, msg).await;
                 }
             }
-            // Dropping the senders answers every waiter with `Gone`.
-            waiters.lock().clear();
+            // Dropping the senders answers every waiter with `Gone` and ends every
+            // subscription's stream.
+            let mut r = routes.lock();
+            r.waiters.clear();
+            r.subscriptions.clear();
         });
         client
     }
 
     /// Sends the message `make` builds for a fresh request ID and waits for its answer.
     async fn request(&self, make: impl FnOnce(Id) -> Message) -> Answer {
-        let request = self.next.fetch_add(1, Ordering::Relaxed) % MAX_ID + 1;
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().insert(request, tx);
-        self.conn.lock().handle(make(request));
+        self.send_request(Waiter::Reply(tx), make);
         match rx.await {
             Ok(Message::Result { payload, .. }) => Answer::Result(payload),
             Ok(Message::Published { publication, .. }) => Answer::Published(publication),
@@ -139,5 +164,139 @@ impl ServiceClient {
             payload,
         })
         .await
+    }
+
+    /// Publishes without acknowledgement (fire and forget, as Buildbot's masters publish).
+    pub fn publish_unacknowledged(&self, topic: &str, options: Dict, payload: Payload) {
+        let request = self.next_request();
+        self.conn.lock().handle(Message::Publish {
+            request,
+            options,
+            topic: topic.to_owned(),
+            payload,
+        });
+    }
+
+    /// Calls with `receive_progress`: the channel yields every progressive RESULT, then the
+    /// final RESULT or ERROR, then ends. The returned request ID cancels the call.
+    pub fn call_progressive(
+        &self,
+        procedure: &str,
+        mut options: Dict,
+        payload: Payload,
+    ) -> (Id, mpsc::Receiver<Message>) {
+        options.insert("receive_progress".into(), crate::wire::Value::Bool(true));
+        let (tx, rx) = mpsc::channel(PROGRESS_CHANNEL_DEPTH);
+        let request = self.send_request(Waiter::Progressive(tx), |request| Message::Call {
+            request,
+            options,
+            procedure: procedure.to_owned(),
+            payload,
+        });
+        (request, rx)
+    }
+
+    /// Cancels a call (`mode`: `skip`, `kill` or `killnowait`); its answer arrives as usual.
+    pub fn cancel(&self, request: Id, mode: &str) {
+        let mut options = Dict::new();
+        options.insert("mode".into(), crate::wire::Value::from(mode));
+        self.conn
+            .lock()
+            .handle(Message::Cancel { request, options });
+    }
+
+    /// Subscribes; EVENTs arrive on the returned channel (bounded: see
+    /// `EVENT_CHANNEL_DEPTH`). Err carries the ERROR's URI.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        options: Dict,
+    ) -> Result<(Id, mpsc::Receiver<SubscriptionEvent>), String> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_DEPTH);
+        self.send_request(Waiter::Subscribe(reply_tx, events_tx), |request| {
+            Message::Subscribe {
+                request,
+                options,
+                topic: topic.to_owned(),
+            }
+        });
+        match reply_rx.await {
+            Ok(Message::Subscribed { subscription, .. }) => Ok((subscription, events_rx)),
+            Ok(Message::Error { error, .. }) => Err(error),
+            _ => Err("the session closed".into()),
+        }
+    }
+
+    fn next_request(&self) -> Id {
+        self.next.fetch_add(1, Ordering::Relaxed) % MAX_ID + 1
+    }
+
+    /// Registers `waiter` under a fresh request ID, then sends the request (in that order,
+    /// so the answer always finds its waiter).
+    fn send_request(&self, waiter: Waiter, make: impl FnOnce(Id) -> Message) -> Id {
+        let request = self.next_request();
+        self.routes.lock().waiters.insert(request, waiter);
+        self.conn.lock().handle(make(request));
+        request
+    }
+}
+
+/// Hands one message from the session's queue to whoever waits for it.
+async fn dispatch(routes: &Mutex<Routes>, msg: Message) {
+    let request = match &msg {
+        Message::Event {
+            subscription,
+            publication,
+            details,
+            payload,
+        } => {
+            let tx = routes.lock().subscriptions.get(subscription).cloned();
+            if let Some(tx) = tx {
+                let event = SubscriptionEvent {
+                    publication: *publication,
+                    details: details.clone(),
+                    payload: payload.clone(),
+                };
+                if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event) {
+                    tracing::warn!(
+                        subscription,
+                        "in-process subscriber is {EVENT_CHANNEL_DEPTH} events behind; event dropped"
+                    );
+                }
+            }
+            return;
+        }
+        Message::Result { request, .. }
+        | Message::Error { request, .. }
+        | Message::Published { request, .. }
+        | Message::Subscribed { request, .. }
+        | Message::Unsubscribed { request, .. } => *request,
+        _ => return,
+    };
+    let progress = matches!(&msg, Message::Result { details, .. }
+        if details.get("progress").and_then(crate::wire::Value::as_bool) == Some(true));
+    let waiter = {
+        let mut r = routes.lock();
+        match r.waiters.get(&request) {
+            Some(Waiter::Progressive(tx)) if progress => Some(Waiter::Progressive(tx.clone())),
+            Some(_) => r.waiters.remove(&request),
+            None => None,
+        }
+    };
+    match waiter {
+        Some(Waiter::Reply(tx)) => {
+            let _ = tx.send(msg);
+        }
+        Some(Waiter::Progressive(tx)) => {
+            let _ = tx.send(msg).await;
+        }
+        Some(Waiter::Subscribe(tx, events)) => {
+            if let Message::Subscribed { subscription, .. } = &msg {
+                routes.lock().subscriptions.insert(*subscription, events);
+            }
+            let _ = tx.send(msg);
+        }
+        None => {}
     }
 }

@@ -467,7 +467,7 @@ impl Process {
     pub fn start(extra: &[&str]) -> Process {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["start", "--listen", "127.0.0.1:0"])
+            .args(["start", "--no-master", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

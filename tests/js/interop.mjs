@@ -1011,7 +1011,7 @@ if (cli.list) {
 let routerChild = null;
 async function startRouter(bin) {
   const logStream = cli['router-log'] ? createWriteStream(cli['router-log']) : null;
-  const child = spawn(bin, ['start', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, ['start', '--no-master', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   routerChild = child;
   if (logStream) child.stderr.pipe(logStream);
   else child.stderr.resume();

@@ -45,8 +45,8 @@ impl Store {
         self.retrying("register_master", || async {
             let row: AnyRow = sqlx::query(
                 "INSERT INTO masters (name, active, last_active) VALUES ($1, 1, $2) \
-                 ON CONFLICT (name) DO UPDATE SET active = 1, last_active = excluded.last_active \
-                 RETURNING id",
+                 ON CONFLICT (name) DO UPDATE SET active = 1, last_active = excluded.last_active, \
+                 state = 'running' RETURNING id",
             )
             .bind(name)
             .bind(self.now())
@@ -343,8 +343,25 @@ impl Store {
             .collect::<Result<_, _>>()?;
         released.sort_unstable();
 
+        // What else the dead masters held: connected workers, worker build slots, scheduler
+        // ownership, the builders they served. Their logs are closed and their state shown.
+        for sql in [
+            "DELETE FROM connected_workers WHERE masterid IN ({list})",
+            "DELETE FROM worker_leases WHERE masterid IN ({list})",
+            "DELETE FROM scheduler_masters WHERE masterid IN ({list})",
+            "DELETE FROM builder_masters WHERE masterid IN ({list})",
+            "UPDATE masters SET state = 'stopped' WHERE id IN ({list})",
+        ] {
+            let sql = sql.replace("{list}", &placeholders(1, masters.len()));
+            let mut q = sqlx::query(&sql);
+            for m in &masters {
+                q = q.bind(*m);
+            }
+            q.execute(&mut **tx).await?;
+        }
         let sql = format!(
-            "DELETE FROM connected_workers WHERE masterid IN ({})",
+            "UPDATE logs SET complete = 1 WHERE complete = 0 AND stepid IN (SELECT s.id FROM \
+             steps s JOIN builds b ON b.id = s.buildid WHERE b.masterid IN ({}))",
             placeholders(1, masters.len())
         );
         let mut q = sqlx::query(&sql);

@@ -34,6 +34,7 @@
 
 mod coord;
 mod records;
+mod running;
 
 use std::future::Future;
 use std::path::Path;
@@ -48,6 +49,7 @@ use crate::StoreError;
 
 pub use coord::Expiry;
 pub use records::{Build, BuildRequest};
+pub use running::{ChangeId, ChangeRecord, LogId, NewBuildset, SchedulerId, StepId};
 
 pub type MasterId = i64;
 pub type BuilderId = i64;

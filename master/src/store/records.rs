@@ -91,7 +91,7 @@ impl Store {
         self.ensure_named("ensure_worker", "workers", name).await
     }
 
-    async fn ensure_named(
+    pub(super) async fn ensure_named(
         &self,
         op: &'static str,
         table: &'static str,

@@ -201,6 +201,20 @@ impl Authorization {
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, realm: &str, authrole: &str, uri: &str, action: Action) -> Authorization;
 
+    /// Like [`Authorizer::authorize`], for authorizers whose rules depend on who the session
+    /// is, not only its role (a build worker may register under its own name only). The
+    /// router calls this one.
+    fn authorize_session(
+        &self,
+        realm: &str,
+        authrole: &str,
+        _authid: &str,
+        uri: &str,
+        action: Action,
+    ) -> Authorization {
+        self.authorize(realm, authrole, uri, action)
+    }
+
     /// Whether a session may join `realm` under `authrole` at all (Crossbar refuses a role the
     /// realm does not define with `wamp.error.no_such_role`).
     fn has_role(&self, _realm: &str, _authrole: &str) -> bool {

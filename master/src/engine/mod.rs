@@ -1,0 +1,728 @@
+//! The running master: one per `switchyard start`, embedded in the router process and acting
+//! through in-process WAMP sessions (no socket, no serialization).
+//!
+//! Tasks, all stopped by one cancellation token:
+//! - **heartbeat**: records this master alive, expires silent masters (releasing their
+//!   claims and worker slots, retrying their builds, publishing `unclaimed`), and runs the
+//!   periodic schedulers this master owns;
+//! - **queue**: woken by bus events (`buildrequests..new|unclaimed`, a worker appearing, a
+//!   build ending) or every `poll_interval`, it matches unclaimed requests for builders this
+//!   master runs to idle workers: take a worker slot (database-arbitrated, see
+//!   `store::running`), claim the request (the claim protocol), start the build;
+//! - **presence**: watches this node's registrations of `switchyard.worker.<name>.run` and
+//!   records which workers are connected here (`connected_workers`), publishing
+//!   `workers.<id>.connected|disconnected`;
+//! - **control**: listens for `control.builds.<id>.stop` so a stop sent to any master reaches
+//!   the one running the build;
+//! - one task per running build ([`build`]).
+//!
+//! Any master can run a build on any worker in the mesh: workers are WAMP callees, so the
+//! call reaches them wherever they are connected.
+
+mod build;
+mod control;
+pub mod events;
+pub mod secrets;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::json;
+use switchyard_router::service::{ServiceClient, SubscriptionEvent};
+use switchyard_router::wire::{Dict, Value};
+use switchyard_router::Router;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{worker_procedure, WORKER_NAMESPACE};
+use crate::config::{BuilderConfig, MasterConfig, SchedulerKind};
+use crate::store::{
+    BuildId, BuildRequest, BuilderId, MasterId, NewBuildset, SchedulerId, Store, WorkerId,
+};
+use crate::StoreError;
+use events::{to_json, Bus};
+
+pub use control::MasterControl;
+
+/// Why a master could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot join realm {realm:?} on the router: {reason}")]
+    Realm { realm: String, reason: String },
+    #[error("cannot subscribe to {topic}: {reason}")]
+    Subscribe { topic: String, reason: String },
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A build this master is running, as the stop path sees it.
+struct RunningBuild {
+    stop: CancellationToken,
+    /// Why it was stopped (shown as its state).
+    reason: Mutex<Option<String>>,
+}
+
+/// What every task of the master shares.
+pub(crate) struct Inner {
+    config: Arc<MasterConfig>,
+    store: Store,
+    bus: Bus,
+    client: Arc<ServiceClient>,
+    master: MasterId,
+    name: String,
+    builder_ids: HashMap<String, BuilderId>,
+    builders_by_id: HashMap<BuilderId, usize>,
+    worker_ids: HashMap<String, WorkerId>,
+    scheduler_ids: HashMap<String, SchedulerId>,
+    running: Mutex<HashMap<BuildId, Arc<RunningBuild>>>,
+    /// Workers whose last build could not reach them: skipped until the instant passes, so
+    /// a worker that vanished does not turn the queue into a retry loop.
+    quarantine: Mutex<HashMap<WorkerId, Instant>>,
+    wake: Notify,
+    shutdown: CancellationToken,
+    /// No new claims (a stop is under way).
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl Inner {
+    fn builder(&self, id: BuilderId) -> Option<&BuilderConfig> {
+        self.builders_by_id
+            .get(&id)
+            .map(|i| &self.config.builders[*i])
+    }
+
+    fn worker_name(&self, id: WorkerId) -> Option<&str> {
+        self.worker_ids
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Publishes a request's current state under `event`.
+    async fn publish_request(&self, brid: i64, event: &str) {
+        match self.store.get_buildrequest(brid).await {
+            Ok(Some(r)) => self.bus.buildrequest(&r, event),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(brid, error = %e, "cannot read build request to publish"),
+        }
+    }
+
+    async fn publish_buildset_new(&self, bsid: i64, reason: &str, requests: &[(i64, i64)]) {
+        let data = json!({"bsid": bsid, "reason": reason, "submitted_at": unix_now(),
+            "complete": false, "results": null, "external_idstring": null,
+            "builderids": requests.iter().map(|(b, _)| *b).collect::<Vec<_>>()});
+        self.bus.buildset(bsid, &data, "new");
+        for (_, brid) in requests {
+            self.publish_request(*brid, "new").await;
+        }
+    }
+
+    /// After a request completed: completes its buildset if it was the last.
+    async fn maybe_complete_buildset(&self, bsid: i64) {
+        match self.store.maybe_complete_buildset(bsid).await {
+            Ok(Some(results)) => {
+                let data = json!({"bsid": bsid, "complete": true, "results": results.code(),
+                    "complete_at": unix_now()});
+                self.bus.buildset(bsid, &data, "complete");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(bsid, error = %e, "cannot complete buildset"),
+        }
+    }
+}
+
+/// A running master. Dropping it does not stop it; call [`Master::stop`].
+pub struct Master {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Master {
+    /// Registers the master, applies the config (builders, workers, schedulers) to the
+    /// database, joins the realm and starts the tasks. `workers_secrets` are not needed here
+    /// (the router's authenticator holds them).
+    pub async fn start(
+        router: &Router,
+        config: Arc<MasterConfig>,
+        store: Store,
+        name: String,
+    ) -> Result<Master, MasterError> {
+        let client = ServiceClient::start_trusted(router, &config.realm, &format!("master:{name}"))
+            .map_err(|reason| MasterError::Realm {
+                realm: config.realm.clone(),
+                reason,
+            })?;
+        let bus = Bus::new(client.clone());
+
+        // A master restarting under its old name first cleans up after its previous life
+        // (its claims are released and its unfinished builds end as RETRY), as expiry would.
+        let master = store.register_master(&name).await?;
+        let leftover = store.deactivate_master(master).await?;
+        let master = store.register_master(&name).await?;
+        for brid in &leftover.released {
+            tracing::info!(brid, "released a claim left by this master's previous run");
+        }
+
+        let mut builder_ids = HashMap::new();
+        let mut builders_by_id = HashMap::new();
+        for (i, b) in config.builders.iter().enumerate() {
+            let id = store.ensure_builder(&b.name).await?;
+            store
+                .set_builder_description(id, b.description.as_deref())
+                .await?;
+            builder_ids.insert(b.name.clone(), id);
+            builders_by_id.insert(id, i);
+        }
+        let ids: Vec<BuilderId> = builder_ids.values().copied().collect();
+        store.set_builder_masters(master, &ids).await?;
+        let mut worker_ids = HashMap::new();
+        for w in &config.workers {
+            worker_ids.insert(w.name.clone(), store.ensure_worker(&w.name).await?);
+        }
+        let mut scheduler_ids = HashMap::new();
+        for s in &config.schedulers {
+            scheduler_ids.insert(s.name.clone(), store.ensure_scheduler(&s.name).await?);
+        }
+
+        let inner = Arc::new(Inner {
+            config,
+            store,
+            bus,
+            client,
+            master,
+            name,
+            builder_ids,
+            builders_by_id,
+            worker_ids,
+            scheduler_ids,
+            running: Mutex::new(HashMap::new()),
+            quarantine: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            shutdown: CancellationToken::new(),
+            draining: false.into(),
+        });
+        inner.bus.master(master, &inner.name, true, "started");
+        for brid in leftover.released {
+            inner.publish_request(brid, "unclaimed").await;
+        }
+
+        let mut tasks = Vec::new();
+        // Subscribe before anything can happen that the subscriptions should see.
+        let wakers = subscribe_wakers(&inner).await?;
+        let presence = subscribe_presence(&inner).await?;
+        let stops = subscribe(&inner, "org.buildbot.mq.control.builds..stop", true).await?;
+        tasks.push(tokio::spawn(wake_on_events(inner.clone(), wakers)));
+        tasks.push(tokio::spawn(presence_task(inner.clone(), presence)));
+        tasks.push(tokio::spawn(stop_listener(inner.clone(), stops)));
+        tasks.push(tokio::spawn(heartbeat_task(inner.clone())));
+        tasks.push(tokio::spawn(queue_task(inner.clone())));
+        tracing::info!(master, name = %inner.name, realm = %inner.config.realm,
+            builders = inner.config.builders.len(), workers = inner.config.workers.len(),
+            "build master started");
+        Ok(Master { inner, tasks })
+    }
+
+    pub fn id(&self) -> MasterId {
+        self.inner.master
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The control surface for the REST API.
+    pub fn control(&self) -> Arc<MasterControl> {
+        Arc::new(MasterControl::new(self.inner.clone()))
+    }
+
+    /// Stops at once (SIGTERM without a graceful period): claims nothing more, stops the
+    /// running builds (they end as RETRY and their requests are released so another master
+    /// runs them), marks this master inactive and publishes `masters.<id>.stopped`.
+    pub async fn stop(self) {
+        let inner = &self.inner;
+        inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let running: Vec<(BuildId, Arc<RunningBuild>)> = inner
+            .running
+            .lock()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (_, r) in &running {
+            *r.reason.lock() = Some("master shutting down".into());
+            r.stop.cancel();
+        }
+        // Build tasks finish their bookkeeping (RETRY, unclaim) within a bounded time.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !inner.running.lock().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        inner.shutdown.cancel();
+        for t in self.tasks {
+            t.abort();
+        }
+        if let Err(e) = inner.store.release_schedulers(inner.master).await {
+            tracing::warn!(error = %e, "cannot release schedulers");
+        }
+        match inner.store.deactivate_master(inner.master).await {
+            Ok(expiry) => {
+                for brid in expiry.released {
+                    inner.publish_request(brid, "unclaimed").await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot mark this master inactive"),
+        }
+        inner
+            .bus
+            .master(inner.master, &inner.name, false, "stopped");
+        tracing::info!(master = inner.master, "build master stopped");
+    }
+}
+
+async fn subscribe(
+    inner: &Inner,
+    topic: &str,
+    wildcard: bool,
+) -> Result<tokio::sync::mpsc::Receiver<SubscriptionEvent>, MasterError> {
+    let mut options = Dict::new();
+    if wildcard {
+        options.insert("match".into(), Value::from("wildcard"));
+    }
+    inner
+        .client
+        .subscribe(topic, options)
+        .await
+        .map(|(_, rx)| rx)
+        .map_err(|reason| MasterError::Subscribe {
+            topic: topic.into(),
+            reason,
+        })
+}
+
+/// Events after which the queue may have work: new or released requests, finished builds.
+async fn subscribe_wakers(
+    inner: &Inner,
+) -> Result<Vec<tokio::sync::mpsc::Receiver<SubscriptionEvent>>, MasterError> {
+    let mut v = Vec::new();
+    for t in [
+        "org.buildbot.mq.buildrequests..new",
+        "org.buildbot.mq.buildrequests..unclaimed",
+        "org.buildbot.mq.builds..finished",
+        "org.buildbot.mq.workers..connected",
+    ] {
+        v.push(subscribe(inner, t, true).await?);
+    }
+    Ok(v)
+}
+
+async fn wake_on_events(
+    inner: Arc<Inner>,
+    subs: Vec<tokio::sync::mpsc::Receiver<SubscriptionEvent>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    for mut s in subs {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    drop(tx);
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            got = rx.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                inner.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Registrations of worker procedures on this node, from the meta API.
+struct Presence {
+    created: tokio::sync::mpsc::Receiver<SubscriptionEvent>,
+    deleted: tokio::sync::mpsc::Receiver<SubscriptionEvent>,
+}
+
+async fn subscribe_presence(inner: &Inner) -> Result<Presence, MasterError> {
+    Ok(Presence {
+        created: subscribe(inner, "wamp.registration.on_create", false).await?,
+        deleted: subscribe(inner, "wamp.registration.on_delete", false).await?,
+    })
+}
+
+/// The worker a `switchyard.worker.<name>.run` URI names, if configured.
+fn worker_of_run_uri<'a>(inner: &'a Inner, uri: &str) -> Option<(&'a str, WorkerId)> {
+    let name = uri.strip_prefix(WORKER_NAMESPACE)?.strip_suffix(".run")?;
+    inner
+        .worker_ids
+        .get_key_value(name)
+        .map(|(k, v)| (k.as_str(), *v))
+}
+
+async fn presence_task(inner: Arc<Inner>, mut p: Presence) {
+    // Registration id of each connected worker's `run` → worker id.
+    let mut registrations: HashMap<u64, WorkerId> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            Some(ev) = p.created.recv() => {
+                // args: [session, {id, uri, match, invoke, created}]
+                let Some(details) = ev.payload.args().get(1).and_then(Value::as_dict) else { continue };
+                let Some(uri) = details.get("uri").and_then(Value::as_str) else { continue };
+                let Some(reg) = details.get("id").and_then(Value::as_u64) else { continue };
+                let Some((name, wid)) = worker_of_run_uri(&inner, uri) else { continue };
+                registrations.insert(reg, wid);
+                let name = name.to_owned();
+                let inner = inner.clone();
+                // Asking the worker about itself also proves it answers.
+                tokio::spawn(async move { worker_appeared(&inner, &name, wid).await });
+            }
+            Some(ev) = p.deleted.recv() => {
+                // args: [session, registration id]
+                let Some(reg) = ev.payload.args().get(1).and_then(Value::as_u64) else { continue };
+                let Some(wid) = registrations.remove(&reg) else { continue };
+                let name = inner.worker_name(wid).unwrap_or("?").to_owned();
+                tracing::info!(worker = %name, "worker disconnected");
+                if let Err(e) = inner.store.worker_disconnected(inner.master, wid).await {
+                    tracing::warn!(worker = %name, error = %e, "cannot record worker disconnect");
+                }
+                inner.bus.worker(wid, &name, inner.master, "disconnected");
+            }
+            else => return,
+        }
+    }
+}
+
+async fn worker_appeared(inner: &Inner, name: &str, wid: WorkerId) {
+    let procedure = worker_procedure(name, "info");
+    let info = inner.client.call(&procedure, Default::default());
+    let info = match tokio::time::timeout(Duration::from_secs(10), info).await {
+        Ok(switchyard_router::service::Answer::Result(p)) => p
+            .kwargs()
+            .map(|k| to_json(&Value::Dict(k.clone())))
+            .unwrap_or_else(|| json!({})),
+        other => {
+            tracing::warn!(worker = name, answer = ?other.ok(), "worker registered but its info call failed");
+            json!({})
+        }
+    };
+    if let Err(e) = inner.store.set_worker_info(wid, &info).await {
+        tracing::warn!(worker = name, error = %e, "cannot store worker info");
+    }
+    if let Err(e) = inner.store.worker_connected(inner.master, wid).await {
+        tracing::warn!(worker = name, error = %e, "cannot record worker connection");
+        return;
+    }
+    inner.quarantine.lock().remove(&wid);
+    tracing::info!(worker = name, "worker connected");
+    inner.bus.worker(wid, name, inner.master, "connected");
+    inner.wake.notify_one();
+}
+
+async fn stop_listener(
+    inner: Arc<Inner>,
+    mut stops: tokio::sync::mpsc::Receiver<SubscriptionEvent>,
+) {
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            ev = stops.recv() => {
+                let Some(ev) = ev else { return };
+                // The topic is org.buildbot.mq.control.builds.<id>.stop.
+                let Some(topic) = ev.details.get("topic").and_then(Value::as_str) else { continue };
+                let Some(id) = topic
+                    .strip_prefix("org.buildbot.mq.control.builds.")
+                    .and_then(|r| r.strip_suffix(".stop"))
+                    .and_then(|r| r.parse::<BuildId>().ok())
+                else {
+                    continue;
+                };
+                let reason = ev
+                    .payload
+                    .args()
+                    .first()
+                    .and_then(Value::as_dict)
+                    .and_then(|d| d.get("reason"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("stopped")
+                    .to_owned();
+                stop_local_build(&inner, id, reason);
+            }
+        }
+    }
+}
+
+/// Stops a build if this master runs it; true if it did.
+pub(crate) fn stop_local_build(inner: &Inner, build: BuildId, reason: String) -> bool {
+    let running = inner.running.lock().get(&build).cloned();
+    match running {
+        Some(r) => {
+            tracing::info!(build, %reason, "stopping build");
+            *r.reason.lock() = Some(reason);
+            r.stop.cancel();
+            true
+        }
+        None => false,
+    }
+}
+
+async fn heartbeat_task(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.config.heartbeat_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match inner.store.heartbeat(inner.master).await {
+            Ok(()) => {}
+            Err(StoreError::MasterInactive { .. }) => {
+                recover_from_expiry(&inner).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "heartbeat failed: this master may be expired by others if the database stays unreachable");
+                continue;
+            }
+        }
+        match inner
+            .store
+            .expire_masters(inner.master, inner.config.expiry_timeout())
+            .await
+        {
+            Ok(expiry) if !expiry.is_empty() => {
+                for m in &expiry.masters {
+                    tracing::warn!(
+                        master = m,
+                        released = expiry.released.len(),
+                        retried_builds = expiry.retried_builds.len(),
+                        "expired a silent master: its requests run again"
+                    );
+                    inner.bus.master(*m, "", false, "stopped");
+                }
+                for b in &expiry.retried_builds {
+                    if let Ok(Some(build)) = inner.store.get_build(*b).await {
+                        inner.bus.build(&build, "finished");
+                    }
+                }
+                for brid in &expiry.released {
+                    inner.publish_request(*brid, "unclaimed").await;
+                }
+                inner.wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring silent masters failed"),
+        }
+        run_periodic_schedulers(&inner).await;
+    }
+}
+
+/// Another master expired this one (it was silent too long, e.g. the database was out of
+/// reach): its builds were ended as RETRY and its claims released, so the builds still
+/// running here must stop without reporting; then it registers again.
+async fn recover_from_expiry(inner: &Inner) {
+    tracing::error!(
+        master = inner.master,
+        "this master was expired by another (missed heartbeats); abandoning its builds and registering again"
+    );
+    let running: Vec<Arc<RunningBuild>> = inner.running.lock().values().cloned().collect();
+    for r in running {
+        *r.reason.lock() = Some("master expired".into());
+        r.stop.cancel();
+    }
+    match inner.store.register_master(&inner.name).await {
+        Ok(id) if id == inner.master => {
+            let ids: Vec<BuilderId> = inner.builder_ids.values().copied().collect();
+            if let Err(e) = inner.store.set_builder_masters(inner.master, &ids).await {
+                tracing::warn!(error = %e, "cannot re-declare builders");
+            }
+            inner.bus.master(inner.master, &inner.name, true, "started");
+        }
+        Ok(id) => tracing::error!(id, "re-registering gave a different master id"),
+        Err(e) => tracing::error!(error = %e, "cannot register again"),
+    }
+}
+
+async fn run_periodic_schedulers(inner: &Arc<Inner>) {
+    if inner.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    for s in &inner.config.schedulers {
+        if s.kind != SchedulerKind::Periodic {
+            continue;
+        }
+        let Some(&sid) = inner.scheduler_ids.get(&s.name) else {
+            continue;
+        };
+        let owner = match inner.store.claim_scheduler(inner.master, sid).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(scheduler = %s.name, error = %e, "cannot claim scheduler");
+                continue;
+            }
+        };
+        if !owner {
+            continue;
+        }
+        let interval = s.interval_s.unwrap_or(60.0) as i64;
+        let last = match inner.store.scheduler_last_run(sid).await {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        if last.is_some_and(|l| unix_now() < l + interval.max(1)) {
+            continue;
+        }
+        let mut properties = control::scheduler_properties(s);
+        properties.insert("scheduler".into(), (json!(s.name), "Scheduler".into()));
+        let bs = NewBuildset {
+            reason: format!(
+                "The Periodic scheduler named '{}' triggered this build",
+                s.name
+            ),
+            scheduler: Some(s.name.clone()),
+            changeid: None,
+            builders: s
+                .builders
+                .iter()
+                .filter_map(|b| inner.builder_ids.get(b).copied())
+                .collect(),
+            priority: 0,
+            properties,
+        };
+        match inner
+            .store
+            .fire_periodic(inner.master, sid, last, &bs)
+            .await
+        {
+            Ok(Some((bsid, requests))) => {
+                tracing::info!(scheduler = %s.name, bsid, "periodic scheduler fired");
+                inner
+                    .publish_buildset_new(bsid, &bs.reason, &requests)
+                    .await;
+                inner.wake.notify_one();
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(scheduler = %s.name, error = %e, "periodic scheduler failed"),
+        }
+    }
+}
+
+async fn queue_task(inner: Arc<Inner>) {
+    let poll = inner.config.poll_interval();
+    loop {
+        if !inner.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(e) = assign_pending(&inner).await {
+                tracing::warn!(error = %e, "assigning build requests failed; will retry");
+            }
+        }
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Matches unclaimed requests of this master's builders with idle workers and starts builds.
+async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
+    let pending = inner.store.unclaimed_buildrequests(None, 200).await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let available = inner.store.available_workers().await?;
+    let mut load = inner.store.worker_load().await?;
+    let now = Instant::now();
+    inner.quarantine.lock().retain(|_, until| *until > now);
+    let quarantined: Vec<WorkerId> = inner.quarantine.lock().keys().copied().collect();
+    for request in pending {
+        if inner.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        let Some(builder) = inner.builder(request.builderid) else {
+            continue; // another master's builder
+        };
+        let mut candidates: Vec<(WorkerId, &str, u32)> = builder
+            .workers
+            .iter()
+            .filter_map(|w| {
+                let id = *inner.worker_ids.get(w)?;
+                let max = inner.config.worker(w)?.max_builds;
+                let up = available.iter().any(|(a, _)| *a == id) && !quarantined.contains(&id);
+                let busy = load.get(&id).copied().unwrap_or(0) >= i64::from(max);
+                (up && !busy).then_some((id, w.as_str(), max))
+            })
+            .collect();
+        // Least loaded first; ties broken at random so masters spread out.
+        {
+            use rand::seq::SliceRandom;
+            candidates.shuffle(&mut rand::rng());
+        }
+        candidates.sort_by_key(|(id, _, _)| load.get(id).copied().unwrap_or(0));
+        for (wid, wname, max) in candidates {
+            let Some(slot) = inner
+                .store
+                .acquire_worker_slot(inner.master, wid, max, request.id)
+                .await?
+            else {
+                load.insert(wid, i64::from(max));
+                continue;
+            };
+            match inner
+                .store
+                .claim_buildrequests(inner.master, &[request.id])
+                .await
+            {
+                Ok(()) => {
+                    *load.entry(wid).or_default() += 1;
+                    start_build(inner, request.clone(), wid, wname.to_owned(), slot).await;
+                }
+                Err(StoreError::AlreadyClaimed) | Err(StoreError::UnknownBuildRequest) => {
+                    inner
+                        .store
+                        .release_worker_slot(inner.master, wid, slot)
+                        .await?;
+                }
+                Err(e) => {
+                    let _ = inner
+                        .store
+                        .release_worker_slot(inner.master, wid, slot)
+                        .await;
+                    return Err(e);
+                }
+            }
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn start_build(
+    inner: &Arc<Inner>,
+    request: BuildRequest,
+    worker: WorkerId,
+    worker_name: String,
+    slot: i64,
+) {
+    inner.publish_request(request.id, "claimed").await;
+    let inner2 = inner.clone();
+    tokio::spawn(async move {
+        build::run(inner2.clone(), request, worker, worker_name, slot).await;
+        inner2.wake.notify_one();
+    });
+}

@@ -1,0 +1,744 @@
+//! What a running master records beyond the claim protocol: worker build slots, which
+//! workers are connected where, builder and scheduler ownership, steps, logs and their
+//! chunks, changes, properties, and buildset completion.
+//!
+//! Worker slots and scheduler ownership use the same arbitration as claims: a primary key
+//! that exactly one of several racing masters can insert (`ON CONFLICT DO NOTHING`, then
+//! look at how many rows were written), so the limits hold across masters without locks.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use sqlx::Row;
+
+use super::{BuildId, BuildRequestId, BuilderId, BuildsetId, MasterId, Store, WorkerId};
+use crate::{Results, StoreError};
+
+pub type StepId = i64;
+pub type LogId = i64;
+pub type ChangeId = i64;
+pub type SchedulerId = i64;
+
+/// A change to record (the change hook's fields).
+#[derive(Debug, Clone, Default)]
+pub struct ChangeRecord {
+    pub author: String,
+    pub committer: Option<String>,
+    pub comments: String,
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub revlink: Option<String>,
+    pub when_timestamp: Option<i64>,
+    pub category: Option<String>,
+    pub repository: String,
+    pub codebase: String,
+    pub project: String,
+    pub properties: BTreeMap<String, Value>,
+    pub files: Vec<String>,
+}
+
+/// A buildset to queue: its reason, origin and properties (`name → (value, source)`).
+#[derive(Debug, Clone, Default)]
+pub struct NewBuildset {
+    pub reason: String,
+    pub scheduler: Option<String>,
+    pub changeid: Option<ChangeId>,
+    pub builders: Vec<BuilderId>,
+    pub priority: i64,
+    pub properties: BTreeMap<String, (Value, String)>,
+}
+
+impl Store {
+    /// Takes one of `worker`'s `max_builds` slots for request `brid` on behalf of `master`;
+    /// `None` if every slot is held (by any master). Release with
+    /// [`Store::release_worker_slot`].
+    pub async fn acquire_worker_slot(
+        &self,
+        master: MasterId,
+        worker: WorkerId,
+        max_builds: u32,
+        brid: BuildRequestId,
+    ) -> Result<Option<i64>, StoreError> {
+        self.retrying("acquire_worker_slot", || async {
+            let now = self.now();
+            for slot in 0..i64::from(max_builds) {
+                let done = sqlx::query(
+                    "INSERT INTO worker_leases (workerid, slot, masterid, brid, acquired_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workerid, slot) DO NOTHING",
+                )
+                .bind(worker)
+                .bind(slot)
+                .bind(master)
+                .bind(brid)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 1 {
+                    return Ok(Some(slot));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    pub async fn release_worker_slot(
+        &self,
+        master: MasterId,
+        worker: WorkerId,
+        slot: i64,
+    ) -> Result<(), StoreError> {
+        self.retrying("release_worker_slot", || async {
+            sqlx::query(
+                "DELETE FROM worker_leases WHERE workerid = $1 AND slot = $2 AND masterid = $3",
+            )
+            .bind(worker)
+            .bind(slot)
+            .bind(master)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// How many slots of each worker are held, for choosing the least busy worker.
+    pub async fn worker_load(&self) -> Result<BTreeMap<WorkerId, i64>, StoreError> {
+        self.retrying("worker_load", || async {
+            let rows =
+                sqlx::query("SELECT workerid, COUNT(*) AS n FROM worker_leases GROUP BY workerid")
+                    .fetch_all(&self.pool)
+                    .await?;
+            let mut load = BTreeMap::new();
+            for r in rows {
+                load.insert(r.try_get("workerid")?, r.try_get("n")?);
+            }
+            Ok(load)
+        })
+        .await
+    }
+
+    /// Workers connected to some active master, not paused: `(workerid, name)`.
+    pub async fn available_workers(&self) -> Result<Vec<(WorkerId, String)>, StoreError> {
+        self.retrying("available_workers", || async {
+            let rows = sqlx::query(
+                "SELECT DISTINCT w.id, w.name FROM workers w \
+                 JOIN connected_workers c ON c.workerid = w.id \
+                 JOIN masters m ON m.id = c.masterid \
+                 WHERE m.active = 1 AND w.paused = 0 ORDER BY w.id",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+                .collect::<Result<_, sqlx::Error>>()?)
+        })
+        .await
+    }
+
+    /// Records that `worker` left `master` (idempotent).
+    pub async fn worker_disconnected(
+        &self,
+        master: MasterId,
+        worker: WorkerId,
+    ) -> Result<(), StoreError> {
+        self.retrying("worker_disconnected", || async {
+            sqlx::query("DELETE FROM connected_workers WHERE masterid = $1 AND workerid = $2")
+                .bind(master)
+                .bind(worker)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stores what a worker reports about itself (`workerinfo` in the API).
+    pub async fn set_worker_info(&self, worker: WorkerId, info: &Value) -> Result<(), StoreError> {
+        let text = info.to_string();
+        self.retrying("set_worker_info", || async {
+            sqlx::query("UPDATE workers SET info = $1 WHERE id = $2")
+                .bind(&text)
+                .bind(worker)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_worker_paused(
+        &self,
+        worker: WorkerId,
+        paused: bool,
+    ) -> Result<bool, StoreError> {
+        self.retrying("set_worker_paused", || async {
+            let done = sqlx::query("UPDATE workers SET paused = $1 WHERE id = $2")
+                .bind(i64::from(paused))
+                .bind(worker)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    pub async fn worker_name(&self, worker: WorkerId) -> Result<Option<String>, StoreError> {
+        self.retrying("worker_name", || async {
+            let row = sqlx::query("SELECT name FROM workers WHERE id = $1")
+                .bind(worker)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(|r| r.try_get("name")).transpose()?)
+        })
+        .await
+    }
+
+    /// Declares the builders this master runs (replacing what it declared before).
+    pub async fn set_builder_masters(
+        &self,
+        master: MasterId,
+        builders: &[BuilderId],
+    ) -> Result<(), StoreError> {
+        self.retrying("set_builder_masters", || async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM builder_masters WHERE masterid = $1")
+                .bind(master)
+                .execute(&mut *tx)
+                .await?;
+            for b in builders {
+                sqlx::query("INSERT INTO builder_masters (builderid, masterid) VALUES ($1, $2)")
+                    .bind(*b)
+                    .bind(master)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_master_state(&self, master: MasterId, state: &str) -> Result<(), StoreError> {
+        self.retrying("set_master_state", || async {
+            sqlx::query("UPDATE masters SET state = $1 WHERE id = $2")
+                .bind(state)
+                .bind(master)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_builder_description(
+        &self,
+        builder: BuilderId,
+        description: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.retrying("set_builder_description", || async {
+            sqlx::query("UPDATE builders SET description = $1 WHERE id = $2")
+                .bind(description)
+                .bind(builder)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The id of scheduler `name`, created if new.
+    pub async fn ensure_scheduler(&self, name: &str) -> Result<SchedulerId, StoreError> {
+        self.ensure_named("ensure_scheduler", "schedulers", name)
+            .await
+    }
+
+    /// Makes `master` the scheduler's owner if nobody owns it; true if `master` owns it now.
+    pub async fn claim_scheduler(
+        &self,
+        master: MasterId,
+        scheduler: SchedulerId,
+    ) -> Result<bool, StoreError> {
+        self.retrying("claim_scheduler", || async {
+            let now = self.now();
+            sqlx::query(
+                "INSERT INTO scheduler_masters (schedulerid, masterid, claimed_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (schedulerid) DO NOTHING",
+            )
+            .bind(scheduler)
+            .bind(master)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            let owner: i64 =
+                sqlx::query("SELECT masterid FROM scheduler_masters WHERE schedulerid = $1")
+                    .bind(scheduler)
+                    .fetch_one(&self.pool)
+                    .await?
+                    .try_get("masterid")?;
+            Ok(owner == master)
+        })
+        .await
+    }
+
+    /// Releases every scheduler `master` owns (on a clean stop).
+    pub async fn release_schedulers(&self, master: MasterId) -> Result<(), StoreError> {
+        self.retrying("release_schedulers", || async {
+            sqlx::query("DELETE FROM scheduler_masters WHERE masterid = $1")
+                .bind(master)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// When a periodic scheduler last fired.
+    pub async fn scheduler_last_run(
+        &self,
+        scheduler: SchedulerId,
+    ) -> Result<Option<i64>, StoreError> {
+        self.retrying("scheduler_last_run", || async {
+            let row = sqlx::query("SELECT last_run FROM schedulers WHERE id = $1")
+                .bind(scheduler)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(row.try_get("last_run")?)
+        })
+        .await
+    }
+
+    /// Fires a periodic scheduler: queues `buildset` and records `now` as its last run, in
+    /// one transaction guarded by the owner check and the previous `last_run` (so a second
+    /// owner after a takeover cannot fire the same period again). `None` if it lost.
+    pub async fn fire_periodic(
+        &self,
+        master: MasterId,
+        scheduler: SchedulerId,
+        previous: Option<i64>,
+        buildset: &NewBuildset,
+    ) -> Result<Option<(BuildsetId, Vec<(BuilderId, BuildRequestId)>)>, StoreError> {
+        self.retrying("fire_periodic", || async {
+            let mut tx = self.pool.begin().await?;
+            let now = self.touch_master(&mut tx, master).await?;
+            let done = sqlx::query(
+                "UPDATE schedulers SET last_run = $1 WHERE id = $2 \
+                 AND COALESCE(last_run, -1) = $3 \
+                 AND id IN (SELECT schedulerid FROM scheduler_masters WHERE masterid = $4)",
+            )
+            .bind(now)
+            .bind(scheduler)
+            .bind(previous.unwrap_or(-1))
+            .bind(master)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            let made = insert_buildset(&mut tx, now, buildset).await?;
+            tx.commit().await?;
+            Ok(Some(made))
+        })
+        .await
+    }
+
+    /// Queues a buildset with its properties: one request per builder.
+    pub async fn queue_buildset(
+        &self,
+        buildset: &NewBuildset,
+    ) -> Result<(BuildsetId, Vec<(BuilderId, BuildRequestId)>), StoreError> {
+        self.retrying("queue_buildset", || async {
+            let now = self.now();
+            let mut tx = self.pool.begin().await?;
+            let made = insert_buildset(&mut tx, now, buildset).await?;
+            tx.commit().await?;
+            Ok(made)
+        })
+        .await
+    }
+
+    /// A buildset's properties, `name → (value, source)`.
+    pub async fn buildset_properties(
+        &self,
+        buildset: BuildsetId,
+    ) -> Result<BTreeMap<String, (Value, String)>, StoreError> {
+        self.retrying("buildset_properties", || async {
+            let rows = sqlx::query(
+                "SELECT property_name, property_value FROM buildset_properties \
+                 WHERE buildsetid = $1",
+            )
+            .bind(buildset)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut props = BTreeMap::new();
+            for r in rows {
+                let name: String = r.try_get("property_name")?;
+                let raw: String = r.try_get("property_value")?;
+                if let Ok(Value::Array(pair)) = serde_json::from_str::<Value>(&raw) {
+                    if let [v, Value::String(src)] = pair.as_slice() {
+                        props.insert(name, (v.clone(), src.clone()));
+                    }
+                }
+            }
+            Ok(props)
+        })
+        .await
+    }
+
+    /// A buildset's reason, for a rebuild.
+    pub async fn buildset_reason(
+        &self,
+        buildset: BuildsetId,
+    ) -> Result<Option<String>, StoreError> {
+        self.retrying("buildset_reason", || async {
+            let row = sqlx::query("SELECT reason FROM buildsets WHERE id = $1")
+                .bind(buildset)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.and_then(|r| r.try_get("reason").ok()))
+        })
+        .await
+    }
+
+    pub async fn set_build_properties(
+        &self,
+        build: BuildId,
+        props: &BTreeMap<String, (Value, String)>,
+    ) -> Result<(), StoreError> {
+        self.retrying("set_build_properties", || async {
+            let mut tx = self.pool.begin().await?;
+            for (name, (value, source)) in props {
+                sqlx::query(
+                    "INSERT INTO build_properties (buildid, name, value, source) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (buildid, name) \
+                     DO UPDATE SET value = excluded.value, source = excluded.source",
+                )
+                .bind(build)
+                .bind(name)
+                .bind(value.to_string())
+                .bind(source)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Marks the buildset complete if all its requests are; returns its results then (the
+    /// worst of its requests', as Buildbot computes them).
+    pub async fn maybe_complete_buildset(
+        &self,
+        buildset: BuildsetId,
+    ) -> Result<Option<Results>, StoreError> {
+        self.retrying("maybe_complete_buildset", || async {
+            let mut tx = self.pool.begin().await?;
+            let rows =
+                sqlx::query("SELECT complete, results FROM buildrequests WHERE buildsetid = $1")
+                    .bind(buildset)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let mut worst = Results::Success;
+            for r in &rows {
+                if r.try_get::<i64, _>("complete")? == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let code: Option<i64> = r.try_get("results")?;
+                if let Some(res) = code.and_then(Results::from_code) {
+                    worst = worst.worst(res);
+                }
+            }
+            let done = sqlx::query(
+                "UPDATE buildsets SET complete = 1, complete_at = $1, results = $2 \
+                 WHERE id = $3 AND complete = 0",
+            )
+            .bind(self.now())
+            .bind(worst.code())
+            .bind(buildset)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok((done.rows_affected() == 1).then_some(worst))
+        })
+        .await
+    }
+
+    /// Completes an unclaimed, incomplete request as CANCELLED (claiming it for `master` in
+    /// the same transaction so no other master can start it). False if it was already
+    /// claimed or complete.
+    pub async fn cancel_buildrequest(
+        &self,
+        master: MasterId,
+        brid: BuildRequestId,
+    ) -> Result<bool, StoreError> {
+        self.retrying("cancel_buildrequest", || async {
+            let mut tx = self.pool.begin().await?;
+            let now = self.touch_master(&mut tx, master).await?;
+            let claimed = sqlx::query(
+                "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) \
+                 SELECT id, $1, $2 FROM buildrequests WHERE id = $3 AND complete = 0 \
+                 ON CONFLICT (brid) DO NOTHING",
+            )
+            .bind(master)
+            .bind(now)
+            .bind(brid)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE buildrequests SET complete = 1, results = $1, complete_at = $2 WHERE id = $3",
+            )
+            .bind(Results::Cancelled.code())
+            .bind(now)
+            .bind(brid)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Starts step `number` of a build.
+    pub async fn add_step(
+        &self,
+        build: BuildId,
+        number: i64,
+        name: &str,
+    ) -> Result<StepId, StoreError> {
+        self.retrying("add_step", || async {
+            let row = sqlx::query(
+                "INSERT INTO steps (number, name, buildid, started_at, state_string) \
+                 VALUES ($1, $2, $3, $4, 'running') \
+                 ON CONFLICT (buildid, number) DO UPDATE SET started_at = excluded.started_at \
+                 RETURNING id",
+            )
+            .bind(number)
+            .bind(name)
+            .bind(build)
+            .bind(self.now())
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(row.try_get("id")?)
+        })
+        .await
+    }
+
+    pub async fn finish_step(
+        &self,
+        step: StepId,
+        results: Results,
+        state_string: &str,
+    ) -> Result<(), StoreError> {
+        self.retrying("finish_step", || async {
+            sqlx::query(
+                "UPDATE steps SET complete_at = $1, results = $2, state_string = $3 \
+                 WHERE id = $4 AND complete_at IS NULL",
+            )
+            .bind(self.now())
+            .bind(results.code())
+            .bind(state_string)
+            .bind(step)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_build_state(
+        &self,
+        build: BuildId,
+        state_string: &str,
+    ) -> Result<(), StoreError> {
+        self.retrying("set_build_state", || async {
+            sqlx::query("UPDATE builds SET state_string = $1 WHERE id = $2")
+                .bind(state_string)
+                .bind(build)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Opens a log on a step (`kind` is Buildbot's type letter: `s` for stdio).
+    pub async fn add_log(&self, step: StepId, name: &str, kind: &str) -> Result<LogId, StoreError> {
+        let slug: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.retrying("add_log", || async {
+            let row = sqlx::query(
+                "INSERT INTO logs (name, slug, stepid, type) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (stepid, slug) DO UPDATE SET name = excluded.name RETURNING id",
+            )
+            .bind(name)
+            .bind(&slug)
+            .bind(step)
+            .bind(kind)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(row.try_get("id")?)
+        })
+        .await
+    }
+
+    /// Appends complete lines (`text` ends with a newline, as Buildbot's log chunks do) to a
+    /// log; returns the first and last line numbers written.
+    pub async fn append_log(&self, log: LogId, text: &str) -> Result<(i64, i64), StoreError> {
+        let lines = text.matches('\n').count() as i64;
+        if lines == 0 {
+            return Err(StoreError::Db(sqlx::Error::Protocol(
+                "append_log needs newline-terminated text".into(),
+            )));
+        }
+        self.retrying("append_log", || async {
+            let mut tx = self.pool.begin().await?;
+            let first: i64 = sqlx::query(
+                "UPDATE logs SET num_lines = num_lines + $1 WHERE id = $2 RETURNING num_lines",
+            )
+            .bind(lines)
+            .bind(log)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>("num_lines")?
+                - lines;
+            sqlx::query(
+                "INSERT INTO logchunks (logid, first_line, last_line, content, compressed) \
+                 VALUES ($1, $2, $3, $4, 0)",
+            )
+            .bind(log)
+            .bind(first)
+            .bind(first + lines - 1)
+            .bind(text.as_bytes().to_vec())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok((first, first + lines - 1))
+        })
+        .await
+    }
+
+    pub async fn finish_log(&self, log: LogId) -> Result<(), StoreError> {
+        self.retrying("finish_log", || async {
+            sqlx::query("UPDATE logs SET complete = 1 WHERE id = $1")
+                .bind(log)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a change; returns its id.
+    pub async fn add_change(&self, c: &ChangeRecord) -> Result<ChangeId, StoreError> {
+        let props: serde_json::Map<String, Value> = c
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::Array(vec![v.clone(), "Change".into()])))
+            .collect();
+        let props = Value::Object(props).to_string();
+        let files = serde_json::to_string(&c.files).unwrap_or_else(|_| "[]".into());
+        self.retrying("add_change", || async {
+            let row = sqlx::query(
+                "INSERT INTO changes (author, committer, comments, branch, revision, revlink, \
+                 when_timestamp, category, repository, codebase, project, properties, files) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 RETURNING changeid",
+            )
+            .bind(&c.author)
+            .bind(&c.committer)
+            .bind(&c.comments)
+            .bind(&c.branch)
+            .bind(&c.revision)
+            .bind(&c.revlink)
+            .bind(c.when_timestamp.unwrap_or_else(|| self.now()))
+            .bind(&c.category)
+            .bind(&c.repository)
+            .bind(&c.codebase)
+            .bind(&c.project)
+            .bind(&props)
+            .bind(&files)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(row.try_get("changeid")?)
+        })
+        .await
+    }
+
+    /// The ids of this master's unfinished builds (to stop them on shutdown).
+    pub async fn running_builds_of(&self, master: MasterId) -> Result<Vec<BuildId>, StoreError> {
+        self.retrying("running_builds_of", || async {
+            let rows = sqlx::query(
+                "SELECT id FROM builds WHERE masterid = $1 AND complete_at IS NULL ORDER BY id",
+            )
+            .bind(master)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
+async fn insert_buildset(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    now: i64,
+    b: &NewBuildset,
+) -> Result<(BuildsetId, Vec<(BuilderId, BuildRequestId)>), StoreError> {
+    let bsid: BuildsetId = sqlx::query(
+        "INSERT INTO buildsets (reason, submitted_at, scheduler, changeid) \
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(&b.reason)
+    .bind(now)
+    .bind(&b.scheduler)
+    .bind(b.changeid)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("id")?;
+    for (name, (value, source)) in &b.properties {
+        sqlx::query(
+            "INSERT INTO buildset_properties (buildsetid, property_name, property_value) \
+             VALUES ($1, $2, $3)",
+        )
+        .bind(bsid)
+        .bind(name)
+        .bind(Value::Array(vec![value.clone(), Value::String(source.clone())]).to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    let mut brids = Vec::with_capacity(b.builders.len());
+    for builder in &b.builders {
+        let brid: BuildRequestId = sqlx::query(
+            "INSERT INTO buildrequests (buildsetid, builderid, priority, submitted_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(bsid)
+        .bind(*builder)
+        .bind(b.priority)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("id")?;
+        brids.push((*builder, brid));
+    }
+    Ok((bsid, brids))
+}
