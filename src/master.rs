@@ -81,11 +81,12 @@ pub async fn start_master(
         None => Store::open_data_dir(&config.data_dir).await,
     }
     .map_err(|e| format!("master database: {e}"))?;
+    let meshed = node_name.is_some();
     let name = config.name.clone().or(node_name).unwrap_or_else(|| {
         let dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
         format!("{}:{}", hostname(), dir.display())
     });
-    let master = Master::start(router, config.clone(), store.clone(), name)
+    let master = Master::start(router, config.clone(), store.clone(), name, meshed)
         .await
         .map_err(|e| format!("build master: {e}"))?;
     println!(

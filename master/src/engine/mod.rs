@@ -92,6 +92,9 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
     /// No new claims (a stop is under way).
     draining: std::sync::atomic::AtomicBool,
+    /// Whether workers connected to other masters' routers are reachable (a mesh joins the
+    /// routers); without one, this master uses the workers connected to its own router only.
+    workers_anywhere: bool,
 }
 
 impl Inner {
@@ -149,13 +152,14 @@ pub struct Master {
 
 impl Master {
     /// Registers the master, applies the config (builders, workers, schedulers) to the
-    /// database, joins the realm and starts the tasks. `workers_secrets` are not needed here
-    /// (the router's authenticator holds them).
+    /// database, joins the realm and starts the tasks. `workers_anywhere`: the router is part
+    /// of a mesh, so workers connected to any node are callable (else only this node's).
     pub async fn start(
         router: &Router,
         config: Arc<MasterConfig>,
         store: Store,
         name: String,
+        workers_anywhere: bool,
     ) -> Result<Master, MasterError> {
         let client = ServiceClient::start_trusted(router, &config.realm, &format!("master:{name}"))
             .map_err(|reason| MasterError::Realm {
@@ -210,6 +214,7 @@ impl Master {
             wake: Notify::new(),
             shutdown: CancellationToken::new(),
             draining: false.into(),
+            workers_anywhere,
         });
         inner.bus.master(master, &inner.name, true, "started");
         for brid in leftover.released {
@@ -645,7 +650,8 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
     if pending.is_empty() {
         return Ok(());
     }
-    let available = inner.store.available_workers().await?;
+    let only = (!inner.workers_anywhere).then_some(inner.master);
+    let available = inner.store.available_workers(only).await?;
     let mut load = inner.store.worker_load().await?;
     let now = Instant::now();
     inner.quarantine.lock().retain(|_, until| *until > now);

@@ -118,15 +118,20 @@ impl Store {
         .await
     }
 
-    /// Workers connected to some active master, not paused: `(workerid, name)`.
-    pub async fn available_workers(&self) -> Result<Vec<(WorkerId, String)>, StoreError> {
+    /// Workers connected to some active master (or to `only` if given), not paused:
+    /// `(workerid, name)`.
+    pub async fn available_workers(
+        &self,
+        only: Option<MasterId>,
+    ) -> Result<Vec<(WorkerId, String)>, StoreError> {
         self.retrying("available_workers", || async {
             let rows = sqlx::query(
                 "SELECT DISTINCT w.id, w.name FROM workers w \
                  JOIN connected_workers c ON c.workerid = w.id \
                  JOIN masters m ON m.id = c.masterid \
-                 WHERE m.active = 1 AND w.paused = 0 ORDER BY w.id",
+                 WHERE m.active = 1 AND w.paused = 0 AND ($1 < 0 OR m.id = $1) ORDER BY w.id",
             )
+            .bind(only.unwrap_or(-1))
             .fetch_all(&self.pool)
             .await?;
             Ok(rows

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test binary uses a different part of these helpers
 //! Test databases: a fresh SQLite file in a temp folder, or a fresh PostgreSQL database
 //! created on the server named by SWITCHYARD_TEST_POSTGRES and dropped afterwards, so tests
 //! (and concurrent runs) never see each other's rows.
