@@ -389,6 +389,7 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         // Tests and scripts read this line to learn the port.
         println!("switchyard listening on {local}");
         let node_name = mesh_config.as_ref().map(|m| m.node_name.clone());
+        let mut mesh_handle = None;
         if let Some(mc) = mesh_config {
             if local.ip().is_unspecified() && mc.advertise.is_none() {
                 tracing::warn!(
@@ -400,9 +401,19 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             tracing::info!(node = mesh.node_name(), url = mesh.url(), "mesh enabled");
             listener_config.mesh = Some(mesh.clone());
             mesh.start();
+            mesh_handle = Some(mesh);
         }
+        let ws_path = listener_config
+            .websocket_paths
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "/ws".into());
+        let peer_urls: Arc<dyn Fn() -> Vec<String> + Send + Sync> = match mesh_handle.clone() {
+            Some(mesh) => Arc::new(move || live_peer_ws_urls(&mesh, &ws_path)),
+            None => Arc::new(Vec::new),
+        };
         let master = match master_config {
-            Some(m) => match start_master(&router, m, node_name).await {
+            Some(m) => match start_master(&router, m, node_name, peer_urls).await {
                 Ok(master) => {
                     listener_config.http_mounts.extend(master.http_mounts());
                     Some(master)
@@ -419,12 +430,35 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             Ok(s) => s,
             Err(code) => return code,
         };
-        wait_for_signal().await;
+        match &master {
+            Some(m) => {
+                let mut exit = m.master().exit_requested();
+                let mut exit2 = m.master().exit_requested();
+                tokio::select! {
+                    _ = wait_for_signal() => {
+                        // SIGTERM/SIGINT: a graceful stop (running builds finish until the
+                        // deadline); a second signal stops at once.
+                        tracing::info!("signal: stopping the build master gracefully (send it again to stop at once)");
+                        m.master().stop_gracefully();
+                        tokio::select! {
+                            _ = exit2.wait_for(|e| *e) => {}
+                            _ = wait_for_signal() => {
+                                tracing::info!("second signal: stopping now; running builds end as RETRY");
+                            }
+                        }
+                    }
+                    _ = exit.wait_for(|e| *e) => {
+                        tracing::info!("the build master stopped (asked over the API)");
+                    }
+                }
+            }
+            None => wait_for_signal().await,
+        }
         if let Some(m) = master {
-            tracing::info!(
-                "stopping the build master: running builds end as RETRY and run again elsewhere"
-            );
             m.stop().await;
+        }
+        if let Some(mesh) = &mesh_handle {
+            mesh.drop_links();
         }
         tracing::info!("shutting down: closing every session with wamp.close.system_shutdown");
         let clean = router.shutdown().wait(Duration::from_secs(5)).await;
@@ -438,6 +472,24 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// The WebSocket URLs clients use on the mesh's live peers (their mesh URL with the
+/// client path), for redirecting workers.
+fn live_peer_ws_urls(mesh: &Mesh, ws_path: &str) -> Vec<String> {
+    mesh.status()
+        .peers
+        .into_iter()
+        .filter(|p| p.state == "connected")
+        .filter_map(|p| p.url)
+        .map(|u| {
+            let base = u
+                .strip_suffix(mesh.path())
+                .unwrap_or(&u)
+                .trim_end_matches('/');
+            format!("{base}{ws_path}")
+        })
+        .collect()
 }
 
 /// `switchyard mesh status`: GET /mesh/status from the running node and print it.

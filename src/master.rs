@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use switchyard_master::config::MasterConfig;
 use switchyard_master::engine::secrets::worker_passwords;
-use switchyard_master::engine::Master;
+use switchyard_master::engine::{Master, MasterOptions};
 use switchyard_master::Store;
 use switchyard_router::transport::HttpMount;
 use switchyard_router::Router;
@@ -57,6 +57,10 @@ impl RunningMaster {
     pub async fn stop(self) {
         self.master.stop().await;
     }
+
+    pub fn master(&self) -> &Master {
+        &self.master
+    }
 }
 
 fn hostname() -> String {
@@ -74,6 +78,7 @@ pub async fn start_master(
     router: &Router,
     prepared: PreparedMaster,
     node_name: Option<String>,
+    peer_urls: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
 ) -> Result<RunningMaster, String> {
     let config = prepared.config;
     let store = match &config.db {
@@ -86,9 +91,18 @@ pub async fn start_master(
         let dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
         format!("{}:{}", hostname(), dir.display())
     });
-    let master = Master::start(router, config.clone(), store.clone(), name, meshed)
-        .await
-        .map_err(|e| format!("build master: {e}"))?;
+    let master = Master::start(
+        router,
+        config.clone(),
+        store.clone(),
+        MasterOptions {
+            name,
+            workers_anywhere: meshed,
+            peer_urls,
+        },
+    )
+    .await
+    .map_err(|e| format!("build master: {e}"))?;
     println!(
         "switchyard master {} started (id {}, {})",
         master.name(),

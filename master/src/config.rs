@@ -55,6 +55,16 @@ pub struct MasterConfig {
     /// How often the queue is polled when no event arrives (events normally wake it).
     #[serde(default = "default_poll_s")]
     pub poll_interval_s: f64,
+    /// What this node does: `ui` (REST API and web UI), `scheduler` (periodic schedulers and
+    /// the change hook), `builders` (claims and runs build requests). Default: all three
+    /// (symmetric multimaster); an empty list makes a master that only keeps the bus.
+    #[serde(default = "all_roles")]
+    pub roles: Vec<Role>,
+    /// With the `builders` role: run only these builders (default: all configured).
+    pub run_builders: Option<Vec<String>>,
+    /// A graceful stop waits this long for running builds, then ends them as RETRY.
+    #[serde(default = "default_shutdown_deadline_s")]
+    pub shutdown_deadline_s: f64,
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
@@ -227,6 +237,23 @@ pub mod toml_value {
     pub type Value = serde_json::Value;
 }
 
+/// A node role (see [`MasterConfig::roles`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Ui,
+    Scheduler,
+    Builders,
+}
+
+fn all_roles() -> Vec<Role> {
+    vec![Role::Ui, Role::Scheduler, Role::Builders]
+}
+
+fn default_shutdown_deadline_s() -> f64 {
+    600.0
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SchedulerKind {
@@ -274,6 +301,9 @@ impl MasterConfig {
             heartbeat_interval_s: default_heartbeat_s(),
             expiry_timeout_s: default_expiry_s(),
             poll_interval_s: default_poll_s(),
+            roles: all_roles(),
+            run_builders: None,
+            shutdown_deadline_s: default_shutdown_deadline_s(),
             api: ApiConfig::default(),
             workers: vec![WorkerConfig {
                 name: DEFAULT_WORKER.into(),
@@ -322,6 +352,23 @@ impl MasterConfig {
         Duration::from_secs_f64(self.poll_interval_s)
     }
 
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Whether this node runs `builder` (the `builders` role, and in `run_builders` if set).
+    pub fn runs_builder(&self, builder: &str) -> bool {
+        self.has_role(Role::Builders)
+            && self
+                .run_builders
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|b| b == builder))
+    }
+
+    pub fn shutdown_deadline(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_deadline_s)
+    }
+
     pub fn worker(&self, name: &str) -> Option<&WorkerConfig> {
         self.workers.iter().find(|w| w.name == name)
     }
@@ -348,6 +395,12 @@ impl MasterConfig {
         positive(self.heartbeat_interval_s, "heartbeat_interval_s")?;
         positive(self.expiry_timeout_s, "expiry_timeout_s")?;
         positive(self.poll_interval_s, "poll_interval_s")?;
+        positive(self.shutdown_deadline_s, "shutdown_deadline_s")?;
+        for b in self.run_builders.iter().flatten() {
+            if self.builder(b).is_none() {
+                return Err(invalid(format!("run_builders names unknown builder {b:?}")));
+            }
+        }
         if self.expiry_timeout_s < 2.0 * self.heartbeat_interval_s {
             return Err(invalid(format!(
                 "expiry_timeout_s ({}) must be at least twice heartbeat_interval_s ({}), or a \

@@ -126,4 +126,9 @@ pub trait Control: Send + Sync + 'static {
         master: MasterId,
         action: MasterAction,
     ) -> Result<Value, ControlError>;
+
+    /// The master this control surface belongs to (`/api/v2/masters/self`).
+    fn local_master(&self) -> Option<MasterId> {
+        None
+    }
 }

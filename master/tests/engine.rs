@@ -18,7 +18,7 @@ use serde_json::json;
 use switchyard_master::auth::{MasterAuthenticator, WorkerGuard, WORKER_ROLE};
 use switchyard_master::config::MasterConfig;
 use switchyard_master::control::{Control, ForceRequest, NewChange};
-use switchyard_master::engine::Master;
+use switchyard_master::engine::{Master, MasterOptions};
 use switchyard_master::{Results, Store};
 use switchyard_router::auth::AllowAll;
 use switchyard_router::config::{RealmConfig, RouterConfig};
@@ -61,10 +61,16 @@ const CONFIG: &str = r#"
     [[builders.steps]]
     name = "hangs"
     shell = "hang"
+    [[builders]]
+    name = "sleepy"
+    workers = ["w1"]
+    [[builders.steps]]
+    name = "naps"
+    shell = "sleep"
     [[schedulers]]
     name = "force"
     type = "force"
-    builders = ["b", "failing", "slow"]
+    builders = ["b", "failing", "slow", "sleepy"]
     [[schedulers]]
     name = "on-main"
     type = "change"
@@ -96,9 +102,18 @@ async fn setup() -> Setup {
         )),
         Arc::new(WorkerGuard::new(Arc::new(AllowAll))),
     );
-    let master = Master::start(&router, Arc::new(config), store.clone(), "m1".into(), false)
-        .await
-        .unwrap();
+    let master = Master::start(
+        &router,
+        Arc::new(config),
+        store.clone(),
+        MasterOptions {
+            name: "m1".into(),
+            workers_anywhere: false,
+            peer_urls: Arc::new(|| vec!["ws://127.0.0.1:1/ws".to_string()]),
+        },
+    )
+    .await
+    .unwrap();
     let control: Arc<dyn Control> = master.control();
     Setup {
         router,
@@ -114,6 +129,7 @@ async fn setup() -> Setup {
 enum Seen {
     Run(String),
     Interrupted,
+    Reconnect(Vec<String>),
 }
 
 /// A worker joined as an untrusted session with the worker role: `run` answers by the
@@ -129,7 +145,7 @@ fn start_worker(
     let (tx, rx) = mpsc::unbounded_channel();
     let name = name.to_owned();
     let task = tokio::spawn(async move {
-        for (i, p) in ["run", "info"].iter().enumerate() {
+        for (i, p) in ["run", "info", "reconnect"].iter().enumerate() {
             s.send(Message::Register {
                 request: i as u64 + 1,
                 options: Dict::new(),
@@ -157,6 +173,22 @@ fn start_worker(
                         s.send(yield_msg(request, false, k));
                         continue;
                     }
+                    if registrations.get(&registration) == Some(&3) {
+                        let urls = payload
+                            .kwargs()
+                            .and_then(|k| k.get("urls"))
+                            .and_then(Value::as_list)
+                            .map(|l| {
+                                l.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_owned)
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let _ = tx.send(Seen::Reconnect(urls));
+                        s.send(yield_msg(request, false, Dict::new()));
+                        continue;
+                    }
                     let cmd = payload
                         .kwargs()
                         .and_then(|k| k.get("command"))
@@ -167,6 +199,12 @@ fn start_worker(
                     match cmd.as_str() {
                         "hang" => {
                             // Wait for the INTERRUPT (handled below).
+                        }
+                        "sleep" => {
+                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                            let mut done = Dict::new();
+                            done.insert("rc".into(), Value::Int(0));
+                            s.send(yield_msg(request, false, done));
                         }
                         other => {
                             let mut out = Dict::new();
@@ -501,4 +539,86 @@ async fn stopping_the_master_retries_its_running_build() {
         !r.complete && r.claimed_by_masterid.is_none(),
         "released for another master: {r:?}"
     );
+}
+
+#[tokio::test]
+async fn graceful_stop_lets_builds_finish_then_redirects_workers() {
+    let s = setup().await;
+    let master = s.master.as_ref().unwrap();
+    let (_w, mut seen) = start_worker(&s.router, "w1");
+    let sleepy = s.control.force(force("sleepy")).await.unwrap().requests[0].1;
+    assert!(matches!(seen.recv().await, Some(Seen::Run(c)) if c == "sleep"));
+    master.stop_gracefully();
+    assert_eq!(master.lifecycle().name(), "draining");
+    // While draining, nothing new is claimed here.
+    let queued = s.control.force(force("b")).await.unwrap().requests[0].1;
+    let mut exit = master.exit_requested();
+    tokio::time::timeout(Duration::from_secs(20), exit.wait_for(|e| *e))
+        .await
+        .expect("the master stops once its build finished")
+        .unwrap();
+    // The running build finished normally, the worker was sent to the peer, and the queued
+    // request was left for another master.
+    assert_eq!(
+        request_result(&s.store, sleepy).await,
+        Some(Results::Success)
+    );
+    let mut redirected = None;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), seen.recv()).await {
+        if let Seen::Reconnect(urls) = m {
+            redirected = Some(urls);
+            break;
+        }
+    }
+    assert_eq!(redirected, Some(vec!["ws://127.0.0.1:1/ws".to_string()]));
+    let r = s.store.get_buildrequest(queued).await.unwrap().unwrap();
+    assert!(!r.complete && r.claimed_by_masterid.is_none(), "{r:?}");
+    assert_eq!(
+        s.store.master_active(master.id()).await.unwrap(),
+        Some(false)
+    );
+}
+
+#[tokio::test]
+async fn a_pending_graceful_stop_can_be_cancelled() {
+    let s = setup().await;
+    let master = s.master.as_ref().unwrap();
+    let (_w, mut seen) = start_worker(&s.router, "w1");
+    let slow = s.control.force(force("slow")).await.unwrap().requests[0].1;
+    assert!(matches!(seen.recv().await, Some(Seen::Run(c)) if c == "hang"));
+    let id = master.id();
+    let answer = s
+        .control
+        .master_action(
+            id,
+            switchyard_master::control::MasterAction::Stop { graceful: true },
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["state"], "draining");
+    let answer = s
+        .control
+        .master_action(id, switchyard_master::control::MasterAction::CancelStop)
+        .await
+        .unwrap();
+    assert_eq!(answer["state"], "running");
+    assert_eq!(master.lifecycle().name(), "running");
+    // Cancelling twice is refused with a clear error.
+    assert!(s
+        .control
+        .master_action(id, switchyard_master::control::MasterAction::CancelStop)
+        .await
+        .is_err());
+    // It claims again: stop the hanging build, then a new one runs.
+    let bid = wait_for("the slow build", async || {
+        builds_of(&s.store, slow).await.first().map(|b| b.0)
+    })
+    .await;
+    s.control.stop_build(bid, "done".into()).await.unwrap();
+    let b = s.control.force(force("b")).await.unwrap().requests[0].1;
+    assert_eq!(
+        wait_for("b completes", async || request_result(&s.store, b).await).await,
+        Results::Success
+    );
+    assert!(!*master.exit_requested().borrow());
 }

@@ -74,7 +74,7 @@ impl Control for MasterControl {
                     s.name, s.builders
                 )));
             }
-            builders.push(inner.builder_ids[n]);
+            builders.push(inner.all_builder_ids[n]);
         }
         let mut properties = scheduler_properties(s);
         for (k, v) in &request.properties {
@@ -135,7 +135,7 @@ impl Control for MasterControl {
             .get_buildrequest(b.buildrequestid)
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("no request for build {build}")))?;
-        if inner.builder(b.builderid).is_none() {
+        if !inner.all_builder_ids.values().any(|id| *id == b.builderid) {
             return Err(ControlError::Invalid(format!(
                 "build {build}'s builder is not configured on this master"
             )));
@@ -322,7 +322,11 @@ impl Control for MasterControl {
                     ),
                     scheduler: Some(s.name.clone()),
                     changeid: Some(changeid),
-                    builders: s.builders.iter().map(|b| inner.builder_ids[b]).collect(),
+                    builders: s
+                        .builders
+                        .iter()
+                        .map(|b| inner.all_builder_ids[b])
+                        .collect(),
                     priority: 0,
                     properties,
                 })
@@ -338,11 +342,58 @@ impl Control for MasterControl {
 
     async fn master_action(
         &self,
-        _master: MasterId,
-        _action: MasterAction,
+        master: MasterId,
+        action: MasterAction,
     ) -> Result<Json, ControlError> {
-        Err(ControlError::NotImplemented(
-            "stopping a master over the API is not implemented yet (issue 7)".into(),
-        ))
+        let inner = &self.inner;
+        if master != inner.master {
+            // Another master: it hears this on the bus (masters share one through the mesh).
+            match inner.store.master_active(master).await? {
+                None => return Err(ControlError::NotFound(format!("no master {master}"))),
+                Some(false) => {
+                    return Err(ControlError::Conflict(format!(
+                        "master {master} is not running"
+                    )))
+                }
+                Some(true) => {}
+            }
+            let (event, graceful) = match action {
+                MasterAction::Stop { graceful } => ("stop", graceful),
+                MasterAction::CancelStop => ("cancel_stop", true),
+            };
+            inner.bus.publish(
+                &["control", "masters", &master.to_string(), event],
+                &json!({"graceful": graceful}),
+            );
+            return Ok(json!({"masterid": master, "requested": event, "graceful": graceful}));
+        }
+        match action {
+            MasterAction::Stop { graceful: true } => {
+                if !super::begin_graceful_stop(inner) {
+                    return Err(ControlError::Conflict("this master has stopped".into()));
+                }
+            }
+            MasterAction::Stop { graceful: false } => {
+                let inner = inner.clone();
+                tokio::spawn(async move { super::stop_now(&inner).await });
+            }
+            MasterAction::CancelStop => {
+                if !super::cancel_graceful_stop(inner) {
+                    return Err(ControlError::Conflict(
+                        "no graceful stop is pending on this master".into(),
+                    ));
+                }
+            }
+        }
+        let state = match action {
+            MasterAction::Stop { graceful: true } => "draining",
+            MasterAction::Stop { graceful: false } => "stopping",
+            MasterAction::CancelStop => "running",
+        };
+        Ok(json!({"masterid": master, "name": inner.name, "state": state}))
+    }
+
+    fn local_master(&self) -> Option<MasterId> {
+        Some(self.inner.master)
     }
 }

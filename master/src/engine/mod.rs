@@ -65,6 +65,37 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// How a master is started.
+pub struct MasterOptions {
+    /// This master's name in the `masters` table.
+    pub name: String,
+    /// Whether workers connected to other masters' routers are reachable (the router is
+    /// part of a mesh); without a mesh only this router's workers are used.
+    pub workers_anywhere: bool,
+    /// WebSocket URLs of the live peer nodes, to which a graceful stop redirects this
+    /// node's workers.
+    pub peer_urls: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+}
+
+/// Where a master is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Running,
+    /// Graceful stop under way: no new claims, running builds finish, then workers move.
+    Draining,
+    Stopped,
+}
+
+impl Lifecycle {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lifecycle::Running => "running",
+            Lifecycle::Draining => "draining",
+            Lifecycle::Stopped => "stopped",
+        }
+    }
+}
+
 /// A build this master is running, as the stop path sees it.
 struct RunningBuild {
     stop: CancellationToken,
@@ -95,6 +126,17 @@ pub(crate) struct Inner {
     /// Whether workers connected to other masters' routers are reachable (a mesh joins the
     /// routers); without one, this master uses the workers connected to its own router only.
     workers_anywhere: bool,
+    peer_urls: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+    lifecycle: Mutex<Lifecycle>,
+    /// Cancels a pending graceful stop.
+    drain_cancel: Mutex<Option<CancellationToken>>,
+    /// Becomes true when the master has stopped and the process should exit.
+    exit: tokio::sync::watch::Sender<bool>,
+    /// Workers connected to this node's router right now.
+    local_workers: Mutex<HashMap<WorkerId, String>>,
+    /// Every configured builder's id (the ones this node runs are in `builders_by_id`).
+    all_builder_ids: HashMap<String, BuilderId>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -147,7 +189,6 @@ impl Inner {
 /// A running master. Dropping it does not stop it; call [`Master::stop`].
 pub struct Master {
     inner: Arc<Inner>,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Master {
@@ -158,9 +199,13 @@ impl Master {
         router: &Router,
         config: Arc<MasterConfig>,
         store: Store,
-        name: String,
-        workers_anywhere: bool,
+        options: MasterOptions,
     ) -> Result<Master, MasterError> {
+        let MasterOptions {
+            name,
+            workers_anywhere,
+            peer_urls,
+        } = options;
         let client = ServiceClient::start_trusted(router, &config.realm, &format!("master:{name}"))
             .map_err(|reason| MasterError::Realm {
                 realm: config.realm.clone(),
@@ -178,14 +223,18 @@ impl Master {
         }
 
         let mut builder_ids = HashMap::new();
+        let mut all_builder_ids = HashMap::new();
         let mut builders_by_id = HashMap::new();
         for (i, b) in config.builders.iter().enumerate() {
             let id = store.ensure_builder(&b.name).await?;
             store
                 .set_builder_description(id, b.description.as_deref())
                 .await?;
-            builder_ids.insert(b.name.clone(), id);
-            builders_by_id.insert(id, i);
+            all_builder_ids.insert(b.name.clone(), id);
+            if config.runs_builder(&b.name) {
+                builder_ids.insert(b.name.clone(), id);
+                builders_by_id.insert(id, i);
+            }
         }
         let ids: Vec<BuilderId> = builder_ids.values().copied().collect();
         store.set_builder_masters(master, &ids).await?;
@@ -215,6 +264,13 @@ impl Master {
             shutdown: CancellationToken::new(),
             draining: false.into(),
             workers_anywhere,
+            peer_urls,
+            lifecycle: Mutex::new(Lifecycle::Running),
+            drain_cancel: Mutex::new(None),
+            exit: tokio::sync::watch::channel(false).0,
+            local_workers: Mutex::new(HashMap::new()),
+            all_builder_ids,
+            tasks: Mutex::new(Vec::new()),
         });
         inner.bus.master(master, &inner.name, true, "started");
         for brid in leftover.released {
@@ -225,16 +281,32 @@ impl Master {
         // Subscribe before anything can happen that the subscriptions should see.
         let wakers = subscribe_wakers(&inner).await?;
         let presence = subscribe_presence(&inner).await?;
-        let stops = subscribe(&inner, "org.buildbot.mq.control.builds..stop", true).await?;
+        let stops = subscribe(
+            &inner,
+            "org.buildbot.mq.control.builds..stop",
+            Some("wildcard"),
+        )
+        .await?;
+        // A prefix subscription: `.stop` and `.cancel_stop`.
+        let lifecycle = subscribe(
+            &inner,
+            &format!("org.buildbot.mq.control.masters.{master}."),
+            Some("prefix"),
+        )
+        .await?;
         tasks.push(tokio::spawn(wake_on_events(inner.clone(), wakers)));
         tasks.push(tokio::spawn(presence_task(inner.clone(), presence)));
         tasks.push(tokio::spawn(stop_listener(inner.clone(), stops)));
+        tasks.push(tokio::spawn(lifecycle_listener(inner.clone(), lifecycle)));
         tasks.push(tokio::spawn(heartbeat_task(inner.clone())));
-        tasks.push(tokio::spawn(queue_task(inner.clone())));
+        if inner.config.has_role(crate::config::Role::Builders) {
+            tasks.push(tokio::spawn(queue_task(inner.clone())));
+        }
+        *inner.tasks.lock() = tasks;
         tracing::info!(master, name = %inner.name, realm = %inner.config.realm,
-            builders = inner.config.builders.len(), workers = inner.config.workers.len(),
-            "build master started");
-        Ok(Master { inner, tasks })
+            roles = ?inner.config.roles, builders = inner.builder_ids.len(),
+            workers = inner.config.workers.len(), "build master started");
+        Ok(Master { inner })
     }
 
     pub fn id(&self) -> MasterId {
@@ -250,59 +322,249 @@ impl Master {
         Arc::new(MasterControl::new(self.inner.clone()))
     }
 
-    /// Stops at once (SIGTERM without a graceful period): claims nothing more, stops the
-    /// running builds (they end as RETRY and their requests are released so another master
-    /// runs them), marks this master inactive and publishes `masters.<id>.stopped`.
+    /// Stops at once: claims nothing more, stops the running builds (they end as RETRY and
+    /// their requests are released so another master runs them), marks this master
+    /// inactive and publishes `masters.<id>.stopped`.
     pub async fn stop(self) {
-        let inner = &self.inner;
-        inner
-            .draining
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let running: Vec<(BuildId, Arc<RunningBuild>)> = inner
-            .running
-            .lock()
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        for (_, r) in &running {
-            *r.reason.lock() = Some("master shutting down".into());
-            r.stop.cancel();
-        }
-        // Build tasks finish their bookkeeping (RETRY, unclaim) within a bounded time.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !inner.running.lock().is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        inner.shutdown.cancel();
-        for t in self.tasks {
-            t.abort();
-        }
-        if let Err(e) = inner.store.release_schedulers(inner.master).await {
-            tracing::warn!(error = %e, "cannot release schedulers");
-        }
-        match inner.store.deactivate_master(inner.master).await {
-            Ok(expiry) => {
-                for brid in expiry.released {
-                    inner.publish_request(brid, "unclaimed").await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot mark this master inactive"),
-        }
-        inner
-            .bus
-            .master(inner.master, &inner.name, false, "stopped");
-        tracing::info!(master = inner.master, "build master stopped");
+        stop_now(&self.inner).await;
     }
+
+    /// Starts a graceful stop (as `POST /api/v2/masters/<id>` `stop` does): see
+    /// [`graceful_stop`]. Returns at once; [`Master::exit_requested`] says when it is done.
+    pub fn stop_gracefully(&self) {
+        begin_graceful_stop(&self.inner);
+    }
+
+    /// Becomes true once the master has stopped (after a graceful stop, or a stop asked for
+    /// over the API): the process should then exit.
+    pub fn exit_requested(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.exit.subscribe()
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        *self.inner.lifecycle.lock()
+    }
+}
+
+/// Stops everything at once (see [`Master::stop`]); idempotent.
+async fn stop_now(inner: &Arc<Inner>) {
+    {
+        let mut l = inner.lifecycle.lock();
+        if *l == Lifecycle::Stopped {
+            return;
+        }
+        *l = Lifecycle::Stopped;
+    }
+    inner
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(c) = inner.drain_cancel.lock().take() {
+        c.cancel();
+    }
+    stop_running_builds(inner, "master shutting down").await;
+    inner.shutdown.cancel();
+    for t in inner.tasks.lock().drain(..) {
+        t.abort();
+    }
+    if let Err(e) = inner.store.release_schedulers(inner.master).await {
+        tracing::warn!(error = %e, "cannot release schedulers");
+    }
+    match inner.store.deactivate_master(inner.master).await {
+        Ok(expiry) => {
+            for brid in expiry.released {
+                inner.publish_request(brid, "unclaimed").await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot mark this master inactive"),
+    }
+    inner
+        .bus
+        .master(inner.master, &inner.name, false, "stopped");
+    tracing::info!(master = inner.master, "build master stopped");
+    let _ = inner.exit.send(true);
+}
+
+/// Stops this master's running builds (they end as RETRY, see `build`) and waits, bounded,
+/// for their bookkeeping.
+async fn stop_running_builds(inner: &Inner, reason: &str) {
+    let running: Vec<Arc<RunningBuild>> = inner.running.lock().values().cloned().collect();
+    for r in &running {
+        *r.reason.lock() = Some(reason.to_owned());
+        r.stop.cancel();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !inner.running.lock().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts a graceful stop unless one is under way; false if the master already stopped.
+pub(crate) fn begin_graceful_stop(inner: &Arc<Inner>) -> bool {
+    {
+        let mut l = inner.lifecycle.lock();
+        match *l {
+            Lifecycle::Stopped => return false,
+            Lifecycle::Draining => return true,
+            Lifecycle::Running => *l = Lifecycle::Draining,
+        }
+    }
+    inner
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let cancel = CancellationToken::new();
+    *inner.drain_cancel.lock() = Some(cancel.clone());
+    let inner = inner.clone();
+    tokio::spawn(async move { graceful_stop(inner, cancel).await });
+    true
+}
+
+/// Cancels a pending graceful stop; false if none is pending.
+pub(crate) fn cancel_graceful_stop(inner: &Inner) -> bool {
+    if *inner.lifecycle.lock() != Lifecycle::Draining {
+        return false;
+    }
+    match inner.drain_cancel.lock().take() {
+        Some(c) => {
+            // Running again at once; the drain task puts the database and the bus right.
+            *inner.lifecycle.lock() = Lifecycle::Running;
+            inner
+                .draining
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            c.cancel();
+            true
+        }
+        None => false,
+    }
+}
+
+/// The graceful stop, Buildbot's missing piece:
+/// 1. **draining**: claim nothing new (state `draining` in the database, the API and on
+///    the bus as `masters.<id>.draining`); this node's workers are withdrawn from the
+///    `connected_workers` table so no master gives them new builds;
+/// 2. running builds finish (after `shutdown_deadline_s` the rest end as RETRY);
+/// 3. each worker connected through this node is told to reconnect to a live peer (the
+///    worker's `reconnect` procedure, with the peers' URLs), once no build holds it;
+/// 4. **stopped**: this master is marked inactive, `masters.<id>.stopped` goes out, and the
+///    process exits (the router then closes the remaining sessions with
+///    `wamp.close.system_shutdown`).
+///
+/// Until step 3 starts, `cancel_stop` puts the master back to running.
+async fn graceful_stop(inner: Arc<Inner>, cancel: CancellationToken) {
+    let deadline = Instant::now() + inner.config.shutdown_deadline();
+    tracing::info!(
+        master = inner.master,
+        deadline_s = inner.config.shutdown_deadline_s,
+        running = inner.running.lock().len(),
+        "graceful stop: draining"
+    );
+    inner
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Err(e) = inner.store.set_master_state(inner.master, "draining").await {
+        tracing::warn!(error = %e, "cannot record the draining state");
+    }
+    inner
+        .bus
+        .master(inner.master, &inner.name, true, "draining");
+    let local: Vec<(WorkerId, String)> = inner
+        .local_workers
+        .lock()
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    for (wid, _) in &local {
+        let _ = inner.store.worker_disconnected(inner.master, *wid).await;
+    }
+    // Wait for the builds to finish, the deadline, or a cancel.
+    loop {
+        if cancel.is_cancelled() {
+            if *inner.lifecycle.lock() == Lifecycle::Stopped {
+                return;
+            }
+            tracing::info!(
+                master = inner.master,
+                "graceful stop cancelled: running again"
+            );
+            inner
+                .draining
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            let _ = inner.store.set_master_state(inner.master, "running").await;
+            let now_local: Vec<WorkerId> = inner.local_workers.lock().keys().copied().collect();
+            for wid in now_local {
+                let _ = inner.store.worker_connected(inner.master, wid).await;
+            }
+            inner.bus.master(inner.master, &inner.name, true, "started");
+            inner.wake.notify_one();
+            return;
+        }
+        if inner.running.lock().is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                master = inner.master,
+                "graceful stop deadline reached: remaining builds end as RETRY"
+            );
+            stop_running_builds(&inner, "master shutting down").await;
+            break;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    // Past this point the stop goes through.
+    inner.drain_cancel.lock().take();
+    let urls = (inner.peer_urls)();
+    let local: Vec<(WorkerId, String)> = inner
+        .local_workers
+        .lock()
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    for (wid, name) in local {
+        // Builds of other masters may still hold this worker: let them finish first.
+        while Instant::now() < deadline {
+            match inner.store.worker_slots_held(wid).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let mut kwargs = Dict::new();
+        kwargs.insert(
+            "urls".into(),
+            Value::List(urls.iter().map(|u| Value::from(u.as_str())).collect()),
+        );
+        kwargs.insert("reason".into(), Value::from("master shutting down"));
+        let procedure = worker_procedure(&name, "reconnect");
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            inner.client.call(
+                &procedure,
+                switchyard_router::wire::Payload::new(Vec::new(), kwargs),
+            ),
+        )
+        .await;
+        match answer {
+            Ok(switchyard_router::service::Answer::Result(_)) => {
+                tracing::info!(worker = %name, ?urls, "worker redirected to the live peers")
+            }
+            other => {
+                tracing::warn!(worker = %name, answer = ?other.ok(), "worker did not accept the redirect; it will reconnect on its own")
+            }
+        }
+    }
+    stop_now(&inner).await;
 }
 
 async fn subscribe(
     inner: &Inner,
     topic: &str,
-    wildcard: bool,
+    policy: Option<&str>,
 ) -> Result<tokio::sync::mpsc::Receiver<SubscriptionEvent>, MasterError> {
     let mut options = Dict::new();
-    if wildcard {
-        options.insert("match".into(), Value::from("wildcard"));
+    if let Some(p) = policy {
+        options.insert("match".into(), Value::from(p));
     }
     inner
         .client
@@ -326,7 +588,7 @@ async fn subscribe_wakers(
         "org.buildbot.mq.builds..finished",
         "org.buildbot.mq.workers..connected",
     ] {
-        v.push(subscribe(inner, t, true).await?);
+        v.push(subscribe(inner, t, Some("wildcard")).await?);
     }
     Ok(v)
 }
@@ -366,8 +628,8 @@ struct Presence {
 
 async fn subscribe_presence(inner: &Inner) -> Result<Presence, MasterError> {
     Ok(Presence {
-        created: subscribe(inner, "wamp.registration.on_create", false).await?,
-        deleted: subscribe(inner, "wamp.registration.on_delete", false).await?,
+        created: subscribe(inner, "wamp.registration.on_create", None).await?,
+        deleted: subscribe(inner, "wamp.registration.on_delete", None).await?,
     })
 }
 
@@ -393,6 +655,7 @@ async fn presence_task(inner: Arc<Inner>, mut p: Presence) {
                 let Some(reg) = details.get("id").and_then(Value::as_u64) else { continue };
                 let Some((name, wid)) = worker_of_run_uri(&inner, uri) else { continue };
                 registrations.insert(reg, wid);
+                inner.local_workers.lock().insert(wid, name.to_owned());
                 let name = name.to_owned();
                 let inner = inner.clone();
                 // Asking the worker about itself also proves it answers.
@@ -402,6 +665,7 @@ async fn presence_task(inner: Arc<Inner>, mut p: Presence) {
                 // args: [session, registration id]
                 let Some(reg) = ev.payload.args().get(1).and_then(Value::as_u64) else { continue };
                 let Some(wid) = registrations.remove(&reg) else { continue };
+                inner.local_workers.lock().remove(&wid);
                 let name = inner.worker_name(wid).unwrap_or("?").to_owned();
                 tracing::info!(worker = %name, "worker disconnected");
                 if let Err(e) = inner.store.worker_disconnected(inner.master, wid).await {
@@ -430,6 +694,9 @@ async fn worker_appeared(inner: &Inner, name: &str, wid: WorkerId) {
     if let Err(e) = inner.store.set_worker_info(wid, &info).await {
         tracing::warn!(worker = name, error = %e, "cannot store worker info");
     }
+    if *inner.lifecycle.lock() != Lifecycle::Running {
+        return; // a draining master gives no worker new work
+    }
     if let Err(e) = inner.store.worker_connected(inner.master, wid).await {
         tracing::warn!(worker = name, error = %e, "cannot record worker connection");
         return;
@@ -438,6 +705,40 @@ async fn worker_appeared(inner: &Inner, name: &str, wid: WorkerId) {
     tracing::info!(worker = name, "worker connected");
     inner.bus.worker(wid, name, inner.master, "connected");
     inner.wake.notify_one();
+}
+
+/// `control.masters.<id>.stop|cancel_stop` from another master's API.
+async fn lifecycle_listener(
+    inner: Arc<Inner>,
+    mut events: tokio::sync::mpsc::Receiver<SubscriptionEvent>,
+) {
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            ev = events.recv() => {
+                let Some(ev) = ev else { return };
+                let Some(topic) = ev.details.get("topic").and_then(Value::as_str) else { continue };
+                let graceful = ev
+                    .payload
+                    .args()
+                    .first()
+                    .and_then(Value::as_dict)
+                    .and_then(|d| d.get("graceful"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                if topic.ends_with(".cancel_stop") {
+                    cancel_graceful_stop(&inner);
+                } else if topic.ends_with(".stop") {
+                    if graceful {
+                        begin_graceful_stop(&inner);
+                    } else {
+                        let inner = inner.clone();
+                        tokio::spawn(async move { stop_now(&inner).await });
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn stop_listener(
@@ -565,7 +866,9 @@ async fn recover_from_expiry(inner: &Inner) {
 }
 
 async fn run_periodic_schedulers(inner: &Arc<Inner>) {
-    if inner.draining.load(std::sync::atomic::Ordering::SeqCst) {
+    if inner.draining.load(std::sync::atomic::Ordering::SeqCst)
+        || !inner.config.has_role(crate::config::Role::Scheduler)
+    {
         return;
     }
     for s in &inner.config.schedulers {
@@ -605,7 +908,7 @@ async fn run_periodic_schedulers(inner: &Arc<Inner>) {
             builders: s
                 .builders
                 .iter()
-                .filter_map(|b| inner.builder_ids.get(b).copied())
+                .filter_map(|b| inner.all_builder_ids.get(b).copied())
                 .collect(),
             priority: 0,
             properties,

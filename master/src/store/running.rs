@@ -118,6 +118,18 @@ impl Store {
         .await
     }
 
+    /// How many build slots of `worker` are held (by any master).
+    pub async fn worker_slots_held(&self, worker: WorkerId) -> Result<i64, StoreError> {
+        self.retrying("worker_slots_held", || async {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM worker_leases WHERE workerid = $1")
+                .bind(worker)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(row.try_get("n")?)
+        })
+        .await
+    }
+
     /// Workers connected to some active master (or to `only` if given), not paused:
     /// `(workerid, name)`.
     pub async fn available_workers(
