@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use switchyard_master::config::MasterConfig;
-use switchyard_master::engine::secrets::worker_passwords;
+use switchyard_master::engine::secrets::{load_api_token, worker_passwords};
 use switchyard_master::engine::{Master, MasterOptions};
 use switchyard_master::Store;
 use switchyard_router::transport::HttpMount;
@@ -21,7 +21,7 @@ pub struct PreparedMaster {
 /// Checks the master section against the rest of the file and loads the worker passwords
 /// (generating the embedded default worker's on first start).
 pub fn prepare_master(
-    config: MasterConfig,
+    mut config: MasterConfig,
     file: &FileConfig,
     embedded: bool,
 ) -> Result<PreparedMaster, String> {
@@ -37,6 +37,7 @@ pub fn prepare_master(
         ));
     }
     let passwords = worker_passwords(&config, embedded).map_err(|e| e.to_string())?;
+    load_api_token(&mut config, embedded).map_err(|e| e.to_string())?;
     Ok(PreparedMaster {
         config: Arc::new(config),
         passwords,

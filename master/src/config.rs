@@ -85,6 +85,9 @@ pub struct ApiConfig {
     /// Bearer tokens accepted for every endpoint (`Authorization: Bearer <token>`).
     #[serde(default)]
     pub tokens: Vec<String>,
+    /// A file holding one more token (first line); relative to the data folder. The
+    /// embedded default generates `<data_dir>/api.token` on first start.
+    pub token_file: Option<PathBuf>,
     /// Users accepted with HTTP Basic authentication.
     #[serde(default)]
     pub users: Vec<ApiUser>,
@@ -95,6 +98,7 @@ impl Default for ApiConfig {
         ApiConfig {
             public_read: true,
             tokens: Vec::new(),
+            token_file: None,
             users: Vec::new(),
         }
     }
@@ -304,7 +308,10 @@ impl MasterConfig {
             roles: all_roles(),
             run_builders: None,
             shutdown_deadline_s: default_shutdown_deadline_s(),
-            api: ApiConfig::default(),
+            api: ApiConfig {
+                token_file: Some(PathBuf::from("api.token")),
+                ..ApiConfig::default()
+            },
             workers: vec![WorkerConfig {
                 name: DEFAULT_WORKER.into(),
                 password: None,

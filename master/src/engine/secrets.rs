@@ -11,15 +11,15 @@ use crate::config::MasterConfig;
 /// Why a worker password could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("worker {worker:?}: cannot read password_file {path}: {source}")]
+    #[error("{worker:?}: cannot read {path}: {source}")]
     Read {
         worker: String,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("worker {worker:?}: password_file {path} is empty")]
+    #[error("{worker:?}: {path} is empty")]
     Empty { worker: String, path: PathBuf },
-    #[error("worker {worker:?}: cannot write generated password to {path}: {source}")]
+    #[error("{worker:?}: cannot write a generated secret to {path}: {source}")]
     Write {
         worker: String,
         path: PathBuf,
@@ -53,6 +53,24 @@ pub fn worker_passwords(
     Ok(out)
 }
 
+/// Loads `[master.api] token_file` into the token list (generating it when
+/// `generate_missing`), so the API sees one list of tokens.
+pub fn load_api_token(
+    config: &mut MasterConfig,
+    generate_missing: bool,
+) -> Result<(), SecretError> {
+    if let Some(file) = config.api.token_file.clone() {
+        let path = if file.is_absolute() {
+            file
+        } else {
+            config.data_dir.join(file)
+        };
+        let token = read_or_generate("api", &path, generate_missing)?;
+        config.api.tokens.push(token);
+    }
+    Ok(())
+}
+
 fn read_or_generate(worker: &str, path: &Path, generate: bool) -> Result<String, SecretError> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
@@ -73,7 +91,7 @@ fn read_or_generate(worker: &str, path: &Path, generate: bool) -> Result<String,
                 path: path.into(),
                 source,
             })?;
-            tracing::info!(worker, path = %path.display(), "generated a password for the worker");
+            tracing::info!(for_ = worker, path = %path.display(), "generated a secret");
             Ok(password)
         }
         Err(source) => Err(SecretError::Read {

@@ -1,0 +1,370 @@
+//! The build master end to end, with real processes: `switchyard start` nodes (SQLite or a
+//! real PostgreSQL shared by several masters), real `switchyard worker` processes running
+//! real shell commands, the REST API over HTTP and the bus over WebSocket.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::masters::*;
+
+/// Every topic published on the Buildbot bus of `url`, collected in the background.
+fn watch_bus(url: String) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let topics = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t = topics.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use switchyard_router::client::{Client, ClientOptions};
+            use switchyard_router::wire::{Dict, Value as W};
+            let client = Client::connect(&ClientOptions::new(url, "buildbot"))
+                .await
+                .unwrap();
+            let mut options = Dict::new();
+            options.insert("match".into(), W::from("prefix"));
+            let (_, mut events) = client.subscribe("org.buildbot.mq.", options).await.unwrap();
+            ready_tx.send(()).unwrap();
+            while let Some(ev) = events.recv().await {
+                if let Some(topic) = ev.details.get("topic").and_then(W::as_str) {
+                    t.lock().unwrap().push(topic.to_owned());
+                }
+            }
+        });
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    topics
+}
+
+#[test]
+fn embedded_defaults_run_a_forced_build_on_a_worker_to_success() {
+    let dir = TempDir::new("embedded");
+    let port = free_port();
+    // `switchyard start` with no config at all, as the README says (only the port differs).
+    let mut node = Node {
+        name: "embedded".into(),
+        port,
+        child: None,
+        stdout: Default::default(),
+        log: dir.path().join("embedded.log"),
+        config: dir.path().join("unused.toml"),
+    };
+    let log = std::fs::File::create(&node.log).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["start", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    node.child = Some(child);
+    let lines = {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        rx
+    };
+    let master_line = loop {
+        let l = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no master line; log:\n{}", node.log_text()));
+        if l.starts_with("switchyard master") {
+            break l;
+        }
+    };
+    assert!(
+        master_line.contains("SQLite in switchyard-data"),
+        "{master_line}"
+    );
+    let token = std::fs::read_to_string(dir.path().join("switchyard-data/api.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let bus = watch_bus(node.ws_url());
+
+    // The worker finds its generated password in ./switchyard-data on its own.
+    let wlog = std::fs::File::create(dir.path().join("worker.log")).unwrap();
+    let mut worker = std::process::Command::new(BIN)
+        .args(["worker", "--connect", &node.ws_url(), "--name", "local"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(wlog)
+        .spawn()
+        .unwrap();
+    let wout = worker.stdout.take().unwrap();
+    let worker = common::masters::Worker {
+        name: "local".into(),
+        child: Some(worker),
+        stdout: common::masters::Lines::collect(wout),
+        log: dir.path().join("worker.log"),
+    };
+    worker.wait_connected(1, Duration::from_secs(30));
+
+    // Force the embedded `hello` builder over the REST API, with the generated token.
+    let addr = node.addr();
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "force",
+        "params": {"builderNames": ["hello"], "reason": "readme"}});
+    let (status, v) = http(
+        addr,
+        "POST",
+        "/api/v2/forceschedulers/force",
+        Some(&token),
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["id"], 7);
+    let brid = v["result"][1]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    // Without the token: refused.
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/api/v2/forceschedulers/force",
+        None,
+        Some(&body),
+    );
+    assert_eq!(status, 401);
+
+    let request = wait_until(Duration::from_secs(60), "the request to complete", || {
+        let (_, v) = http(
+            addr,
+            "GET",
+            &format!("/api/v2/buildrequests/{brid}"),
+            None,
+            None,
+        );
+        let r = v["buildrequests"][0].clone();
+        (r["complete"] == true).then_some(r)
+    });
+    assert_eq!(request["results"], 0, "SUCCESS: {request}");
+    let builds = list(addr, "builds", &format!("&buildrequestid={brid}"));
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    let build = &builds[0];
+    assert_eq!(build["results"], 0);
+    let bid = build["buildid"].as_i64().unwrap();
+    let steps = http(
+        addr,
+        "GET",
+        &format!("/api/v2/builds/{bid}/steps"),
+        None,
+        None,
+    )
+    .1;
+    let step = &steps["steps"][0];
+    assert_eq!(step["name"], "hello");
+    assert_eq!(step["results"], 0);
+    let sid = step["stepid"].as_i64().unwrap();
+    let logs = http(
+        addr,
+        "GET",
+        &format!("/api/v2/steps/{sid}/logs"),
+        None,
+        None,
+    )
+    .1;
+    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
+    let (_, text) = http_text(
+        addr,
+        "GET",
+        &format!("/api/v2/logs/{logid}/raw"),
+        None,
+        None,
+    );
+    assert!(text.contains("hello from switchyard on"), "log: {text}");
+    assert!(text.contains("exit code 0"), "log: {text}");
+    // And the bus said so, under Buildbot's routing keys.
+    let want = format!("org.buildbot.mq.builds.{bid}.finished");
+    wait_until(Duration::from_secs(10), &want, || {
+        bus.lock().unwrap().contains(&want).then_some(())
+    });
+    let topics = bus.lock().unwrap().clone();
+    assert!(topics.contains(&format!("org.buildbot.mq.buildrequests.{brid}.complete")));
+    assert!(topics
+        .iter()
+        .any(|t| t.starts_with("org.buildbot.mq.logs.") && t.ends_with(".append")));
+    // No password anywhere in the API.
+    let password =
+        std::fs::read_to_string(dir.path().join("switchyard-data/workers/local.password")).unwrap();
+    let (_, workers) = http_text(addr, "GET", "/api/v2/workers", None, None);
+    assert!(workers.contains("\"local\"") && !workers.contains(password.trim()));
+    drop(worker);
+    assert!(node
+        .terminate(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+}
+
+/// Builds per request and their results, read over the API.
+fn builds_by_request(addr: std::net::SocketAddr) -> BTreeMap<i64, Vec<(i64, i64)>> {
+    let mut m: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for b in list(addr, "builds", "") {
+        m.entry(b["buildrequestid"].as_i64().unwrap())
+            .or_default()
+            .push((
+                b["masterid"].as_i64().unwrap(),
+                b["results"].as_i64().unwrap_or(-1),
+            ));
+    }
+    m
+}
+
+/// `n` meshed masters on one PostgreSQL database and four workers spread over them race
+/// over 200 queued requests: each runs exactly once, to SUCCESS, and the work is shared.
+fn masters_share_200_requests(n: usize) {
+    let dir = TempDir::new("race");
+    let db = PgDb::create();
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let builders = [(
+        "quick",
+        "echo build $BUILDBOT_BUILDNUMBER on $BUILDBOT_BUILDERNAME",
+    )];
+    let nodes: Vec<Node> = (0..n)
+        .map(|i| {
+            let name = format!("m{i}");
+            let peers: Vec<u16> = ports.iter().copied().filter(|p| *p != ports[i]).collect();
+            let config = node_head(&name, ports[i], &peers)
+                + &master_section(&name, &db.url, 4, 3, &builders, "");
+            Node::start(dir.path(), &name, ports[i], &config)
+        })
+        .collect();
+    let workers: Vec<Worker> = (1..=4)
+        .map(|i| {
+            let name = format!("w{i}");
+            let node = &nodes[i % n];
+            let w = Worker::start(dir.path(), &name, &format!("pw-{name}"), &[node.ws_url()]);
+            w.wait_connected(1, Duration::from_secs(30));
+            w
+        })
+        .collect();
+    // Queue 200 requests through the nodes in turn.
+    let mut brids = BTreeSet::new();
+    for i in 0..200 {
+        brids.insert(force(nodes[i % n].addr(), "quick"));
+    }
+    assert_eq!(brids.len(), 200);
+    let addr = nodes[0].addr();
+    wait_until(
+        Duration::from_secs(240),
+        "all 200 requests to complete",
+        || {
+            let done = list(addr, "buildrequests", "&complete=true").len();
+            (done == 200).then_some(())
+        },
+    );
+    let requests = list(addr, "buildrequests", "");
+    assert!(requests.iter().all(|r| r["results"] == 0), "all SUCCESS");
+    let builds = builds_by_request(addr);
+    assert_eq!(builds.len(), 200);
+    let mut per_master: BTreeMap<i64, usize> = BTreeMap::new();
+    for (brid, runs) in &builds {
+        assert!(brids.contains(brid));
+        assert_eq!(
+            runs.len(),
+            1,
+            "request {brid} ran {} times: {runs:?}",
+            runs.len()
+        );
+        assert_eq!(runs[0].1, 0);
+        *per_master.entry(runs[0].0).or_default() += 1;
+    }
+    assert!(
+        per_master.len() >= 2,
+        "the work was shared between masters: {per_master:?}"
+    );
+    drop(workers);
+}
+
+#[test]
+fn two_masters_on_postgres_run_200_requests_exactly_once() {
+    masters_share_200_requests(2);
+}
+
+#[test]
+fn three_masters_on_postgres_run_200_requests_exactly_once() {
+    masters_share_200_requests(3);
+}
+
+/// A master killed with SIGKILL in the middle of a build: the surviving master expires it,
+/// its request runs again and completes, once; the worker, whose router died with it,
+/// reconnects to the other router and the queue drains.
+#[test]
+fn sigkill_of_a_master_mid_build_the_request_completes_on_another() {
+    let dir = TempDir::new("sigkill");
+    let db = PgDb::create();
+    let (pa, pb) = (free_port(), free_port());
+    let builders = [("slow", "echo start; sleep 2; echo done")];
+    let mut a = Node::start(
+        dir.path(),
+        "a",
+        pa,
+        &(node_head("a", pa, &[pb]) + &master_section("a", &db.url, 1, 1, &builders, "")),
+    );
+    let b = Node::start(
+        dir.path(),
+        "b",
+        pb,
+        &(node_head("b", pb, &[pa]) + &master_section("b", &db.url, 1, 1, &builders, "")),
+    );
+    // The worker lives on a's router and falls back to b's.
+    let w = Worker::start(dir.path(), "w1", "pw-w1", &[a.ws_url(), b.ws_url()]);
+    assert_eq!(w.wait_connected(1, Duration::from_secs(30)), a.ws_url());
+    let brids: Vec<i64> = (0..4).map(|_| force(b.addr(), "slow")).collect();
+    // Wait until a build is running, then kill a (master and router) mid-build.
+    wait_until(Duration::from_secs(30), "a running build", || {
+        list(b.addr(), "builds", "&complete=false").first().cloned()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    a.kill();
+    assert_eq!(w.wait_connected(2, Duration::from_secs(30)), b.ws_url());
+    wait_until(
+        Duration::from_secs(120),
+        "every request to complete",
+        || {
+            let done = brids
+                .iter()
+                .filter(|id| {
+                    let (_, v) = http(
+                        b.addr(),
+                        "GET",
+                        &format!("/api/v2/buildrequests/{id}"),
+                        None,
+                        None,
+                    );
+                    v["buildrequests"][0]["complete"] == true
+                })
+                .count();
+            (done == brids.len()).then_some(())
+        },
+    );
+    let builds = builds_by_request(b.addr());
+    let mut retried = 0;
+    for id in &brids {
+        let runs = &builds[id];
+        let successes = runs.iter().filter(|(_, r)| *r == 0).count();
+        assert_eq!(successes, 1, "request {id} succeeded once: {runs:?}");
+        // Anything else is the build that was cut off: RETRY (5), never a failure.
+        assert!(runs.iter().all(|(_, r)| *r == 0 || *r == 5), "{runs:?}");
+        retried += runs.len() - 1;
+    }
+    assert!(retried >= 1, "the killed build was retried: {builds:?}");
+    // b saw a expire.
+    let masters = list(b.addr(), "masters", "");
+    let dead = masters.iter().find(|m| m["name"] == "a").unwrap();
+    assert_eq!(dead["active"], false, "{dead}");
+    drop(w);
+    drop(b);
+}
