@@ -296,3 +296,32 @@ async fn closed_reports_why_the_session_ended() {
     let reason = c.close_reason().unwrap();
     assert!(reason.contains("wamp.close.system_shutdown"), "{reason}");
 }
+
+#[tokio::test]
+async fn disconnect_drops_the_connection_at_once() {
+    let r = TestRouter::start().await;
+    for url in [format!("ws://{}/ws", r.addr), format!("tcp://{}", r.addr)] {
+        let c = Client::connect(&options(url.clone(), Serializer::MsgPack, false))
+            .await
+            .unwrap();
+        let realm = r.router.realm("realm1").unwrap();
+        assert!(realm.session(c.session_id()).is_some());
+        c.disconnect();
+        tokio::time::timeout(WAIT, c.closed()).await.unwrap();
+        assert_eq!(c.close_reason().as_deref(), Some("the client disconnected"));
+        // The router sees the socket close and the session leave.
+        let mut gone = false;
+        for _ in 0..250 {
+            if realm.session(c.session_id()).is_none() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(gone, "{url}: the router still has the session");
+        match c.call("com.x", Dict::new(), Payload::default()).await {
+            Err(ClientError::Closed) => {}
+            other => panic!("{url}: {:?}", other.err()),
+        }
+    }
+}

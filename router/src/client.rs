@@ -250,6 +250,8 @@ struct Shared {
     closed: CancellationToken,
     /// Why the session ended (set before `closed` is cancelled).
     close_reason: Mutex<Option<String>>,
+    /// Cancelled by [`Client::disconnect`]: the reader and the writer stop at once.
+    abort: CancellationToken,
 }
 
 /// A joined WAMP session. Cheap to clone; all clones share the session.
@@ -369,15 +371,16 @@ impl Client {
             return Err(ClientError::Url(opts.url.clone()));
         };
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let abort = CancellationToken::new();
         let mut reader = match io {
             Io::Ws(ws) => {
                 let (sink, stream) = ws.split();
-                tokio::spawn(ws_writer(sink, out_rx, codec));
+                tokio::spawn(abortable(abort.clone(), ws_writer(sink, out_rx, codec)));
                 Reader::Ws(stream, codec)
             }
             Io::Raw(stream) => {
                 let (r, w) = stream.into_split();
-                tokio::spawn(raw_writer(w, out_rx));
+                tokio::spawn(abortable(abort.clone(), raw_writer(w, out_rx)));
                 Reader::Raw(r, BytesMut::with_capacity(64 * 1024), codec.serializer)
             }
         };
@@ -450,6 +453,7 @@ impl Client {
             welcome,
             leaving: Default::default(),
             closed: CancellationToken::new(),
+            abort,
             close_reason: Mutex::new(None),
         });
         tokio::spawn(dispatch(reader, inbox, shared.clone()));
@@ -478,6 +482,12 @@ impl Client {
     /// Resolves when the session is over: GOODBYE, ABORT, or the connection closed.
     pub async fn closed(&self) {
         self.shared.closed.cancelled().await
+    }
+
+    /// Drops the connection at once, without GOODBYE (for a router that stopped answering;
+    /// prefer [`Client::leave`]). Pending requests fail with [`ClientError::Closed`].
+    pub fn disconnect(&self) {
+        self.shared.abort.cancel();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -736,7 +746,11 @@ fn encode(codec: Codec, msg: &Message) -> Result<Bytes, ClientError> {
 async fn dispatch(mut reader: Reader, mut inbox: VecDeque<Message>, shared: Arc<Shared>) {
     let reason = loop {
         let Some(msg) = inbox.pop_front() else {
-            match reader.read_batch(&mut inbox).await {
+            let read = tokio::select! {
+                r = reader.read_batch(&mut inbox) => r,
+                _ = shared.abort.cancelled() => Err("the client disconnected".into()),
+            };
+            match read {
                 Ok(()) => continue,
                 Err(cause) => break cause,
             }
@@ -893,6 +907,14 @@ async fn dispatch(mut reader: Reader, mut inbox: VecDeque<Message>, shared: Arc<
     }
     *shared.close_reason.lock() = Some(reason);
     shared.closed.cancel();
+}
+
+/// Runs `writer` until it ends or `abort` is cancelled (dropping the write half).
+async fn abortable(abort: CancellationToken, writer: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        _ = writer => {}
+        _ = abort.cancelled() => {}
+    }
 }
 
 async fn ws_writer<S>(mut sink: S, mut rx: mpsc::Receiver<Bytes>, codec: Codec)
