@@ -169,10 +169,22 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn switchyard start");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        // The first line names the address; bounded, in case the router hangs.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the router printed nothing within {DEADLINE:?}");
+            }
+        };
         let addr = line
             .trim()
             .strip_prefix("switchyard listening on ")
@@ -881,9 +893,35 @@ async fn sigterm_leaves_and_kills_running_commands() {
 #[tokio::test]
 async fn shutdown_call_stops_the_worker() {
     let node = Node::start(0);
+    // Graceful: the running command finishes and is answered, new ones are refused.
     let mut w = Worker::start("w1", &[node.url()], Password::Flag(SECRET), &[]);
     w.wait_connected(&node.url()).await;
     let c = node.caller().await;
+    let (_, running) = start_run(
+        &c,
+        "w1",
+        &[("command", Value::from("sleep 1; echo finished"))],
+    )
+    .await;
+    assert!(wait_running(&c, "w1", 1).await);
+    c.call(
+        &procedure("w1", "shutdown"),
+        Dict::new(),
+        kw(&[("graceful", Value::Bool(true))]),
+    )
+    .await
+    .unwrap();
+    let o = run(&c, "w1", &[("command", Value::from("true"))]).await;
+    assert_eq!(o.error(), "switchyard.error.draining");
+    let o = finish(running).await;
+    assert_eq!(o.stdout, "finished\n");
+    assert_eq!(o.ok()["rc"], Value::Int(0));
+    let status = wait_exit(&mut w.child, DEADLINE).expect("the worker did not stop");
+    assert!(status.success(), "{status:?}");
+
+    // Not graceful: stops at once.
+    let mut w = Worker::start("w1", &[node.url()], Password::Flag(SECRET), &[]);
+    w.wait_connected(&node.url()).await;
     c.call(
         &procedure("w1", "shutdown"),
         Dict::new(),

@@ -473,7 +473,14 @@ impl Worker {
         let mut channels = Vec::with_capacity(4);
         for p in ["info", "run", "reconnect", "shutdown"] {
             let procedure = format!("{prefix}{p}");
-            match client.register(&procedure, Dict::new()).await {
+            let registered = tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    Self::leave(&client).await;
+                    return End::Stop;
+                }
+                r = client.register(&procedure, Dict::new()) => r,
+            };
+            match registered {
                 Ok((_, rx)) => channels.push(rx),
                 Err(ClientError::Wamp { uri, .. }) if uri == errors::PROCEDURE_ALREADY_EXISTS => {
                     tracing::error!(
@@ -561,8 +568,8 @@ impl Worker {
                                     self.name(),
                                     self.commands.len()
                                 );
-                                conn.result(request, Dict::new()).await;
                                 conn.draining.store(true, Ordering::Relaxed);
+                                conn.result(request, Dict::new()).await;
                                 // A pending stop stays a stop.
                                 if !matches!(pending, Some((End::Stop, _))) {
                                     pending = Some((End::Reconnect(urls), Instant::now() + deadline));
@@ -578,6 +585,7 @@ impl Worker {
                     Some(CalleeMessage::Invocation { request, payload, .. }) => {
                         match parse_shutdown(&payload) {
                             Ok((graceful, deadline)) => {
+                                conn.draining.store(true, Ordering::Relaxed);
                                 conn.result(request, Dict::new()).await;
                                 if !graceful {
                                     tracing::info!("worker {}: asked to stop now", self.name());
@@ -588,7 +596,6 @@ impl Worker {
                                     self.name(),
                                     self.commands.len()
                                 );
-                                conn.draining.store(true, Ordering::Relaxed);
                                 pending = Some((End::Stop, Instant::now() + deadline));
                             }
                             Err(e) => conn.error(request, e.uri, e.message).await,
