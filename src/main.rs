@@ -56,6 +56,38 @@ enum Command {
     /// Inspect the peer mesh of a running node.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// Run a build worker: join a router and run commands for the build masters.
+    Worker(WorkerArgs),
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// A router URL, ws://host:port/path or tcp://host:port (repeatable; tried in turn).
+    #[arg(long = "connect", required = true, value_name = "URL")]
+    connect: Vec<String>,
+    /// The worker's name: its WAMP-CRA authid and the <name> of its procedures.
+    #[arg(long)]
+    name: String,
+    /// The worker's WAMP-CRA secret (visible to other local users in the process list:
+    /// prefer --password-file or SWITCHYARD_WORKER_PASSWORD).
+    #[arg(long, conflicts_with = "password_file")]
+    password: Option<String>,
+    /// Read the secret from this file (its first line). Without --password or
+    /// --password-file: $SWITCHYARD_WORKER_PASSWORD, then <data-dir>/workers/<name>.password.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// The realm to join.
+    #[arg(long, default_value = "buildbot")]
+    realm: String,
+    /// Commands run in workdirs under this directory (created if missing).
+    #[arg(long, default_value = "switchyard-worker")]
+    basedir: PathBuf,
+    /// The master's data directory, where it writes its embedded worker's password.
+    #[arg(long, default_value = "switchyard-data")]
+    data_dir: PathBuf,
+    /// More concurrent commands are refused (switchyard.error.busy).
+    #[arg(long, default_value_t = 32)]
+    max_commands: usize,
 }
 
 #[derive(Subcommand)]
@@ -147,7 +179,102 @@ fn main() -> ExitCode {
             ExitCode::from(bench::run(cmd))
         }
         Command::Mesh(MeshCommand::Status(args)) => mesh_status(args),
+        Command::Worker(args) => worker(args, cli.log_level),
     }
+}
+
+/// The worker's secret: --password, --password-file, $SWITCHYARD_WORKER_PASSWORD, then the
+/// file the master writes for its embedded worker. `Err` is the message for the user.
+fn worker_password(args: &WorkerArgs) -> Result<String, String> {
+    let read = |path: &std::path::Path| -> Result<String, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if line.is_empty() {
+            return Err(format!("the password file {} is empty", path.display()));
+        }
+        Ok(line.to_owned())
+    };
+    if let Some(p) = &args.password {
+        if p.is_empty() {
+            return Err("--password is empty".into());
+        }
+        return Ok(p.clone());
+    }
+    if let Some(f) = &args.password_file {
+        return read(f);
+    }
+    if let Ok(p) = std::env::var("SWITCHYARD_WORKER_PASSWORD") {
+        if !p.is_empty() {
+            return Ok(p);
+        }
+    }
+    // Only a plain name can be a file name (the worker refuses others anyway).
+    if switchyard_master::worker::valid_name(&args.name) {
+        let f = args
+            .data_dir
+            .join("workers")
+            .join(format!("{}.password", args.name));
+        if f.exists() {
+            return read(&f);
+        }
+    }
+    Err(format!(
+        "no password for worker {:?}: give --password, --password-file or \
+         SWITCHYARD_WORKER_PASSWORD, or run where {}/workers/{}.password exists (--data-dir)",
+        args.name,
+        args.data_dir.display(),
+        args.name
+    ))
+}
+
+/// `switchyard worker`: runs until SIGTERM/SIGINT or a `shutdown` call; exit 0 then.
+fn worker(args: WorkerArgs, log_level: Option<String>) -> ExitCode {
+    use switchyard_master::worker::{run_worker, CancellationToken, WorkerOptions};
+    let password = match worker_password(&args) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("switchyard: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(log_level.as_deref());
+    let mut opts = WorkerOptions::new(args.name.clone(), args.connect, password);
+    opts.realm = args.realm;
+    opts.basedir = args.basedir;
+    opts.max_commands = args.max_commands;
+    let name = args.name;
+    opts.on_connect = Some(std::sync::Arc::new(move |url: &str| {
+        // Tests and scripts read this line.
+        println!("switchyard worker {name} connected to {url}");
+    }));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("signal received: leaving and killing running commands");
+                shutdown.cancel();
+            })
+        };
+        let result = run_worker(opts, shutdown).await;
+        signals.abort();
+        match result {
+            Ok(()) => {
+                tracing::info!("worker stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchyard: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
 }
 
 fn check(cbdir: &std::path::Path) -> ExitCode {

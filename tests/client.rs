@@ -131,3 +131,197 @@ async fn join_failures_are_reported() {
         Err(ClientError::Connect { .. })
     ));
 }
+
+/// A router whose listener knows WAMP-CRA users (plain and salted) and a ticket principal.
+async fn auth_router() -> TestRouter {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use switchyard_router::auth::methods::TransportAuth;
+    use switchyard_router::auth::roles::{Permission, Role, RoleAuthorizer};
+    use switchyard_router::auth::ticket::{Ticket, TicketPrincipal};
+    use switchyard_router::auth::wampcra::{Salt, WampCra, WampCraUser};
+    use switchyard_router::transport::ListenerConfig;
+    use switchyard_router::uri::MatchPolicy;
+
+    let mut users = HashMap::new();
+    users.insert(
+        "w1".to_string(),
+        WampCraUser::new("w1-secret", None, "worker".into(), None),
+    );
+    users.insert(
+        "salty".to_string(),
+        WampCraUser::new(
+            "salty-secret",
+            Some(Salt {
+                salt: "pepper".into(),
+                iterations: 100,
+                keylen: 32,
+            }),
+            "worker".into(),
+            None,
+        ),
+    );
+    let mut tickets = HashMap::new();
+    tickets.insert(
+        "master".to_string(),
+        TicketPrincipal {
+            ticket: "master-ticket".into(),
+            role: "master".into(),
+            realm: None,
+        },
+    );
+    let auth = TransportAuth {
+        wampcra: Some(WampCra { users }),
+        ticket: Some(Ticket {
+            principals: tickets,
+        }),
+        ..Default::default()
+    };
+    let mut roles = RoleAuthorizer::new();
+    let all = Permission {
+        call: true,
+        register: true,
+        publish: true,
+        subscribe: true,
+        ..Default::default()
+    };
+    for role in ["worker", "master"] {
+        roles.add_role(
+            "realm1",
+            role,
+            Role::new([(MatchPolicy::Prefix, String::new(), all.clone())]),
+        );
+    }
+    let listener = ListenerConfig {
+        auth: Some(Arc::new(auth)),
+        ..ListenerConfig::default()
+    };
+    TestRouter::with_listener(
+        switchyard_router::RouterConfig::default(),
+        Arc::new(roles),
+        listener,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn authenticates_with_wampcra_and_ticket() {
+    use switchyard_router::client::ClientAuth;
+    let r = auth_router().await;
+    let url = format!("ws://{}/ws", r.addr);
+    let raw = format!("tcp://{}", r.addr);
+    let with = |url: &str, auth: ClientAuth| {
+        let mut o = options(url.to_owned(), Serializer::Json, false);
+        o.auth = Some(auth);
+        o
+    };
+
+    // Plain WAMP-CRA over both transports: the router's authid and role.
+    for u in [&url, &raw] {
+        let c = Client::connect(&with(u, ClientAuth::wampcra("w1", "w1-secret")))
+            .await
+            .unwrap();
+        assert_eq!(c.authid(), Some("w1"), "{u}");
+        assert_eq!(c.authrole(), Some("worker"), "{u}");
+        assert_eq!(
+            c.welcome_details()["authmethod"],
+            Value::from("wampcra"),
+            "{u}"
+        );
+        // The session works: its role may register.
+        let proc = format!("com.auth.{}", &u[..2]);
+        c.register(&proc, Dict::new()).await.unwrap();
+    }
+
+    // Salted WAMP-CRA: the client derives the key from the challenge's salt.
+    let c = Client::connect(&with(&url, ClientAuth::wampcra("salty", "salty-secret")))
+        .await
+        .unwrap();
+    assert_eq!(c.authid(), Some("salty"));
+    assert_eq!(c.authrole(), Some("worker"));
+
+    // Ticket.
+    let c = Client::connect(&with(&url, ClientAuth::ticket("master", "master-ticket")))
+        .await
+        .unwrap();
+    assert_eq!(c.authrole(), Some("master"));
+    assert_eq!(c.welcome_details()["authmethod"], Value::from("ticket"));
+
+    // Wrong secrets are refused with the router's reason.
+    for auth in [
+        ClientAuth::wampcra("w1", "not-the-secret"),
+        ClientAuth::wampcra("salty", "w1-secret"),
+        ClientAuth::ticket("master", "nope"),
+    ] {
+        match Client::connect(&with(&url, auth.clone())).await {
+            Err(ClientError::Aborted { reason, .. }) => {
+                assert_eq!(reason, "wamp.error.authentication_failed", "{auth:?}")
+            }
+            Err(e) => panic!("{auth:?}: {e}"),
+            Ok(_) => panic!("{auth:?}: joined with a wrong secret"),
+        }
+    }
+    // An unknown authid, and anonymous on a transport that does not allow it.
+    match Client::connect(&with(&url, ClientAuth::wampcra("nobody", "x"))).await {
+        Err(ClientError::Aborted { reason, .. }) => {
+            assert_eq!(reason, "wamp.error.no_such_principal")
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    match Client::connect(&options(url.clone(), Serializer::Json, false)).await {
+        Err(ClientError::Aborted { reason, .. }) => {
+            assert_eq!(reason, "wamp.error.no_auth_method")
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    // Debug output never shows the secret.
+    let shown = format!("{:?}", with(&url, ClientAuth::wampcra("w1", "w1-secret")));
+    assert!(!shown.contains("w1-secret"), "{shown}");
+}
+
+#[tokio::test]
+async fn closed_reports_why_the_session_ended() {
+    let r = TestRouter::start().await;
+    let c = Client::connect(&options(
+        format!("ws://{}/ws", r.addr),
+        Serializer::MsgPack,
+        false,
+    ))
+    .await
+    .unwrap();
+    assert!(!c.is_closed());
+    assert_eq!(c.close_reason(), None);
+    r.router.shutdown().trigger();
+    tokio::time::timeout(WAIT, c.closed()).await.unwrap();
+    let reason = c.close_reason().unwrap();
+    assert!(reason.contains("wamp.close.system_shutdown"), "{reason}");
+}
+
+#[tokio::test]
+async fn disconnect_drops_the_connection_at_once() {
+    let r = TestRouter::start().await;
+    for url in [format!("ws://{}/ws", r.addr), format!("tcp://{}", r.addr)] {
+        let c = Client::connect(&options(url.clone(), Serializer::MsgPack, false))
+            .await
+            .unwrap();
+        let realm = r.router.realm("realm1").unwrap();
+        assert!(realm.session(c.session_id()).is_some());
+        c.disconnect();
+        tokio::time::timeout(WAIT, c.closed()).await.unwrap();
+        assert_eq!(c.close_reason().as_deref(), Some("the client disconnected"));
+        // The router sees the socket close and the session leave.
+        let mut gone = false;
+        for _ in 0..250 {
+            if realm.session(c.session_id()).is_none() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(gone, "{url}: the router still has the session");
+        match c.call("com.x", Dict::new(), Payload::default()).await {
+            Err(ClientError::Closed) => {}
+            other => panic!("{url}: {:?}", other.err()),
+        }
+    }
+}

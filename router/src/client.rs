@@ -7,6 +7,11 @@
 //! INTERRUPTs to their registration's channel. A subscription's channel is installed by the reader itself when SUBSCRIBED
 //! arrives, so no EVENT that follows can be missed. One writer task drains a bounded channel
 //! of encoded messages and writes them in batches.
+//!
+//! A client joins anonymously unless [`ClientOptions::auth`] names an authid and a method:
+//! WAMP-CRA (the CHALLENGE answered with `base64(HMAC-SHA256(key, challenge))`, the key being
+//! the secret, or autobahn's `derive_key` of it when the challenge carries a salt) or ticket.
+//! Secrets never appear in `Debug` output or logs.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +26,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
 
+use crate::auth::wampcra::{compute_signature, derive_key};
 use crate::wire::{code, Codec, Dict, Id, Message, Payload, Serializer, Value};
 
 /// Why a client operation failed.
@@ -53,6 +60,8 @@ pub struct ClientOptions {
     pub batched: bool,
     /// Applies to connecting, joining, and every request that waits for an answer.
     pub timeout: Duration,
+    /// Authenticate as this principal; `None` joins anonymously.
+    pub auth: Option<ClientAuth>,
 }
 
 impl ClientOptions {
@@ -63,6 +72,123 @@ impl ClientOptions {
             serializer: Serializer::MsgPack,
             batched: false,
             timeout: Duration::from_secs(10),
+            auth: None,
+        }
+    }
+}
+
+/// Who the client is and how it proves it (HELLO's `authid` and `authmethods`).
+#[derive(Clone)]
+pub struct ClientAuth {
+    pub authid: String,
+    pub method: AuthMethod,
+}
+
+/// An authentication method with its secret.
+#[derive(Clone)]
+pub enum AuthMethod {
+    /// WAMP-CRA: the CHALLENGE is signed with the secret (or its salted derivation).
+    WampCra { secret: String },
+    /// Ticket: the ticket itself is the answer.
+    Ticket { ticket: String },
+}
+
+// Secrets never reach Debug output (options are logged).
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("authid", &self.authid)
+            .field("method", &self.method.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AuthMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Upper bounds on the PBKDF2 parameters a router may ask for: a hostile router must not make
+/// the client burn minutes of CPU or gigabytes of memory.
+const MAX_CRA_ITERATIONS: u64 = 10_000_000;
+const MAX_CRA_KEYLEN: u64 = 1024;
+
+impl AuthMethod {
+    /// The method's name in `authmethods` and CHALLENGE.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthMethod::WampCra { .. } => "wampcra",
+            AuthMethod::Ticket { .. } => "ticket",
+        }
+    }
+}
+
+impl ClientAuth {
+    pub fn wampcra(authid: impl Into<String>, secret: impl Into<String>) -> Self {
+        ClientAuth {
+            authid: authid.into(),
+            method: AuthMethod::WampCra {
+                secret: secret.into(),
+            },
+        }
+    }
+
+    pub fn ticket(authid: impl Into<String>, ticket: impl Into<String>) -> Self {
+        ClientAuth {
+            authid: authid.into(),
+            method: AuthMethod::Ticket {
+                ticket: ticket.into(),
+            },
+        }
+    }
+
+    /// The AUTHENTICATE signature for a CHALLENGE.
+    async fn answer(&self, method: &str, extra: &Dict) -> Result<String, ClientError> {
+        if method != self.method.name() {
+            return Err(ClientError::Protocol(format!(
+                "the router challenged with {method:?}, but the client offered only {:?}",
+                self.method.name()
+            )));
+        }
+        match &self.method {
+            AuthMethod::Ticket { ticket } => Ok(ticket.clone()),
+            AuthMethod::WampCra { secret } => {
+                let challenge = extra
+                    .get("challenge")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ClientError::Protocol("WAMP-CRA CHALLENGE without a challenge".into())
+                    })?
+                    .to_owned();
+                let Some(salt) = extra.get("salt") else {
+                    return Ok(compute_signature(secret.as_bytes(), &challenge));
+                };
+                // autobahn's defaults when a salted challenge leaves them out.
+                let salt = salt
+                    .as_str()
+                    .ok_or_else(|| ClientError::Protocol("WAMP-CRA salt is not a string".into()))?
+                    .to_owned();
+                let number = |key: &str, default: u64, max: u64| match extra.get(key) {
+                    None => Ok(default),
+                    Some(v) => match v.as_u64() {
+                        Some(n) if (1..=max).contains(&n) => Ok(n),
+                        _ => Err(ClientError::Protocol(format!(
+                            "WAMP-CRA {key} must be an integer from 1 to {max}"
+                        ))),
+                    },
+                };
+                let iterations = number("iterations", 1000, MAX_CRA_ITERATIONS)? as u32;
+                let keylen = number("keylen", 32, MAX_CRA_KEYLEN)? as usize;
+                let secret = secret.clone();
+                // PBKDF2 is slow by design: off the async threads.
+                let key = tokio::task::spawn_blocking(move || {
+                    derive_key(&secret, &salt, iterations, keylen)
+                })
+                .await
+                .map_err(|e| ClientError::Protocol(format!("key derivation failed: {e}")))?;
+                Ok(compute_signature(key.as_bytes(), &challenge))
+            }
         }
     }
 }
@@ -116,8 +242,16 @@ struct Shared {
     codec: Codec,
     timeout: Duration,
     session: Id,
+    /// WELCOME's details (authid, authrole, authmethod, roles...).
+    welcome: Dict,
     /// Set by [`Client::leave`]: the router's GOODBYE is then a reply, not to be answered.
     leaving: std::sync::atomic::AtomicBool,
+    /// Cancelled when the reader stops: the session is over.
+    closed: CancellationToken,
+    /// Why the session ended (set before `closed` is cancelled).
+    close_reason: Mutex<Option<String>>,
+    /// Cancelled by [`Client::disconnect`]: the reader and the writer stop at once.
+    abort: CancellationToken,
 }
 
 /// A joined WAMP session. Cheap to clone; all clones share the session.
@@ -129,7 +263,7 @@ pub struct Client {
 /// Depth of the channels handing EVENTs and INVOCATIONs to the application.
 const CHANNEL_DEPTH: usize = 4096;
 
-fn hello_details() -> Dict {
+fn hello_details(auth: Option<&ClientAuth>) -> Dict {
     let role = |features: &[&str]| {
         let mut f = Dict::new();
         for n in features {
@@ -164,6 +298,13 @@ fn hello_details() -> Dict {
         "agent".into(),
         Value::from(concat!("switchyard-client-", env!("CARGO_PKG_VERSION"))),
     );
+    if let Some(a) = auth {
+        details.insert("authid".into(), Value::from(a.authid.as_str()));
+        details.insert(
+            "authmethods".into(),
+            Value::List(vec![Value::from(a.method.name())]),
+        );
+    }
     details
 }
 
@@ -230,55 +371,77 @@ impl Client {
             return Err(ClientError::Url(opts.url.clone()));
         };
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let abort = CancellationToken::new();
         let mut reader = match io {
             Io::Ws(ws) => {
                 let (sink, stream) = ws.split();
-                tokio::spawn(ws_writer(sink, out_rx, codec));
+                tokio::spawn(abortable(abort.clone(), ws_writer(sink, out_rx, codec)));
                 Reader::Ws(stream, codec)
             }
             Io::Raw(stream) => {
                 let (r, w) = stream.into_split();
-                tokio::spawn(raw_writer(w, out_rx));
+                tokio::spawn(abortable(abort.clone(), raw_writer(w, out_rx)));
                 Reader::Raw(r, BytesMut::with_capacity(64 * 1024), codec.serializer)
             }
         };
         let mut inbox = VecDeque::new();
-        // Join: HELLO, then WELCOME or ABORT.
+        // Join: HELLO, then WELCOME or ABORT (with a CHALLENGE and AUTHENTICATE in between
+        // when authenticating).
         let hello = Message::Hello {
             realm: opts.realm.clone(),
-            details: hello_details(),
+            details: hello_details(opts.auth.as_ref()),
         };
         out_tx
             .send(encode(codec, &hello)?)
             .await
             .map_err(|_| ClientError::Closed)?;
-        let first = tokio::time::timeout(t, async {
-            loop {
-                if let Some(m) = inbox.pop_front() {
-                    return Some(m);
+        let mut challenged = false;
+        let (session, welcome) = loop {
+            let next = tokio::time::timeout(t, async {
+                loop {
+                    if let Some(m) = inbox.pop_front() {
+                        return Some(m);
+                    }
+                    if reader.read_batch(&mut inbox).await.is_err() {
+                        return None;
+                    }
                 }
-                if !reader.read_batch(&mut inbox).await {
-                    return None;
+            });
+            match next.await.map_err(|_| ClientError::Timeout(t))? {
+                Some(Message::Welcome { session, details }) => break (session, details),
+                Some(Message::Abort { reason, details }) => {
+                    let message = details
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    return Err(ClientError::Aborted { reason, message });
                 }
+                Some(Message::Challenge { method, extra }) if !challenged => {
+                    let Some(auth) = &opts.auth else {
+                        return Err(ClientError::Protocol(format!(
+                            "the router sent a {method} CHALLENGE, but the client has no credentials"
+                        )));
+                    };
+                    challenged = true;
+                    let signature = auth.answer(&method, &extra).await?;
+                    let answer = Message::Authenticate {
+                        signature,
+                        extra: Dict::new(),
+                    };
+                    out_tx
+                        .send(encode(codec, &answer)?)
+                        .await
+                        .map_err(|_| ClientError::Closed)?;
+                }
+                Some(other) => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected WELCOME, got {}",
+                        other.name()
+                    )))
+                }
+                None => return Err(ClientError::Closed),
             }
-        });
-        let session = match first.await.map_err(|_| ClientError::Timeout(t))? {
-            Some(Message::Welcome { session, .. }) => session,
-            Some(Message::Abort { reason, details }) => {
-                let message = details
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                return Err(ClientError::Aborted { reason, message });
-            }
-            Some(other) => {
-                return Err(ClientError::Protocol(format!(
-                    "expected WELCOME, got {}",
-                    other.name()
-                )))
-            }
-            None => return Err(ClientError::Closed),
         };
         let shared = Arc::new(Shared {
             routes: Mutex::new(Routes::default()),
@@ -287,7 +450,11 @@ impl Client {
             codec,
             timeout: t,
             session,
+            welcome,
             leaving: Default::default(),
+            closed: CancellationToken::new(),
+            abort,
+            close_reason: Mutex::new(None),
         });
         tokio::spawn(dispatch(reader, inbox, shared.clone()));
         Ok(Client { shared })
@@ -295,6 +462,42 @@ impl Client {
 
     pub fn session_id(&self) -> Id {
         self.shared.session
+    }
+
+    /// WELCOME's details: `authid`, `authrole`, `authmethod`, the router's roles...
+    pub fn welcome_details(&self) -> &Dict {
+        &self.shared.welcome
+    }
+
+    /// The authid the router gave this session.
+    pub fn authid(&self) -> Option<&str> {
+        self.shared.welcome.get("authid").and_then(Value::as_str)
+    }
+
+    /// The role the router gave this session.
+    pub fn authrole(&self) -> Option<&str> {
+        self.shared.welcome.get("authrole").and_then(Value::as_str)
+    }
+
+    /// Resolves when the session is over: GOODBYE, ABORT, or the connection closed.
+    pub async fn closed(&self) {
+        self.shared.closed.cancelled().await
+    }
+
+    /// Drops the connection at once, without GOODBYE (for a router that stopped answering;
+    /// prefer [`Client::leave`]). Pending requests fail with [`ClientError::Closed`].
+    pub fn disconnect(&self) {
+        self.shared.abort.cancel();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.is_cancelled()
+    }
+
+    /// Why the session ended (`None` while it is open), e.g. `router said GOODBYE
+    /// (wamp.close.system_shutdown)` or `connection lost: Connection reset by peer`.
+    pub fn close_reason(&self) -> Option<String> {
+        self.shared.close_reason.lock().clone()
     }
 
     fn request_id(&self) -> Id {
@@ -541,12 +744,16 @@ fn encode(codec: Codec, msg: &Message) -> Result<Bytes, ClientError> {
 
 /// Routes incoming messages (after WELCOME) to whoever waits for them.
 async fn dispatch(mut reader: Reader, mut inbox: VecDeque<Message>, shared: Arc<Shared>) {
-    loop {
+    let reason = loop {
         let Some(msg) = inbox.pop_front() else {
-            if reader.read_batch(&mut inbox).await {
-                continue;
+            let read = tokio::select! {
+                r = reader.read_batch(&mut inbox) => r,
+                _ = shared.abort.cancelled() => Err("the client disconnected".into()),
+            };
+            match read {
+                Ok(()) => continue,
+                Err(cause) => break cause,
             }
-            break;
         };
         match msg {
             Message::Event {
@@ -613,8 +820,10 @@ async fn dispatch(mut reader: Reader, mut inbox: VecDeque<Message>, shared: Arc<
                         .await;
                 }
             }
-            Message::Goodbye { .. } if shared.leaving.load(Ordering::Relaxed) => break,
-            Message::Goodbye { .. } => {
+            Message::Goodbye { .. } if shared.leaving.load(Ordering::Relaxed) => {
+                break "the session was left (GOODBYE)".to_owned()
+            }
+            Message::Goodbye { reason, .. } => {
                 let _ = shared
                     .out
                     .send(
@@ -628,9 +837,12 @@ async fn dispatch(mut reader: Reader, mut inbox: VecDeque<Message>, shared: Arc<
                         .unwrap_or_default(),
                     )
                     .await;
-                break;
+                break format!("the router said GOODBYE ({reason})");
             }
-            Message::Abort { .. } => break,
+            Message::Abort { reason, details } => {
+                let message = details.get("message").and_then(Value::as_str).unwrap_or("");
+                break format!("the router sent ABORT ({reason}) {message}");
+            }
             reply => {
                 let request = match &reply {
                     Message::Subscribed { request, .. }
@@ -685,12 +897,24 @@ async fn dispatch(mut reader: Reader, mut inbox: VecDeque<Message>, shared: Arc<
                 }
             }
         }
-    }
+    };
     // Wake everyone still waiting: their senders drop with the routes.
-    let mut routes = shared.routes.lock();
-    routes.pending.clear();
-    routes.subscriptions.clear();
-    routes.registrations.clear();
+    {
+        let mut routes = shared.routes.lock();
+        routes.pending.clear();
+        routes.subscriptions.clear();
+        routes.registrations.clear();
+    }
+    *shared.close_reason.lock() = Some(reason);
+    shared.closed.cancel();
+}
+
+/// Runs `writer` until it ends or `abort` is cancelled (dropping the write half).
+async fn abortable(abort: CancellationToken, writer: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        _ = writer => {}
+        _ = abort.cancelled() => {}
+    }
 }
 
 async fn ws_writer<S>(mut sink: S, mut rx: mpsc::Receiver<Bytes>, codec: Codec)
@@ -756,34 +980,35 @@ enum Reader {
 }
 
 impl Reader {
-    /// Reads at least one message (a whole frame or read buffer) into `out`; false once the
-    /// connection is closed or sent something undecodable.
-    async fn read_batch(&mut self, out: &mut VecDeque<Message>) -> bool {
+    /// Reads at least one message (a whole frame or read buffer) into `out`; the cause once
+    /// the connection is closed or sent something undecodable.
+    async fn read_batch(&mut self, out: &mut VecDeque<Message>) -> Result<(), String> {
         match self {
             Reader::Ws(stream, codec) => loop {
                 let frame = match stream.next().await {
                     Some(Ok(f)) => f,
-                    _ => return false,
+                    Some(Err(e)) => return Err(format!("connection lost: {e}")),
+                    None => return Err("the connection closed".into()),
                 };
                 let data: &[u8] = match &frame {
                     WsMessage::Text(t) => t.as_bytes(),
                     WsMessage::Binary(b) => b,
-                    WsMessage::Close(_) => return false,
+                    WsMessage::Close(_) => return Err("the router closed the WebSocket".into()),
                     _ => continue,
                 };
-                let Ok(parts) = codec.split_frame(data) else {
-                    return false;
-                };
+                let parts = codec
+                    .split_frame(data)
+                    .map_err(|e| format!("bad frame from the router: {e}"))?;
                 for part in parts {
                     match codec.serializer.decode(part) {
                         Ok(m) => out.push_back(m),
                         Err(e) => {
                             tracing::warn!("client: undecodable message from router: {e}");
-                            return false;
+                            return Err(format!("undecodable message from the router: {e}"));
                         }
                     }
                 }
-                return true;
+                return Ok(());
             },
             Reader::Raw(r, buf, serializer) => loop {
                 let before = out.len();
@@ -802,15 +1027,16 @@ impl Reader {
                         Ok(m) => out.push_back(m),
                         Err(e) => {
                             tracing::warn!("client: undecodable message from router: {e}");
-                            return false;
+                            return Err(format!("undecodable message from the router: {e}"));
                         }
                     }
                 }
                 if out.len() > before {
-                    return true;
+                    return Ok(());
                 }
                 match r.read_buf(buf).await {
-                    Ok(0) | Err(_) => return false,
+                    Ok(0) => return Err("the connection closed".into()),
+                    Err(e) => return Err(format!("connection lost: {e}")),
                     Ok(_) => {}
                 }
             },
