@@ -58,6 +58,9 @@ enum Command {
     Mesh(MeshCommand),
     /// Run a build worker: join a router and run commands for the build masters.
     Worker(WorkerArgs),
+    /// Stop a running master gracefully (or at once), or cancel a pending graceful stop,
+    /// through its REST API.
+    Shutdown(ShutdownArgs),
 }
 
 #[derive(Args)]
@@ -104,6 +107,28 @@ struct StatusArgs {
     /// Read the address from this config file.
     #[arg(long, short)]
     config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ShutdownArgs {
+    /// The node's address, host:port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Stop at once: running builds end as RETRY (default: graceful).
+    #[arg(long, conflicts_with = "cancel")]
+    now: bool,
+    /// Cancel a pending graceful stop.
+    #[arg(long)]
+    cancel: bool,
+    /// Which master: its id, or `self` for the node's own.
+    #[arg(long, default_value = "self")]
+    master: String,
+    /// An API token (default: SWITCHYARD_API_TOKEN, else ./switchyard-data/api.token).
+    #[arg(long, env = "SWITCHYARD_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Read the API token from this file.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -180,6 +205,7 @@ fn main() -> ExitCode {
         }
         Command::Mesh(MeshCommand::Status(args)) => mesh_status(args),
         Command::Worker(args) => worker(args, cli.log_level),
+        Command::Shutdown(args) => shutdown(args),
     }
 }
 
@@ -599,6 +625,82 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// `switchyard shutdown`: POST the JSON-RPC `stop` (or `cancel_stop`) to
+/// `/api/v2/masters/<id>` and print the answer.
+fn shutdown(args: ShutdownArgs) -> ExitCode {
+    use std::io::{Read, Write};
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => match std::fs::read_to_string(f) {
+            Ok(t) => Some(t.trim().to_owned()),
+            Err(e) => {
+                eprintln!("switchyard: cannot read {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => std::fs::read_to_string("switchyard-data/api.token")
+            .ok()
+            .map(|t| t.trim().to_owned()),
+    };
+    let Some(token) = token else {
+        eprintln!(
+            "switchyard: no API token: pass --token or --token-file, set SWITCHYARD_API_TOKEN, \
+             or run from the folder holding switchyard-data/api.token"
+        );
+        return ExitCode::from(2);
+    };
+    let (method, params) = if args.cancel {
+        ("cancel_stop", serde_json::json!({}))
+    } else {
+        ("stop", serde_json::json!({"graceful": !args.now}))
+    };
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        .to_string();
+    let addr = args.addr.clone();
+    let post = || -> std::io::Result<String> {
+        let sock: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&addr)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "POST /api/v2/masters/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            args.master,
+            body.len()
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    };
+    match post() {
+        Ok(resp) => {
+            let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+            let ok = head.starts_with("HTTP/1.1 200")
+                && serde_json::from_str::<serde_json::Value>(body)
+                    .map(|v| v.get("error").is_none())
+                    .unwrap_or(false);
+            if ok {
+                println!("{body}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "switchyard: {addr} refused: {} {body}",
+                    head.lines().next().unwrap_or("")
+                );
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("switchyard: cannot reach {addr}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// The WebSocket URLs clients use on the mesh's live peers (their mesh URL with the
