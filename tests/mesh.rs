@@ -834,3 +834,51 @@ async fn binary_payloads_cross_nodes_between_serializers() {
         assert_eq!(got, vec![Value::Bytes(bytes::Bytes::from_static(b"hi\0"))]);
     }
 }
+
+/// Each node answers its own meta API: the meta service's `wamp.*` registrations are not
+/// announced to peers (they would conflict, and the older node's would take over the
+/// younger node's meta procedures).
+#[tokio::test]
+async fn meta_procedures_are_never_replicated() {
+    let a = node("a", &[]).await;
+    // b's meta registrations are younger: under the conflict rule they would lose to a's.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let b = node("b", &[&a]).await;
+    full_mesh(&[&a, &b]).await;
+    for x in [&a, &b] {
+        let realm = x.router.realm("realm1").unwrap();
+        let meta: Vec<_> = realm
+            .dealer
+            .registrations()
+            .into_iter()
+            .filter(|r| r.procedure.starts_with("wamp."))
+            .collect();
+        assert_eq!(meta.len(), switchyard_router::meta::PROCEDURES.len());
+        for r in meta {
+            assert_eq!(r.callees.len(), 1, "{}: {r:?}", x.mesh.node_name());
+            assert!(
+                realm.session(r.callees[0]).is_some(),
+                "{}: {} is served by a stand-in for a peer",
+                x.mesh.node_name(),
+                r.procedure
+            );
+        }
+    }
+    // A client on b gets b's own meta service: it knows the client's session.
+    let (mut cb, cb_id) = b.client().await;
+    let req = cb
+        .call("wamp.session.get", opts(&[]), args(vec![cb_id.into()]))
+        .await;
+    match cb.recv().await {
+        Message::Result {
+            request, payload, ..
+        } => {
+            assert_eq!(request, req);
+            let Value::Dict(d) = &payload.args()[0] else {
+                panic!("{payload:?}")
+            };
+            assert_eq!(d["session"], Value::from(cb_id));
+        }
+        other => panic!("expected RESULT, got {other:?}"),
+    }
+}

@@ -6,6 +6,11 @@
 //! is announced. A forwarded publication is delivered locally and never forwarded again.
 //! Every entry a peer created here is owned by that peer's [`LinkState`] and removed when its
 //! link ends.
+//!
+//! Nothing under `wamp.` crosses a link: each node's meta API service registers the `wamp.*`
+//! procedures and publishes the `wamp.*` meta events for itself, so those registrations and
+//! subscriptions are neither announced nor accepted (a peer's `wamp.session.count` would
+//! otherwise conflict with ours, and the older claim would take over our meta API).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, Weak};
@@ -21,7 +26,7 @@ use crate::dealer::{DealerHook, ForwardedCall, RegistrationClaim};
 use crate::matcher::UriIndex;
 use crate::realm::Realm;
 use crate::session::SessionHandle;
-use crate::uri::{errors, MatchPolicy};
+use crate::uri::{errors, is_reserved, MatchPolicy};
 use crate::wire::{Dict, Id, Payload, Value};
 
 /// The mesh side of one realm.
@@ -65,6 +70,9 @@ impl RealmMesh {
     /// later change reaches the peer after the snapshot and no change falls in between.
     pub(crate) fn snapshot(&self, realm: &Realm, link: &LinkHandle) {
         realm.broker.for_each_interest(|policy, topic| {
+            if is_reserved(topic) {
+                return;
+            }
             let _ = link.send(&Frame::SubAdd {
                 realm: self.name.clone(),
                 policy,
@@ -72,6 +80,9 @@ impl RealmMesh {
             });
         });
         realm.dealer.for_each_local_callee(|reg, callee| {
+            if is_reserved(reg.procedure) {
+                return;
+            }
             let _ = link.send(&reg_add(&self.name, reg, callee));
         });
     }
@@ -96,6 +107,9 @@ fn reg_add(realm: &str, reg: &RegistrationClaim<'_>, callee: Id) -> Frame {
 
 impl BrokerHook for RealmMesh {
     fn interest(&self, policy: MatchPolicy, topic: &str, present: bool) {
+        if is_reserved(topic) {
+            return; // meta events stay on their node: never forwarded, so never announced
+        }
         let (realm, topic) = (self.name.clone(), topic.to_owned());
         self.broadcast(if present {
             Frame::SubAdd {
@@ -149,6 +163,9 @@ impl BrokerHook for RealmMesh {
 
 impl DealerHook for RealmMesh {
     fn callee(&self, reg: &RegistrationClaim<'_>, callee: Id, present: bool) {
+        if is_reserved(reg.procedure) {
+            return; // every node answers its own meta API (see the module docs)
+        }
         self.broadcast(if present {
             reg_add(&self.name, reg, callee)
         } else {
@@ -206,6 +223,9 @@ impl LinkState {
                 let Some((_, rm)) = realm_of(&realm) else {
                     return;
                 };
+                if is_reserved(&topic) {
+                    return;
+                }
                 let lr = self.realms.entry(realm).or_default();
                 if lr.subs.insert((policy, topic.clone())) {
                     let mut subs = rm.subs.write();
@@ -244,6 +264,10 @@ impl LinkState {
                 let Some((r, rm)) = realm_of(&realm) else {
                     return;
                 };
+                if is_reserved(&procedure) {
+                    tracing::debug!(peer = %self.link.node, procedure, "ignoring a peer's router procedure");
+                    return;
+                }
                 let lr = self.realms.entry(realm.clone()).or_default();
                 if lr.proxies.contains_key(&(registration, callee)) {
                     return;
