@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{args, opts, Client, WAIT};
+use common::{args, count_is, id_set, meta, meta_until, opts, sorted, Client, WAIT};
 use switchyard_router::mesh::{Mesh, MeshConfig};
 use switchyard_router::transport::{self, ListenerConfig};
 use switchyard_router::wire::{code, Id, Message, Value};
@@ -923,63 +923,6 @@ async fn meta_procedures_are_never_replicated() {
         }
         other => panic!("expected RESULT, got {other:?}"),
     }
-}
-
-/// Calls a meta procedure; the first positional result, or the error URI.
-async fn meta(c: &mut Client, procedure: &str, a: Vec<Value>) -> Result<Value, String> {
-    let req = c.call(procedure, opts(&[]), args(a)).await;
-    loop {
-        match c.recv().await {
-            Message::Result {
-                request, payload, ..
-            } if request == req => {
-                return Ok(payload.args().first().cloned().unwrap_or(Value::Null));
-            }
-            Message::Error { request, error, .. } if request == req => return Err(error),
-            Message::Event { .. } => continue,
-            other => panic!("{procedure}: expected RESULT or ERROR, got {other:?}"),
-        }
-    }
-}
-
-/// Calls a meta procedure until its answer satisfies `ok` (every 50 ms, at most 10 s).
-async fn meta_until(
-    c: &mut Client,
-    procedure: &str,
-    a: Vec<Value>,
-    what: &str,
-    ok: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = meta(c, procedure, a.clone()).await;
-        match &answer {
-            Ok(v) if ok(v) => return v.clone(),
-            _ if tokio::time::Instant::now() > deadline => {
-                panic!("timed out waiting for {what}: {procedure} answers {answer:?}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// A list of IDs, sorted.
-fn id_set(v: &Value) -> Vec<Id> {
-    let Value::List(l) = v else {
-        panic!("expected a list of IDs, got {v:?}")
-    };
-    let mut ids: Vec<Id> = l.iter().map(|x| x.as_u64().unwrap()).collect();
-    ids.sort_unstable();
-    ids
-}
-
-fn sorted(mut v: Vec<Id>) -> Vec<Id> {
-    v.sort_unstable();
-    v
-}
-
-fn count_is(n: u64) -> impl Fn(&Value) -> bool {
-    move |v| v.as_u64() == Some(n)
 }
 
 /// The meta API answers for the whole mesh: sessions (with the authrole filter),

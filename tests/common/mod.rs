@@ -497,3 +497,60 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// Calls a meta procedure; the first positional result, or the error URI.
+pub async fn meta(c: &mut Client, procedure: &str, a: Vec<Value>) -> Result<Value, String> {
+    let req = c.call(procedure, opts(&[]), args(a)).await;
+    loop {
+        match c.recv().await {
+            Message::Result {
+                request, payload, ..
+            } if request == req => {
+                return Ok(payload.args().first().cloned().unwrap_or(Value::Null));
+            }
+            Message::Error { request, error, .. } if request == req => return Err(error),
+            Message::Event { .. } => continue,
+            other => panic!("{procedure}: expected RESULT or ERROR, got {other:?}"),
+        }
+    }
+}
+
+/// Calls a meta procedure until its answer satisfies `ok` (every 50 ms, at most 20 s).
+pub async fn meta_until(
+    c: &mut Client,
+    procedure: &str,
+    a: Vec<Value>,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = meta(c, procedure, a.clone()).await;
+        match &answer {
+            Ok(v) if ok(v) => return v.clone(),
+            _ if tokio::time::Instant::now() > deadline => {
+                panic!("timed out waiting for {what}: {procedure} answers {answer:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A list of IDs, sorted.
+pub fn id_set(v: &Value) -> Vec<Id> {
+    let Value::List(l) = v else {
+        panic!("expected a list of IDs, got {v:?}")
+    };
+    let mut ids: Vec<Id> = l.iter().map(|x| x.as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+pub fn sorted(mut v: Vec<Id>) -> Vec<Id> {
+    v.sort_unstable();
+    v
+}
+
+pub fn count_is(n: u64) -> impl Fn(&Value) -> bool {
+    move |v| v.as_u64() == Some(n)
+}
