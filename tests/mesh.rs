@@ -9,7 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{args, count_is, id_set, meta, meta_until, opts, sorted, Client, WAIT};
+use common::{
+    args, count_is, fake_recv, fake_send, id_set, meta, meta_until, opts, sorted, Client, FakeLink,
+    WAIT,
+};
 use switchyard_router::mesh::{Mesh, MeshConfig};
 use switchyard_router::transport::{self, ListenerConfig};
 use switchyard_router::wire::{code, Id, Message, Value};
@@ -718,86 +721,13 @@ async fn a_partition_heals_to_one_deterministic_winner() {
     let _ = WAIT;
 }
 
+/// A fake peer named `name` dialing `node` (see `common::fake_peer`).
+async fn fake_peer(node: &Node, name: &str, features: &[&str]) -> (FakeLink, Vec<String>) {
+    common::fake_peer(node.addr, node.mesh.node_name(), name, "s3cret", features).await
+}
+
 /// A peer that authenticates, announces interest and then never reads: its link queue
 /// reaches its bound and the link is cut, instead of this node's memory growing.
-type FakeLink =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A fake peer named `name` speaking the mesh protocol by hand: it dials `node`, completes
-/// the handshake announcing `features`, and returns the link and the node's features.
-async fn fake_peer(node: &Node, name: &str, features: &[&str]) -> (FakeLink, Vec<String>) {
-    use futures_util::SinkExt;
-    use switchyard_router::mesh::frame::{Frame, SUBPROTOCOL};
-    use switchyard_router::mesh::handshake;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::Message as Ws;
-
-    let mut req = format!("ws://{}/mesh", node.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let nd = handshake::nonce();
-    ws.send(Ws::Binary(
-        Frame::Hello {
-            node: name.into(),
-            incarnation: 1,
-            url: "ws://127.0.0.1:9/mesh".into(),
-            nonce: nd.clone(),
-            features: features.iter().map(|f| f.to_string()).collect(),
-        }
-        .encode(),
-    ))
-    .await
-    .unwrap();
-    let Frame::Challenge {
-        node: acceptor,
-        nonce: na,
-        features,
-        ..
-    } = fake_recv(&mut ws).await
-    else {
-        panic!("expected CHALLENGE")
-    };
-    let me = node.mesh.node_name();
-    assert_eq!(acceptor, me);
-    let proof = handshake::proof("s3cret", "dialer", &na, &nd, name, me);
-    ws.send(Ws::Binary(Frame::Auth { proof }.encode()))
-        .await
-        .unwrap();
-    let Frame::Welcome { proof } = fake_recv(&mut ws).await else {
-        panic!("expected WELCOME")
-    };
-    assert!(handshake::verify(
-        "s3cret", "acceptor", &nd, &na, me, name, &proof
-    ));
-    (ws, features)
-}
-
-async fn fake_recv(ws: &mut FakeLink) -> switchyard_router::mesh::frame::Frame {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message as Ws;
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Ok(Some(Ok(Ws::Binary(b)))) => {
-                return switchyard_router::mesh::frame::Frame::decode(&b).unwrap()
-            }
-            Ok(Some(Ok(Ws::Ping(_) | Ws::Pong(_)))) => continue,
-            other => panic!("expected a mesh frame, got {other:?}"),
-        }
-    }
-}
-
-async fn fake_send(ws: &mut FakeLink, frame: &switchyard_router::mesh::frame::Frame) {
-    use futures_util::SinkExt;
-    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
-        frame.encode(),
-    ))
-    .await
-    .unwrap();
-}
-
 #[tokio::test]
 async fn a_stuck_peer_link_is_cut_at_its_queue_bound() {
     use switchyard_router::mesh::frame::Frame;
@@ -1280,6 +1210,7 @@ async fn a_peer_announcing_bad_or_too_many_sessions_is_contained() {
     use switchyard_router::mesh::frame::{Frame, FEATURE_META};
     let mut cfg = fast("a", "s3cret", &[]);
     cfg.max_remote_sessions = 2;
+    cfg.max_remote_subscribers = 1;
     let a = node_with(cfg, true).await;
     let (mut ma, _) = a.client().await;
     let (mut ws, _) = fake_peer(&a, "evil", &[FEATURE_META]).await;
@@ -1307,11 +1238,48 @@ async fn a_peer_announcing_bad_or_too_many_sessions_is_contained() {
         count_is(3),
     )
     .await;
+    // One subscriber of the two announced.
+    fake_send(
+        &mut ws,
+        &Frame::SubAdd {
+            realm: "realm1".into(),
+            policy: switchyard_router::uri::MatchPolicy::Exact,
+            topic: "evil.t".into(),
+            meta: Some((77, "2025-01-01T00:00:00.000Z".into())),
+        },
+    )
+    .await;
+    for session in [1u64, 2] {
+        fake_send(
+            &mut ws,
+            &Frame::SubscriberAdd {
+                realm: "realm1".into(),
+                subscription: 77,
+                session,
+            },
+        )
+        .await;
+    }
+    meta_until(
+        &mut ma,
+        "wamp.subscription.list_subscribers",
+        vec![77u64.into()],
+        "the peer's first subscriber",
+        |v| id_set(v) == vec![1],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         meta(&mut ma, "wamp.session.count", vec![]).await,
         Ok(Value::from(3u64))
     );
+    let subs = meta(
+        &mut ma,
+        "wamp.subscription.list_subscribers",
+        vec![77u64.into()],
+    )
+    .await;
+    assert_eq!(id_set(&subs.unwrap()), vec![1]);
     // A session ID out of range: the link goes, with the peer's sessions.
     let bad = {
         let mut f = Frame::SessionDel {

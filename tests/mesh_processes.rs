@@ -491,6 +491,70 @@ async fn the_meta_api_spans_three_processes_and_follows_a_sigkill() {
     drop((n1, n2, n3));
 }
 
+/// A peer sending a malformed frame: the node logs the cause, drops that link with what
+/// the peer announced, and its own clients carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_is_logged_and_drops_only_that_link() {
+    use switchyard_router::mesh::frame::{Frame, FEATURE_META};
+    let port = free_port();
+    let n1 = spawn("n1", port, &[], SECRET);
+    let (mut m1, _) = client_with_id(port).await;
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut ws, _) = common::fake_peer(addr, "n1", "bad", SECRET, &[FEATURE_META]).await;
+    common::fake_send(
+        &mut ws,
+        &Frame::SessionAdd {
+            realm: "realm1".into(),
+            session: 42,
+            authid: "x".into(),
+            authrole: "r".into(),
+            authmethod: "anonymous".into(),
+            authprovider: "static".into(),
+            transport: opts(&[]),
+        },
+    )
+    .await;
+    meta_until(
+        &mut m1,
+        "wamp.session.count",
+        vec![],
+        "the peer's session",
+        count_is(2),
+    )
+    .await;
+    // ["session+", "realm1", 43, 7, ...]: the authid is not a string.
+    // MessagePack by hand: a 4-array, two fixstrs, two positive fixints.
+    let mut bad = vec![0x94, 0xa8];
+    bad.extend(b"session+");
+    bad.push(0xa6);
+    bad.extend(b"realm1");
+    bad.extend([43, 7]);
+    {
+        use futures_util::SinkExt;
+        ws.send(tokio_tungstenite::tungstenite::Message::Binary(bad.into()))
+            .await
+            .unwrap();
+    }
+    eventually("the cause logged", || {
+        let log = n1.log.lock().unwrap();
+        log.contains("bad mesh frame, link dropped") && log.contains("expected a string")
+    })
+    .await;
+    meta_until(
+        &mut m1,
+        "wamp.session.count",
+        vec![],
+        "only n1's own",
+        count_is(1),
+    )
+    .await;
+    assert!(connected_peers(port).is_empty());
+    // The node's own client is unaffected.
+    let sub = m1.subscribe("still.fine", opts(&[])).await;
+    assert!(sub > 0);
+    drop(n1);
+}
+
 #[test]
 fn mesh_flags_are_checked_before_start() {
     let out = Command::new(BIN)

@@ -373,9 +373,10 @@ impl LinkState {
                 let lr = self.realms.entry(realm).or_default();
                 if lr.subs.remove(&(policy, topic.clone())) {
                     remove_sub(&rm, policy, &topic, self.link.id);
-                    self.used.subscribers -=
-                        rm.directory
-                            .remove_subscription(self.link.id, policy, &topic);
+                    let gone = rm
+                        .directory
+                        .remove_subscription(self.link.id, policy, &topic);
+                    self.used.subscribers = self.used.subscribers.saturating_sub(gone);
                 }
             }
             Frame::SessionAdd {
@@ -424,7 +425,7 @@ impl LinkState {
                 let lr = self.realms.entry(realm).or_default();
                 if lr.sessions.remove(&session) {
                     rm.directory.remove_session(self.link.id, session);
-                    self.used.sessions -= 1;
+                    self.used.sessions = self.used.sessions.saturating_sub(1);
                 }
             }
             Frame::SubscriberAdd {
@@ -462,7 +463,7 @@ impl LinkState {
                     .directory
                     .remove_subscriber(self.link.id, subscription, session)
                 {
-                    self.used.subscribers -= 1;
+                    self.used.subscribers = self.used.subscribers.saturating_sub(1);
                 }
             }
             Frame::RegAdd {
