@@ -67,6 +67,10 @@ pub struct MeshSection {
     pub heartbeat_timeout_ms: Option<u64>,
     pub handshake_timeout_ms: Option<u64>,
     pub reconnect_max_ms: Option<u64>,
+    /// Most sessions one peer may add to this node's meta API answers.
+    pub max_remote_sessions: Option<usize>,
+    /// Most (subscriber, subscription) entries one peer may add to them.
+    pub max_remote_subscribers: Option<usize>,
 }
 
 fn default_listen() -> String {
@@ -324,6 +328,12 @@ impl FileConfig {
         if let Some(v) = m.reconnect_max_ms {
             c.reconnect_max = ms(v.max(10));
         }
+        if let Some(v) = m.max_remote_sessions {
+            c.max_remote_sessions = v;
+        }
+        if let Some(v) = m.max_remote_subscribers {
+            c.max_remote_subscribers = v;
+        }
         Ok(Some(c))
     }
 }
@@ -354,6 +364,14 @@ mod tests {
         let m = c.mesh_config().unwrap().unwrap();
         assert_eq!(m.node_name, "a");
         assert_eq!(m.peers, ["ws://127.0.0.1:1"]);
+        assert_eq!(m.max_remote_sessions, 100_000);
+        let c = FileConfig::parse(
+            "[mesh]\nnode_name = \"a\"\nsecret = \"s\"\nmax_remote_sessions = 5\nmax_remote_subscribers = 7\n",
+            "x",
+        )
+        .unwrap();
+        let m = c.mesh_config().unwrap().unwrap();
+        assert_eq!((m.max_remote_sessions, m.max_remote_subscribers), (5, 7));
         let c = FileConfig::parse("[mesh]\nnode_name = \"a\"\n", "x").unwrap();
         assert!(c.mesh_config().unwrap_err().to_string().contains("secret"));
         let e = FileConfig::parse("[mesh]\nnode = \"a\"\n", "x").unwrap_err();

@@ -6,7 +6,9 @@
 //!   (`tests/interop/autobahn_mesh.py`);
 //! - two real Buildbot 4.3 masters with `mq: wamp` on different nodes exchange their MQ
 //!   messages through the mesh, observed from the third node
-//!   (`tests/interop/buildbot_mesh.py`).
+//!   (`tests/interop/buildbot_mesh.py`);
+//! - an autobahn-python session on one node sees the meta API answer for the whole mesh,
+//!   including while a node is SIGKILLed and restarted (`tests/interop/autobahn_mesh_meta.py`).
 //!
 //! The clients are installed by `scripts/test` (the README's test command); run alone, these
 //! tests fail with a message saying what is missing rather than skipping.
@@ -229,6 +231,75 @@ fn run_client(what: &str, mut cmd: Command, limit: Duration) {
     }
 }
 
+/// Runs a client program that asks the harness for actions: each stdout line `@@ REQUEST`
+/// is answered on its stdin with `on_request(REQUEST)`. Bounded by `limit`; asserts exit 0.
+fn run_interactive(
+    what: &str,
+    mut cmd: Command,
+    limit: Duration,
+    mut on_request: impl FnMut(&str) -> String,
+) {
+    use std::io::Write;
+    use std::sync::mpsc;
+    let mut child = cmd
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut err = child.stderr.take().unwrap();
+    let err_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let deadline = Instant::now() + limit;
+    let mut stdout = String::new();
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                println!("{what}: {line}");
+                stdout.push_str(&line);
+                stdout.push('\n');
+                if let Some(request) = line.strip_prefix("@@ ") {
+                    let reply = on_request(request);
+                    println!("{what}: harness -> {reply}");
+                    let _ = writeln!(stdin, "{reply}").and_then(|_| stdin.flush());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    let stderr = err_t.join().unwrap();
+    assert!(
+        !timed_out,
+        "{what}: still running after {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        status.success(),
+        "{what} failed with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+}
+
 fn python(script: &str, args: &[String]) -> Command {
     let mut cmd = Command::new(required_env("SWITCHYARD_INTEROP_PYTHON"));
     cmd.arg(repo().join("tests/interop").join(script))
@@ -278,4 +349,42 @@ fn buildbot_masters_on_different_nodes_exchange_mq_messages() {
         python("buildbot_mesh.py", &args),
         Duration::from_secs(400),
     );
+}
+
+#[test]
+fn autobahn_python_sees_the_meta_api_answer_for_the_mesh() {
+    let py = required_env("SWITCHYARD_INTEROP_PYTHON");
+    assert!(!py.is_empty());
+    let mut nodes = three_node_mesh();
+    let mut args = url_args(&nodes);
+    args.extend(["--realm".into(), "realm1".into()]);
+    let a_port = nodes[0].port;
+    run_interactive(
+        "autobahn_mesh_meta.py",
+        python("autobahn_mesh_meta.py", &args),
+        Duration::from_secs(180),
+        |request| match request {
+            "kill C" => {
+                // Child::kill is SIGKILL: no goodbye, the kernel closes the sockets.
+                nodes[2].child.kill().unwrap();
+                nodes[2].child.wait().unwrap();
+                "killed".into()
+            }
+            "restart C" => {
+                nodes[2] = Node::start("c", &[a_port]);
+                format!("restarted {}", nodes[2].url())
+            }
+            other => format!("unknown request {other:?}"),
+        },
+    );
+    // The restarted node is part of the full mesh again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while connected_peers(nodes[2].port) != ["a", "b"] {
+        assert!(
+            Instant::now() < deadline,
+            "restarted c not in the mesh: {:?}",
+            connected_peers(nodes[2].port)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

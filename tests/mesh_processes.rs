@@ -1,5 +1,6 @@
 //! Three real `switchyard` processes on loopback ports forming a mesh from one shared peer
-//! list; one is SIGKILLed and restarted while traffic flows between the others.
+//! list; one is SIGKILLed and restarted while traffic flows between the others, and the meta
+//! API answers for all three (and forgets the killed one).
 
 mod common;
 
@@ -7,8 +8,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{args, opts, Client};
-use switchyard_router::wire::{Message, Value};
+use common::{args, count_is, id_set, meta, meta_until, opts, sorted, Client};
+use switchyard_router::wire::{Id, Message, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const SECRET: &str = "correct horse battery staple";
@@ -113,9 +114,13 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 async fn client(port: u16) -> Client {
+    client_with_id(port).await.0
+}
+
+async fn client_with_id(port: u16) -> (Client, Id) {
     let mut c = Client::websocket(&format!("ws://127.0.0.1:{port}/ws"), "wamp.2.msgpack").await;
-    c.join("realm1").await;
-    c
+    let id = c.join("realm1").await;
+    (c, id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,6 +302,16 @@ async fn a_frozen_node_is_dropped_after_the_heartbeat_timeout() {
     .await;
     let mut sub = client(ports[2]).await;
     sub.subscribe("hb.t", opts(&[])).await;
+    let (mut m1, _) = client_with_id(ports[0]).await;
+    let (_on_n2, on_n2_id) = client_with_id(ports[1]).await;
+    meta_until(
+        &mut m1,
+        "wamp.session.count",
+        vec![],
+        "3 sessions",
+        count_is(3),
+    )
+    .await;
     let pid = n2.child.id().to_string();
     let stop = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
     assert!(stop.success());
@@ -313,6 +328,18 @@ async fn a_frozen_node_is_dropped_after_the_heartbeat_timeout() {
     );
     assert!(took < Duration::from_secs(8), "dropped too late: {took:?}");
     assert!(n1.log.lock().unwrap().contains("silent for"));
+    // The frozen node's session left n1's meta answers with its link.
+    meta_until(
+        &mut m1,
+        "wamp.session.count",
+        vec![],
+        "n2's session gone",
+        count_is(2),
+    )
+    .await;
+    assert!(frozen.elapsed() < Duration::from_secs(10));
+    let l = meta(&mut m1, "wamp.session.list", vec![]).await.unwrap();
+    assert!(!id_set(&l).contains(&on_n2_id));
     let mut p = client(ports[0]).await;
     p.publish("hb.t", opts(&[]), args(vec![1u64.into()])).await;
     assert!(matches!(sub.recv().await, Message::Event { .. }));
@@ -320,6 +347,217 @@ async fn a_frozen_node_is_dropped_after_the_heartbeat_timeout() {
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
     eventually("n2 back", || connected_peers(ports[0]) == ["n2", "n3"]).await;
     drop((n1, n2, n3));
+}
+
+/// `wamp.session.count`, subscription and registration lookups on one node cover the
+/// sessions, subscribers and callees of the other two processes; a SIGKILLed node's entries
+/// vanish (at once: its sockets close; at the latest after the heartbeat timeout), and
+/// return with the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_meta_api_spans_three_processes_and_follows_a_sigkill() {
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = spawn("n1", ports[0], &ports, SECRET);
+    let n2 = spawn("n2", ports[1], &ports, SECRET);
+    let mut n3 = spawn("n3", ports[2], &ports, SECRET);
+    eventually("a full mesh of three", || {
+        connected_peers(ports[0]) == ["n2", "n3"]
+            && connected_peers(ports[1]) == ["n1", "n3"]
+            && connected_peers(ports[2]) == ["n1", "n2"]
+    })
+    .await;
+    let (mut m1, m1_id) = client_with_id(ports[0]).await;
+    let (mut s2, s2_id) = client_with_id(ports[1]).await;
+    let (mut k2, k2_id) = client_with_id(ports[1]).await;
+    let (mut s3, s3_id) = client_with_id(ports[2]).await;
+    let (mut k3, k3_id) = client_with_id(ports[2]).await;
+    s2.subscribe("pm.t", opts(&[])).await;
+    s3.subscribe("pm.t", opts(&[])).await;
+    let rr = opts(&[("invoke", "roundrobin".into())]);
+    k2.register("pm.proc", rr.clone()).await;
+    k3.register("pm.proc", rr.clone()).await;
+
+    let all = sorted(vec![m1_id, s2_id, k2_id, s3_id, k3_id]);
+    meta_until(
+        &mut m1,
+        "wamp.session.count",
+        vec![],
+        "5 sessions",
+        count_is(5),
+    )
+    .await;
+    let l = meta(&mut m1, "wamp.session.list", vec![]).await.unwrap();
+    assert_eq!(id_set(&l), all);
+    let sub = meta_until(
+        &mut m1,
+        "wamp.subscription.lookup",
+        vec!["pm.t".into()],
+        "n1 finds pm.t",
+        |v| v.as_u64().is_some(),
+    )
+    .await;
+    let subs = meta_until(
+        &mut m1,
+        "wamp.subscription.list_subscribers",
+        vec![sub.clone()],
+        "subscribers on n2 and n3",
+        |v| id_set(v) == sorted(vec![s2_id, s3_id]),
+    )
+    .await;
+    assert_eq!(id_set(&subs), sorted(vec![s2_id, s3_id]));
+    let reg = meta_until(
+        &mut m1,
+        "wamp.registration.lookup",
+        vec!["pm.proc".into()],
+        "n1 finds pm.proc",
+        |v| v.as_u64().is_some(),
+    )
+    .await;
+    let callees = meta_until(
+        &mut m1,
+        "wamp.registration.list_callees",
+        vec![reg.clone()],
+        "callees on n2 and n3",
+        |v| id_set(v) == sorted(vec![k2_id, k3_id]),
+    )
+    .await;
+    assert_eq!(id_set(&callees), sorted(vec![k2_id, k3_id]));
+    let n = meta(
+        &mut m1,
+        "wamp.registration.count_callees",
+        vec![reg.clone()],
+    )
+    .await;
+    assert_eq!(n, Ok(Value::from(2u64)));
+
+    // SIGKILL n3: its two sessions, its subscriber and its callee leave n1's answers.
+    n3.child.kill().unwrap();
+    n3.child.wait().unwrap();
+    let killed = Instant::now();
+    meta_until(
+        &mut m1,
+        "wamp.session.count",
+        vec![],
+        "n3's sessions gone",
+        count_is(3),
+    )
+    .await;
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(3500 + 2000),
+        "n3's sessions still counted {took:?} after the kill (heartbeat timeout 3.5 s)"
+    );
+    let subs = meta(&mut m1, "wamp.subscription.list_subscribers", vec![sub]).await;
+    assert_eq!(id_set(&subs.unwrap()), vec![s2_id]);
+    let callees = meta(&mut m1, "wamp.registration.list_callees", vec![reg.clone()]).await;
+    assert_eq!(id_set(&callees.unwrap()), vec![k2_id]);
+    let e = meta(&mut m1, "wamp.session.get", vec![s3_id.into()]).await;
+    assert_eq!(e, Err("wamp.error.no_such_session".into()));
+
+    // n3 comes back: its new sessions, subscriber and callee are counted again.
+    drop(n3);
+    let n3 = spawn("n3", ports[2], &ports, SECRET);
+    eventually("n3 rejoined", || {
+        connected_peers(ports[0]) == ["n2", "n3"] && connected_peers(ports[2]) == ["n1", "n2"]
+    })
+    .await;
+    let (mut s3, s3_id) = client_with_id(ports[2]).await;
+    let (mut k3, k3_id) = client_with_id(ports[2]).await;
+    s3.subscribe("pm.t", opts(&[])).await;
+    k3.register("pm.proc", rr).await;
+    meta_until(
+        &mut m1,
+        "wamp.session.count",
+        vec![],
+        "n3's sessions back",
+        count_is(5),
+    )
+    .await;
+    let l = meta(&mut m1, "wamp.session.list", vec![]).await.unwrap();
+    assert_eq!(id_set(&l), sorted(vec![m1_id, s2_id, k2_id, s3_id, k3_id]));
+    let sub = meta(&mut m1, "wamp.subscription.lookup", vec!["pm.t".into()])
+        .await
+        .unwrap();
+    meta_until(
+        &mut m1,
+        "wamp.subscription.list_subscribers",
+        vec![sub],
+        "n3's new subscriber",
+        |v| id_set(v) == sorted(vec![s2_id, s3_id]),
+    )
+    .await;
+    meta_until(
+        &mut m1,
+        "wamp.registration.list_callees",
+        vec![reg],
+        "n3's new callee",
+        |v| id_set(v) == sorted(vec![k2_id, k3_id]),
+    )
+    .await;
+    drop((n1, n2, n3));
+}
+
+/// A peer sending a malformed frame: the node logs the cause, drops that link with what
+/// the peer announced, and its own clients carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_is_logged_and_drops_only_that_link() {
+    use switchyard_router::mesh::frame::{Frame, FEATURE_META};
+    let port = free_port();
+    let n1 = spawn("n1", port, &[], SECRET);
+    let (mut m1, _) = client_with_id(port).await;
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut ws, _) = common::fake_peer(addr, "n1", "bad", SECRET, &[FEATURE_META]).await;
+    common::fake_send(
+        &mut ws,
+        &Frame::SessionAdd {
+            realm: "realm1".into(),
+            session: 42,
+            authid: "x".into(),
+            authrole: "r".into(),
+            authmethod: "anonymous".into(),
+            authprovider: "static".into(),
+            transport: opts(&[]),
+        },
+    )
+    .await;
+    meta_until(
+        &mut m1,
+        "wamp.session.count",
+        vec![],
+        "the peer's session",
+        count_is(2),
+    )
+    .await;
+    // ["session+", "realm1", 43, 7, ...]: the authid is not a string.
+    // MessagePack by hand: a 4-array, two fixstrs, two positive fixints.
+    let mut bad = vec![0x94, 0xa8];
+    bad.extend(b"session+");
+    bad.push(0xa6);
+    bad.extend(b"realm1");
+    bad.extend([43, 7]);
+    {
+        use futures_util::SinkExt;
+        ws.send(tokio_tungstenite::tungstenite::Message::Binary(bad.into()))
+            .await
+            .unwrap();
+    }
+    eventually("the cause logged", || {
+        let log = n1.log.lock().unwrap();
+        log.contains("bad mesh frame, link dropped") && log.contains("expected a string")
+    })
+    .await;
+    meta_until(
+        &mut m1,
+        "wamp.session.count",
+        vec![],
+        "only n1's own",
+        count_is(1),
+    )
+    .await;
+    assert!(connected_peers(port).is_empty());
+    // The node's own client is unaffected.
+    let sub = m1.subscribe("still.fine", opts(&[])).await;
+    assert!(sub > 0);
+    drop(n1);
 }
 
 #[test]

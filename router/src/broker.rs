@@ -48,6 +48,15 @@ impl Subscription {
         }
     }
 
+    fn interest(&self) -> Interest<'_> {
+        Interest {
+            id: self.id,
+            policy: self.policy,
+            topic: &self.topic,
+            created: &self.created,
+        }
+    }
+
     fn info(&self) -> SubscriptionInfo {
         SubscriptionInfo {
             id: self.id,
@@ -132,11 +141,25 @@ pub struct Publication<'a> {
     pub payload: &'a Payload,
 }
 
+/// A subscription as the mesh announces it to peers.
+#[derive(Clone, Copy, Debug)]
+pub struct Interest<'a> {
+    pub id: Id,
+    pub policy: MatchPolicy,
+    pub topic: &'a str,
+    /// When it was created (ISO 8601, as the meta API shows it).
+    pub created: &'a str,
+}
+
 /// The mesh's view of a broker.
 pub trait BrokerHook: Send + Sync {
-    /// Local interest in (`policy`, `topic`) appeared (first local subscriber) or vanished (last
-    /// one gone). Called under the broker's write lock, so calls come in the order of changes.
-    fn interest(&self, policy: MatchPolicy, topic: &str, present: bool);
+    /// Local interest in (`policy`, `topic`) appeared (the subscription was created) or
+    /// vanished (deleted). Called under the broker's write lock, so calls come in the order
+    /// of changes.
+    fn interest(&self, interest: &Interest<'_>, present: bool);
+    /// A local session joined (`present`) or left a subscription; after the subscription's
+    /// `interest(.., true)` and before its `interest(.., false)`, under the same lock.
+    fn subscriber(&self, subscription: &Interest<'_>, session: &SessionHandle, present: bool);
     /// A local session's publication, after local delivery.
     fn forward(&self, publication: &Publication<'_>);
 }
@@ -262,12 +285,15 @@ impl Broker {
         self.state.write().hook = Some(hook);
     }
 
-    /// Calls `f` with every (policy, topic) that has local subscribers, under the read lock,
-    /// so that a snapshot and the [`BrokerHook::interest`] calls are ordered.
-    pub fn for_each_interest(&self, mut f: impl FnMut(MatchPolicy, &str)) {
+    /// Calls `f` with every subscription and its subscribers, under the read lock, so that a
+    /// snapshot and the [`BrokerHook`] calls are ordered.
+    pub fn for_each_interest(
+        &self,
+        mut f: impl FnMut(&Interest<'_>, &mut dyn Iterator<Item = &SessionHandle>),
+    ) {
         let st = self.state.read();
         for sub in st.subscriptions.values() {
-            f(sub.policy, &sub.topic);
+            f(&sub.interest(), &mut sub.subscribers.values());
         }
     }
 
@@ -298,24 +324,33 @@ impl Broker {
         topic: &str,
         get_retained: bool,
     ) -> (Id, bool) {
-        let mut st = self.state.write();
+        let mut guard = self.state.write();
+        let st = &mut *guard;
         let mut created = false;
         let id = match st.index.get(policy, topic) {
             Some(id) => *id,
             None => {
                 created = true;
                 let id = random_id();
+                let sub = Subscription::new(id, policy, topic, false);
                 if let Some(hook) = &st.hook {
-                    hook.interest(policy, topic, true);
+                    hook.interest(&sub.interest(), true);
                 }
                 st.index.insert(policy, topic, id);
-                st.subscriptions
-                    .insert(id, Subscription::new(id, policy, topic, false));
+                st.subscriptions.insert(id, sub);
                 id
             }
         };
         let sub = st.subscriptions.get_mut(&id).expect("index and map agree");
-        sub.subscribers.insert(session.id(), session.clone());
+        if sub
+            .subscribers
+            .insert(session.id(), session.clone())
+            .is_none()
+        {
+            if let Some(hook) = &st.hook {
+                hook.subscriber(&sub.interest(), session, true);
+            }
+        }
         session.send(Message::Subscribed {
             request,
             subscription: id,
@@ -350,26 +385,29 @@ impl Broker {
     /// [`Broker::unsubscribe`], also saying whether the subscription was deleted, and its
     /// topic (meta events).
     pub fn unsubscribe_tracked(&self, session: Id, id: Id) -> Result<(bool, String), WampError> {
-        let mut st = self.state.write();
+        let mut guard = self.state.write();
+        let st = &mut *guard;
         let Some(sub) = st.subscriptions.get_mut(&id) else {
             return Err(WampError::new(
                 errors::NO_SUCH_SUBSCRIPTION,
                 format!("no subscription {id}"),
             ));
         };
-        if sub.subscribers.swap_remove(&session).is_none() {
+        let Some(removed) = sub.subscribers.swap_remove(&session) else {
             return Err(WampError::new(
                 errors::NO_SUCH_SUBSCRIPTION,
                 format!("session is not subscribed to {id}"),
             ));
+        };
+        if let Some(hook) = &st.hook {
+            hook.subscriber(&sub.interest(), &removed, false);
         }
         let topic = sub.topic.clone();
         if sub.subscribers.is_empty() && !sub.persistent {
-            let policy = sub.policy;
-            st.subscriptions.remove(&id);
-            st.index.remove(policy, &topic);
+            let sub = st.subscriptions.remove(&id).expect("just found");
+            st.index.remove(sub.policy, &topic);
             if let Some(hook) = &st.hook {
-                hook.interest(policy, &topic, false);
+                hook.interest(&sub.interest(), false);
             }
             return Ok((true, topic));
         }
@@ -498,12 +536,12 @@ impl Broker {
             Some(id) => *id,
             None => {
                 let id = random_id();
+                let sub = Subscription::new(id, policy, uri, true);
                 if let Some(hook) = &st.hook {
-                    hook.interest(policy, uri, true);
+                    hook.interest(&sub.interest(), true);
                 }
                 st.index.insert(policy, uri, id);
-                st.subscriptions
-                    .insert(id, Subscription::new(id, policy, uri, true));
+                st.subscriptions.insert(id, sub);
                 id
             }
         };

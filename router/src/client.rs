@@ -309,6 +309,8 @@ fn hello_details(auth: Option<&ClientAuth>) -> Dict {
 }
 
 /// A transport split into a frame reader and a frame writer.
+// One per connection, matched on every frame: not worth a box for the WebSocket variant.
+#[allow(clippy::large_enum_variant)]
 enum Io {
     Ws(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>),
     Raw(TcpStream),
@@ -930,7 +932,7 @@ where
             }
             vec![f.freeze()]
         } else {
-            batch.drain(..).collect()
+            std::mem::take(&mut batch)
         };
         for f in frames {
             let msg = if codec.serializer.is_binary() {

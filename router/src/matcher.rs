@@ -40,7 +40,7 @@ impl<T> Node<T> {
     fn get(&self, comps: &[&str]) -> Option<&T> {
         match comps.split_first() {
             None => self.value.as_ref(),
-            Some((c, rest)) if c.is_empty() => self.any.as_ref()?.get(rest),
+            Some((&"", rest)) => self.any.as_ref()?.get(rest),
             Some((c, rest)) => self.literal.get(*c)?.get(rest),
         }
     }
@@ -48,7 +48,7 @@ impl<T> Node<T> {
     fn get_mut(&mut self, comps: &[&str]) -> Option<&mut T> {
         match comps.split_first() {
             None => self.value.as_mut(),
-            Some((c, rest)) if c.is_empty() => self.any.as_mut()?.get_mut(rest),
+            Some((&"", rest)) => self.any.as_mut()?.get_mut(rest),
             Some((c, rest)) => self.literal.get_mut(*c)?.get_mut(rest),
         }
     }
@@ -56,9 +56,7 @@ impl<T> Node<T> {
     fn slot(&mut self, comps: &[&str]) -> &mut Option<T> {
         match comps.split_first() {
             None => &mut self.value,
-            Some((c, rest)) if c.is_empty() => {
-                self.any.get_or_insert_with(Default::default).slot(rest)
-            }
+            Some((&"", rest)) => self.any.get_or_insert_with(Default::default).slot(rest),
             Some((c, rest)) => self.literal.entry((*c).to_owned()).or_default().slot(rest),
         }
     }
@@ -67,7 +65,7 @@ impl<T> Node<T> {
     fn remove(&mut self, comps: &[&str]) -> Option<T> {
         match comps.split_first() {
             None => self.value.take(),
-            Some((c, rest)) if c.is_empty() => {
+            Some((&"", rest)) => {
                 let child = self.any.as_mut()?;
                 let v = child.remove(rest);
                 if child.is_empty() {

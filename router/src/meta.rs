@@ -7,6 +7,15 @@
 //! synchronously from whatever task caused them. Authorization applies to clients as to any
 //! other URI. Actions of router-internal and `trusted` sessions raise no meta events and such
 //! sessions are hidden from the API (Crossbar's "restricted" sessions).
+//!
+//! In a mesh, the session, subscription and registration procedures answer for the whole
+//! mesh: this node's own sessions, subscribers and callees plus what peers announced (the
+//! realm's [`Directory`]). IDs: a session has one ID mesh-wide; a subscription is answered
+//! with this node's ID when it has one for the (match policy, URI), else with the ID of the
+//! peer with the smallest node name, and any node's ID for it is accepted and resolves to the
+//! subscribers on every node; a registration is answered with this node's ID (remote callees
+//! are stand-ins in this node's dealer), and a peer's registration ID resolves to it too.
+//! Killing acts on this node's sessions; meta events describe this node's own sessions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +26,7 @@ use parking_lot::Mutex;
 
 use crate::broker::SubscriptionInfo;
 use crate::dealer::RegistrationInfo;
+use crate::mesh::directory::{Directory, RemoteSession, SubscriptionView};
 use crate::outbound::Taken;
 use crate::protocol::Connection;
 use crate::realm::Realm;
@@ -244,23 +254,65 @@ fn visible_sessions(realm: &Realm) -> Vec<SessionHandle> {
         .collect()
 }
 
+/// The `transport` of a session's details.
+pub(crate) fn transport_details(transport: &str) -> Dict {
+    let mut t = Dict::new();
+    t.insert("peer".into(), Value::from(transport));
+    t
+}
+
 /// What `wamp.session.get` and `wamp.session.on_join` say about a session.
 pub(crate) fn session_details(s: &SessionHandle) -> Value {
     let i = &s.info;
+    details_of(
+        i.id,
+        &i.realm,
+        [&i.authid, &i.authrole, &i.authmethod, &i.authprovider],
+        transport_details(&i.transport),
+    )
+}
+
+/// What `wamp.session.get` says about a session on another node: what its node would say.
+fn remote_session_details(id: Id, realm: &str, s: &RemoteSession) -> Value {
+    details_of(
+        id,
+        realm,
+        [&s.authid, &s.authrole, &s.authmethod, &s.authprovider],
+        s.transport.clone(),
+    )
+}
+
+fn details_of(
+    id: Id,
+    realm: &str,
+    [authid, authrole, authmethod, authprovider]: [&str; 4],
+    transport: Dict,
+) -> Value {
     let mut d = Dict::new();
-    d.insert("session".into(), Value::from(i.id));
-    d.insert("realm".into(), Value::from(i.realm.as_str()));
-    d.insert("authid".into(), Value::from(i.authid.as_str()));
-    d.insert("authrole".into(), Value::from(i.authrole.as_str()));
-    d.insert("authmethod".into(), Value::from(i.authmethod.as_str()));
-    d.insert("authprovider".into(), Value::from(i.authprovider.as_str()));
-    let mut t = Dict::new();
-    t.insert("peer".into(), Value::from(i.transport.as_str()));
-    d.insert("transport".into(), Value::Dict(t));
+    d.insert("session".into(), Value::from(id));
+    d.insert("realm".into(), Value::from(realm));
+    d.insert("authid".into(), Value::from(authid));
+    d.insert("authrole".into(), Value::from(authrole));
+    d.insert("authmethod".into(), Value::from(authmethod));
+    d.insert("authprovider".into(), Value::from(authprovider));
+    d.insert("transport".into(), Value::Dict(transport));
     Value::Dict(d)
 }
 
+fn view_of(s: &SubscriptionInfo) -> SubscriptionView {
+    SubscriptionView {
+        id: s.id,
+        policy: s.policy,
+        topic: s.topic.clone(),
+        created: s.created.clone(),
+    }
+}
+
 pub(crate) fn subscription_details(s: &SubscriptionInfo) -> Value {
+    view_details(&view_of(s))
+}
+
+fn view_details(s: &SubscriptionView) -> Value {
     let mut d = Dict::new();
     d.insert("id".into(), Value::from(s.id));
     d.insert("created".into(), Value::from(s.created.as_str()));
@@ -290,6 +342,52 @@ fn visible_ids(realm: &Realm, sessions: &[Id]) -> Vec<Id> {
         .copied()
         .filter(|id| realm.session(*id).is_some_and(|s| !s.is_restricted()))
         .collect()
+}
+
+/// What peers announced in this realm, if the router is part of a mesh.
+fn directory(realm: &Realm) -> Option<&Directory> {
+    realm.mesh().map(|m| m.directory())
+}
+
+/// The callees of a registration the API shows: local ones by their session ID, and remote
+/// ones (stand-ins here) by their session ID on their own node.
+fn visible_callees(realm: &Realm, callees: &[Id]) -> Vec<Id> {
+    let dir = directory(realm);
+    callees
+        .iter()
+        .filter_map(|id| match realm.session(*id) {
+            Some(s) => (!s.is_restricted()).then_some(*id),
+            None => dir.and_then(|d| d.callee(*id)),
+        })
+        .collect()
+}
+
+/// A subscription by ID: this node's, or one a peer announced.
+fn subscription_view(realm: &Realm, id: Id) -> Option<SubscriptionView> {
+    match realm.broker.subscription(id) {
+        Some(s) => Some(view_of(&s)),
+        None => directory(realm)?.subscription(id),
+    }
+}
+
+/// The subscribers the API shows for (policy, topic) on every node: this node's first.
+fn mesh_subscribers(realm: &Realm, policy: MatchPolicy, topic: &str) -> Vec<Id> {
+    let mut out = match realm
+        .broker
+        .lookup(policy, topic)
+        .and_then(|id| realm.broker.subscription(id))
+    {
+        Some(s) => visible_ids(realm, &s.subscribers),
+        None => Vec::new(),
+    };
+    if let Some(d) = directory(realm) {
+        for id in d.subscribers(policy, topic) {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out
 }
 
 fn match_option(args: &[Value], kwargs: &Dict) -> Result<MatchPolicy, WampError> {
@@ -407,6 +505,13 @@ fn testament(
     one(Value::from(crate::id::random_id()))
 }
 
+fn no_such_session(id: Id) -> WampError {
+    WampError::new(
+        errors::NO_SUCH_SESSION,
+        format!("no session with ID {id} exists on this realm"),
+    )
+}
+
 fn no_such_subscription(id: Id) -> WampError {
     WampError::new(
         errors::NO_SUCH_SUBSCRIPTION,
@@ -465,12 +570,10 @@ fn call(
             Ok(())
         }
     };
-    // A subscription or registration by ID, refused if it is reserved to the router.
-    let subscription = |id: Id| -> Result<SubscriptionInfo, WampError> {
-        let s = realm
-            .broker
-            .subscription(id)
-            .ok_or_else(|| no_such_subscription(id))?;
+    // A subscription or registration by ID (this node's or a peer's), refused if it is
+    // reserved to the router.
+    let subscription = |id: Id| -> Result<SubscriptionView, WampError> {
+        let s = subscription_view(realm, id).ok_or_else(|| no_such_subscription(id))?;
         protected(&s.topic)?;
         Ok(s)
     };
@@ -478,6 +581,10 @@ fn call(
         let r = realm
             .dealer
             .registration(id)
+            .or_else(|| {
+                let local = directory(realm)?.local_registration(id)?;
+                realm.dealer.registration(local)
+            })
             .ok_or_else(|| no_such_registration(id))?;
         protected(&r.procedure)?;
         Ok(r)
@@ -485,11 +592,17 @@ fn call(
     match name {
         "wamp.session.count" | "wamp.session.list" => {
             let filter = role_filter(args, kwargs)?;
-            let sessions: Vec<Id> = visible_sessions(realm)
+            let role_ok = |role: &String| filter.as_ref().is_none_or(|f| f.contains(role));
+            let mut sessions: Vec<Id> = visible_sessions(realm)
                 .into_iter()
-                .filter(|s| filter.as_ref().is_none_or(|f| f.contains(&s.info.authrole)))
+                .filter(|s| role_ok(&s.info.authrole))
                 .map(|s| s.id())
                 .collect();
+            if let Some(d) = directory(realm) {
+                // A remote ID equal to a local one (a collision) counts once.
+                let remote = d.session_ids(|s| role_ok(&s.authrole));
+                sessions.extend(remote.into_iter().filter(|id| realm.session(*id).is_none()));
+            }
             if name == "wamp.session.count" {
                 one(Value::from(sessions.len() as u64))
             } else {
@@ -498,12 +611,13 @@ fn call(
         }
         "wamp.session.get" => {
             let id = id_arg(args, 0, "session_id")?;
-            match realm.session(id).filter(|s| !s.is_restricted()) {
-                Some(s) => one(session_details(&s)),
-                None => Err(WampError::new(
-                    errors::NO_SUCH_SESSION,
-                    format!("no session with ID {id} exists on this realm"),
-                )),
+            match realm.session(id) {
+                Some(s) if !s.is_restricted() => one(session_details(&s)),
+                Some(_) => Err(no_such_session(id)),
+                None => match directory(realm).and_then(|d| d.session(id)) {
+                    Some(s) => one(remote_session_details(id, realm.name(), &s)),
+                    None => Err(no_such_session(id)),
+                },
             }
         }
         "wamp.session.kill" => {
@@ -514,10 +628,17 @@ fn call(
                     s.kill(&reason, message);
                     Ok(Payload::default())
                 }
-                None => Err(WampError::new(
-                    errors::NO_SUCH_SESSION,
-                    format!("no session with ID {id} exists on this realm"),
-                )),
+                None => match directory(realm).and_then(|d| d.session(id)) {
+                    Some(s) => Err(WampError::new(
+                        errors::NO_SUCH_SESSION,
+                        format!(
+                            "session {id} is connected to mesh node '{}'; wamp.session.kill \
+                             acts on the sessions of the node it is called on",
+                            s.node
+                        ),
+                    )),
+                    None => Err(no_such_session(id)),
+                },
             }
         }
         "wamp.session.kill_by_authid" | "wamp.session.kill_by_authrole" => {
@@ -554,19 +675,36 @@ fn call(
             testament(router, realm, &session, name, args, kwargs)
         }
         "wamp.subscription.list" => {
-            let subs = realm.broker.subscriptions();
-            one(by_policy(
-                subs.iter()
-                    .filter(|s| !hidden(&s.topic) && !visible_ids(realm, &s.subscribers).is_empty())
-                    .map(|s| (s.policy, s.id)),
-            ))
+            let local = realm.broker.subscriptions();
+            let mut listed: Vec<(MatchPolicy, Id)> = local
+                .iter()
+                .filter(|s| {
+                    !hidden(&s.topic) && !mesh_subscribers(realm, s.policy, &s.topic).is_empty()
+                })
+                .map(|s| (s.policy, s.id))
+                .collect();
+            if let Some(d) = directory(realm) {
+                // Peers' subscriptions this node has none of its own for.
+                for (s, visible) in d.subscriptions() {
+                    if visible > 0
+                        && !hidden(&s.topic)
+                        && realm.broker.lookup(s.policy, &s.topic).is_none()
+                    {
+                        listed.push((s.policy, s.id));
+                    }
+                }
+            }
+            one(by_policy(listed.into_iter()))
         }
         "wamp.subscription.lookup" => {
             let topic = str_arg(args, 0, "topic")?;
             let policy = match_option(args, kwargs)?;
-            one(realm
-                .broker
-                .lookup(policy, topic)
+            let found = realm.broker.lookup(policy, topic).or_else(|| {
+                directory(realm)?
+                    .subscription_for(policy, topic)
+                    .map(|s| s.id)
+            });
+            one(found
                 .filter(|_| !hidden(topic))
                 .map_or(Value::Null, Value::from))
         }
@@ -579,6 +717,13 @@ fn call(
                     .subscription(*id)
                     .is_some_and(|s| !hidden(&s.topic))
             });
+            if let Some(d) = directory(realm) {
+                for s in d.matching(topic) {
+                    if !hidden(&s.topic) && realm.broker.lookup(s.policy, &s.topic).is_none() {
+                        found.push(s.id);
+                    }
+                }
+            }
             one(if found.is_empty() {
                 Value::Null
             } else {
@@ -588,12 +733,12 @@ fn call(
         "wamp.subscription.get" => {
             let id = id_arg(args, 0, "subscription_id")?;
             let s = subscription(id)?;
-            one(subscription_details(&s))
+            one(view_details(&s))
         }
         "wamp.subscription.list_subscribers" | "wamp.subscription.count_subscribers" => {
             let id = id_arg(args, 0, "subscription_id")?;
             let s = subscription(id)?;
-            let subscribers = visible_ids(realm, &s.subscribers);
+            let subscribers = mesh_subscribers(realm, s.policy, &s.topic);
             if name.ends_with("count_subscribers") {
                 one(Value::from(subscribers.len() as u64))
             } else {
@@ -607,8 +752,10 @@ fn call(
                 .or_else(|| kwargs.get("limit"))
                 .and_then(Value::as_u64)
                 .unwrap_or(10) as usize;
-            subscription(id)?;
-            match realm.broker.events(id, limit) {
+            let s = subscription(id)?;
+            // History is kept where it is configured: this node's subscription for the URI.
+            let here = realm.broker.lookup(s.policy, &s.topic).unwrap_or(id);
+            match realm.broker.events(here, limit) {
                 Some(mut events) => {
                     for e in &mut events {
                         if let Value::Dict(d) = e {
@@ -627,7 +774,9 @@ fn call(
             let regs = realm.dealer.registrations();
             one(by_policy(
                 regs.iter()
-                    .filter(|r| !hidden(&r.procedure) && !visible_ids(realm, &r.callees).is_empty())
+                    .filter(|r| {
+                        !hidden(&r.procedure) && !visible_callees(realm, &r.callees).is_empty()
+                    })
                     .map(|r| (r.policy, r.id)),
             ))
         }
@@ -661,7 +810,7 @@ fn call(
         "wamp.registration.list_callees" | "wamp.registration.count_callees" => {
             let id = id_arg(args, 0, "registration_id")?;
             let r = registration(id)?;
-            let callees = visible_ids(realm, &r.callees);
+            let callees = visible_callees(realm, &r.callees);
             if name.ends_with("count_callees") {
                 one(Value::from(callees.len() as u64))
             } else {

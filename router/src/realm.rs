@@ -6,10 +6,12 @@
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 
 use crate::broker::Broker;
 use crate::config::RealmConfig;
 use crate::dealer::Dealer;
+use crate::mesh::RealmMesh;
 use crate::meta::{self, MetaService};
 use crate::session::SessionHandle;
 use crate::wire::{Id, Value};
@@ -21,6 +23,12 @@ pub struct Realm {
     sessions: DashMap<Id, SessionHandle>,
     /// The meta API service, once started (see [`crate::meta`]).
     meta: OnceLock<Arc<MetaService>>,
+    /// The mesh side of this realm, once the router is part of a mesh: it announces joins
+    /// and leaves to peers and holds what peers announced (the meta API answers with both).
+    mesh: OnceLock<Arc<RealmMesh>>,
+    /// Orders joins and leaves (and their announcements) with the mesh's snapshot of the
+    /// sessions on a new peer link, as the broker's and dealer's locks order theirs.
+    membership: Mutex<()>,
 }
 
 impl Realm {
@@ -35,11 +43,23 @@ impl Realm {
             dealer: Dealer::default(),
             sessions: DashMap::new(),
             meta: OnceLock::new(),
+            mesh: OnceLock::new(),
+            membership: Mutex::new(()),
         })
     }
 
     pub(crate) fn set_meta(&self, service: Arc<MetaService>) -> Result<(), Arc<MetaService>> {
         self.meta.set(service)
+    }
+
+    /// Attaches the mesh (once, when the mesh is created).
+    pub(crate) fn set_mesh(&self, mesh: Arc<RealmMesh>) {
+        let _ = self.mesh.set(mesh);
+    }
+
+    /// The mesh side of this realm, if the router is part of a mesh.
+    pub fn mesh(&self) -> Option<&Arc<RealmMesh>> {
+        self.mesh.get()
     }
 
     pub fn meta_api_running(&self) -> bool {
@@ -67,7 +87,20 @@ impl Realm {
     }
 
     pub(crate) fn join(&self, session: SessionHandle) {
-        self.sessions.insert(session.id(), session);
+        let _order = self.membership.lock();
+        self.sessions.insert(session.id(), session.clone());
+        if let Some(mesh) = self.mesh.get() {
+            mesh.session_joined(&session);
+        }
+    }
+
+    /// Calls `f` with every joined session, ordered with joins and leaves (and therefore
+    /// with their announcements to peers).
+    pub(crate) fn for_each_session_ordered(&self, mut f: impl FnMut(&SessionHandle)) {
+        let _order = self.membership.lock();
+        for e in self.sessions.iter() {
+            f(e.value());
+        }
     }
 
     /// Removes a session and everything it owned in the broker and dealer, with the meta
@@ -105,7 +138,14 @@ impl Realm {
         }
         // Registrations are gone already; this ends the calls in flight.
         self.dealer.remove_session(session, []);
-        self.sessions.remove(&session);
+        {
+            let _order = self.membership.lock();
+            if self.sessions.remove(&session).is_some() {
+                if let Some(mesh) = self.mesh.get() {
+                    mesh.session_left(&handle);
+                }
+            }
+        }
         self.meta_event(&handle, "wamp.session.on_leave", || vec![sid]);
     }
 

@@ -498,3 +498,143 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// Calls a meta procedure; the first positional result, or the error URI.
+pub async fn meta(c: &mut Client, procedure: &str, a: Vec<Value>) -> Result<Value, String> {
+    let req = c.call(procedure, opts(&[]), args(a)).await;
+    loop {
+        match c.recv().await {
+            Message::Result {
+                request, payload, ..
+            } if request == req => {
+                return Ok(payload.args().first().cloned().unwrap_or(Value::Null));
+            }
+            Message::Error { request, error, .. } if request == req => return Err(error),
+            Message::Event { .. } => continue,
+            other => panic!("{procedure}: expected RESULT or ERROR, got {other:?}"),
+        }
+    }
+}
+
+/// Calls a meta procedure until its answer satisfies `ok` (every 50 ms, at most 20 s).
+pub async fn meta_until(
+    c: &mut Client,
+    procedure: &str,
+    a: Vec<Value>,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = meta(c, procedure, a.clone()).await;
+        match &answer {
+            Ok(v) if ok(v) => return v.clone(),
+            _ if tokio::time::Instant::now() > deadline => {
+                panic!("timed out waiting for {what}: {procedure} answers {answer:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A list of IDs, sorted.
+pub fn id_set(v: &Value) -> Vec<Id> {
+    let Value::List(l) = v else {
+        panic!("expected a list of IDs, got {v:?}")
+    };
+    let mut ids: Vec<Id> = l.iter().map(|x| x.as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+pub fn sorted(mut v: Vec<Id>) -> Vec<Id> {
+    v.sort_unstable();
+    v
+}
+
+pub fn count_is(n: u64) -> impl Fn(&Value) -> bool {
+    move |v| v.as_u64() == Some(n)
+}
+
+pub type FakeLink =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A fake mesh peer named `name` speaking the protocol by hand: it dials the node
+/// `acceptor_name` at `addr`, completes the handshake with `secret` announcing `features`, and
+/// returns the link and the node's features.
+pub async fn fake_peer(
+    addr: SocketAddr,
+    acceptor_name: &str,
+    name: &str,
+    secret: &str,
+    features: &[&str],
+) -> (FakeLink, Vec<String>) {
+    use futures_util::SinkExt;
+    use switchyard_router::mesh::frame::{Frame, SUBPROTOCOL};
+    use switchyard_router::mesh::handshake;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    let mut req = format!("ws://{addr}/mesh").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let nd = handshake::nonce();
+    ws.send(Ws::Binary(
+        Frame::Hello {
+            node: name.into(),
+            incarnation: 1,
+            url: "ws://127.0.0.1:9/mesh".into(),
+            nonce: nd.clone(),
+            features: features.iter().map(|f| f.to_string()).collect(),
+        }
+        .encode(),
+    ))
+    .await
+    .unwrap();
+    let Frame::Challenge {
+        node: acceptor,
+        nonce: na,
+        features,
+        ..
+    } = fake_recv(&mut ws).await
+    else {
+        panic!("expected CHALLENGE")
+    };
+    let me = acceptor_name;
+    assert_eq!(acceptor, me);
+    let proof = handshake::proof(secret, "dialer", &na, &nd, name, me);
+    ws.send(Ws::Binary(Frame::Auth { proof }.encode()))
+        .await
+        .unwrap();
+    let Frame::Welcome { proof } = fake_recv(&mut ws).await else {
+        panic!("expected WELCOME")
+    };
+    assert!(handshake::verify(
+        secret, "acceptor", &nd, &na, me, name, &proof
+    ));
+    (ws, features)
+}
+
+pub async fn fake_recv(ws: &mut FakeLink) -> switchyard_router::mesh::frame::Frame {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Ws::Binary(b)))) => {
+                return switchyard_router::mesh::frame::Frame::decode(&b).unwrap()
+            }
+            Ok(Some(Ok(Ws::Ping(_) | Ws::Pong(_)))) => continue,
+            other => panic!("expected a mesh frame, got {other:?}"),
+        }
+    }
+}
+
+pub async fn fake_send(ws: &mut FakeLink, frame: &switchyard_router::mesh::frame::Frame) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        frame.encode(),
+    ))
+    .await
+    .unwrap();
+}

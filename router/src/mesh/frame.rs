@@ -3,15 +3,29 @@
 //! A frame is a MsgPack array whose first element names it (`["pub", ...]`), built from the
 //! router's own [`Value`] so payloads (binary included) cross the mesh untouched, whatever
 //! serializer the publisher and the subscribers use. One frame per WebSocket binary message.
+//!
+//! Compatibility: a receiver ignores trailing elements it does not know, so fields are only
+//! ever appended. `hello` and `challenge` end with the sender's feature list; frame kinds an
+//! older peer would not understand (the meta directory's `session±`, `subscriber±`) are sent
+//! only on links whose peer announced the feature ([`FEATURE_META`]).
 
 use bytes::Bytes;
 
 use crate::dealer::InvokePolicy;
 use crate::uri::MatchPolicy;
-use crate::wire::{BinaryForm, Dict, Id, Payload, Value, ValueSeed, ValueSer};
+use crate::wire::{BinaryForm, Dict, Id, Payload, Value, ValueSeed, ValueSer, MAX_ID};
 
 /// The WebSocket subprotocol peer links speak.
 pub const SUBPROTOCOL: &str = "switchyard.mesh.v1";
+
+/// The feature a node announces in `hello`/`challenge` when it understands the meta
+/// directory frames (`session+`, `session-`, `subscriber+`, `subscriber-`).
+pub const FEATURE_META: &str = "meta";
+
+/// The features this node announces.
+pub fn features() -> Vec<String> {
+    vec![FEATURE_META.to_owned()]
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Frame {
@@ -21,6 +35,8 @@ pub enum Frame {
         incarnation: u64,
         url: String,
         nonce: Bytes,
+        /// What the dialer understands beyond the base protocol (absent from older nodes).
+        features: Vec<String>,
     },
     /// Acceptor → dialer: who I am, and my nonce for the dialer to prove itself on.
     Challenge {
@@ -28,6 +44,7 @@ pub enum Frame {
         incarnation: u64,
         url: String,
         nonce: Bytes,
+        features: Vec<String>,
     },
     /// Dialer → acceptor: the dialer's proof over both nonces.
     Auth { proof: Bytes },
@@ -45,6 +62,9 @@ pub enum Frame {
         realm: String,
         policy: MatchPolicy,
         topic: String,
+        /// The sender's subscription ID and creation time (ISO 8601), for the meta API;
+        /// absent from older nodes.
+        meta: Option<(Id, String)>,
     },
     SubDel {
         realm: String,
@@ -64,6 +84,32 @@ pub enum Frame {
         realm: String,
         registration: Id,
         callee: Id,
+    },
+    /// A local session of the sender joined the realm (meta directory; not sent for
+    /// router-internal and `trusted` sessions, which the meta API hides).
+    SessionAdd {
+        realm: String,
+        session: Id,
+        authid: String,
+        authrole: String,
+        authmethod: String,
+        authprovider: String,
+        /// As `wamp.session.get` shows it (`{"peer": ...}`).
+        transport: Dict,
+    },
+    /// That session left.
+    SessionDel { realm: String, session: Id },
+    /// A local session of the sender subscribed to the sender's subscription `subscription`
+    /// (announced by `sub+` before).
+    SubscriberAdd {
+        realm: String,
+        subscription: Id,
+        session: Id,
+    },
+    SubscriberDel {
+        realm: String,
+        subscription: Id,
+        session: Id,
     },
     Publish {
         realm: String,
@@ -140,24 +186,28 @@ impl Frame {
                 incarnation,
                 url,
                 nonce,
+                features,
             } => vec![
                 s("hello"),
                 s(node),
                 id(*incarnation),
                 s(url),
                 Value::Bytes(nonce.clone()),
+                strings(features),
             ],
             Frame::Challenge {
                 node,
                 incarnation,
                 url,
                 nonce,
+                features,
             } => vec![
                 s("challenge"),
                 s(node),
                 id(*incarnation),
                 s(url),
                 Value::Bytes(nonce.clone()),
+                strings(features),
             ],
             Frame::Auth { proof } => vec![s("auth"), Value::Bytes(proof.clone())],
             Frame::Welcome { proof } => vec![s("welcome"), Value::Bytes(proof.clone())],
@@ -177,7 +227,14 @@ impl Frame {
                 realm,
                 policy,
                 topic,
-            } => vec![s("sub+"), s(realm), policy_name(*policy), s(topic)],
+                meta,
+            } => {
+                let mut v = vec![s("sub+"), s(realm), policy_name(*policy), s(topic)];
+                if let Some((subscription, created)) = meta {
+                    v.extend([id(*subscription), s(created)]);
+                }
+                v
+            }
             Frame::SubDel {
                 realm,
                 policy,
@@ -206,6 +263,37 @@ impl Frame {
                 registration,
                 callee,
             } => vec![s("reg-"), s(realm), id(*registration), id(*callee)],
+            Frame::SessionAdd {
+                realm,
+                session,
+                authid,
+                authrole,
+                authmethod,
+                authprovider,
+                transport,
+            } => vec![
+                s("session+"),
+                s(realm),
+                id(*session),
+                s(authid),
+                s(authrole),
+                s(authmethod),
+                s(authprovider),
+                Value::Dict(transport.clone()),
+            ],
+            Frame::SessionDel { realm, session } => {
+                vec![s("session-"), s(realm), id(*session)]
+            }
+            Frame::SubscriberAdd {
+                realm,
+                subscription,
+                session,
+            } => vec![s("subscriber+"), s(realm), id(*subscription), id(*session)],
+            Frame::SubscriberDel {
+                realm,
+                subscription,
+                session,
+            } => vec![s("subscriber-"), s(realm), id(*subscription), id(*session)],
             Frame::Publish {
                 realm,
                 publication,
@@ -321,12 +409,14 @@ impl Frame {
                 incarnation: c.id()?,
                 url: c.string()?,
                 nonce: c.bytes()?,
+                features: c.features()?,
             },
             "challenge" => Frame::Challenge {
                 node: c.string()?,
                 incarnation: c.id()?,
                 url: c.string()?,
                 nonce: c.bytes()?,
+                features: c.features()?,
             },
             "auth" => Frame::Auth { proof: c.bytes()? },
             "welcome" => Frame::Welcome { proof: c.bytes()? },
@@ -356,6 +446,10 @@ impl Frame {
                 realm: c.string()?,
                 policy: c.policy()?,
                 topic: c.string()?,
+                meta: match c.items.next() {
+                    None => None,
+                    Some(v) => Some((wamp_id(v, "subscription")?, c.string()?)),
+                },
             },
             "sub-" => Frame::SubDel {
                 realm: c.string()?,
@@ -376,6 +470,29 @@ impl Frame {
                 realm: c.string()?,
                 registration: c.id()?,
                 callee: c.id()?,
+            },
+            "session+" => Frame::SessionAdd {
+                realm: c.string()?,
+                session: c.wamp_id("session")?,
+                authid: c.string()?,
+                authrole: c.string()?,
+                authmethod: c.string()?,
+                authprovider: c.string()?,
+                transport: c.dict()?,
+            },
+            "session-" => Frame::SessionDel {
+                realm: c.string()?,
+                session: c.wamp_id("session")?,
+            },
+            "subscriber+" => Frame::SubscriberAdd {
+                realm: c.string()?,
+                subscription: c.wamp_id("subscription")?,
+                session: c.wamp_id("session")?,
+            },
+            "subscriber-" => Frame::SubscriberDel {
+                realm: c.string()?,
+                subscription: c.wamp_id("subscription")?,
+                session: c.wamp_id("session")?,
             },
             "pub" => Frame::Publish {
                 realm: c.string()?,
@@ -424,6 +541,24 @@ impl Frame {
     }
 }
 
+fn strings(v: &[String]) -> Value {
+    Value::List(v.iter().map(|x| Value::from(x.as_str())).collect())
+}
+
+/// A WAMP ID: an integer in [1, 2^53].
+fn wamp_id(v: Value, what: &str) -> Result<Id, FrameError> {
+    match v.as_u64() {
+        Some(id) if (1..=MAX_ID).contains(&id) => Ok(id),
+        Some(n) => Err(FrameError::Shape(format!(
+            "{what} must be an ID in [1, 2^53], got {n}"
+        ))),
+        None => Err(FrameError::Shape(format!(
+            "{what} must be an ID in [1, 2^53], got {}",
+            v.type_name()
+        ))),
+    }
+}
+
 struct Cursor {
     items: std::vec::IntoIter<Value>,
 }
@@ -447,6 +582,23 @@ impl Cursor {
         self.next()?
             .as_u64()
             .ok_or_else(|| FrameError::Shape("expected an unsigned integer".into()))
+    }
+    fn wamp_id(&mut self, what: &str) -> Result<Id, FrameError> {
+        wamp_id(self.next()?, what)
+    }
+    /// A trailing feature list; absent (an older peer) means none.
+    fn features(&mut self) -> Result<Vec<String>, FrameError> {
+        match self.items.next() {
+            None => Ok(Vec::new()),
+            Some(Value::List(l)) => l
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(FrameError::Shape("features: not a list of strings".into())),
+                })
+                .collect(),
+            Some(_) => Err(FrameError::Shape("features: not a list".into())),
+        }
     }
     fn bytes(&mut self) -> Result<Bytes, FrameError> {
         match self.next()? {
@@ -488,6 +640,46 @@ mod tests {
                 incarnation: u64::MAX,
                 url: "ws://x/mesh".into(),
                 nonce: Bytes::from_static(b"nonce"),
+                features: features(),
+            },
+            Frame::SubAdd {
+                realm: "r".into(),
+                policy: MatchPolicy::Prefix,
+                topic: "a.b".into(),
+                meta: Some((5, "2025-01-01T00:00:00.000Z".into())),
+            },
+            Frame::SubAdd {
+                realm: "r".into(),
+                policy: MatchPolicy::Exact,
+                topic: "a.b".into(),
+                meta: None,
+            },
+            Frame::SessionAdd {
+                realm: "r".into(),
+                session: MAX_ID,
+                authid: "joe".into(),
+                authrole: "user".into(),
+                authmethod: "ticket".into(),
+                authprovider: "static".into(),
+                transport: {
+                    let mut t = Dict::new();
+                    t.insert("peer".into(), Value::from("tcp4:127.0.0.1:5"));
+                    t
+                },
+            },
+            Frame::SessionDel {
+                realm: "r".into(),
+                session: 1,
+            },
+            Frame::SubscriberAdd {
+                realm: "r".into(),
+                subscription: 5,
+                session: 6,
+            },
+            Frame::SubscriberDel {
+                realm: "r".into(),
+                subscription: 5,
+                session: 6,
             },
             Frame::Peers(vec![("b".into(), "ws://b/mesh".into())]),
             Frame::RegAdd {
@@ -512,6 +704,73 @@ mod tests {
         ];
         for f in frames {
             assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
+        }
+    }
+
+    fn encode_list(items: Vec<Value>) -> Vec<u8> {
+        rmp_serde::to_vec(&ValueSer(&Value::List(items), BinaryForm::Native)).unwrap()
+    }
+
+    #[test]
+    fn older_peers_frames_decode_without_the_appended_fields() {
+        let s = |v: &str| Value::from(v);
+        let hello = encode_list(vec![
+            s("hello"),
+            s("a"),
+            Value::from(1u64),
+            s("ws://a/mesh"),
+            Value::Bytes(Bytes::from_static(b"n")),
+        ]);
+        match Frame::decode(&hello).unwrap() {
+            Frame::Hello { features, .. } => assert!(features.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        let sub = encode_list(vec![s("sub+"), s("r"), s("exact"), s("t")]);
+        match Frame::decode(&sub).unwrap() {
+            Frame::SubAdd { meta, .. } => assert_eq!(meta, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_meta_frames_are_errors_naming_the_cause() {
+        let s = |v: &str| Value::from(v);
+        let cases = [
+            (
+                vec![s("session+"), s("r"), Value::from(0u64)],
+                "session must be an ID",
+            ),
+            (
+                vec![s("session-"), s("r"), Value::from(MAX_ID + 1)],
+                "session must be an ID",
+            ),
+            (
+                vec![s("session+"), s("r"), Value::from(3u64), Value::from(7u64)],
+                "expected a string",
+            ),
+            (
+                vec![s("subscriber+"), s("r"), s("x"), Value::from(1u64)],
+                "subscription must be an ID",
+            ),
+            (
+                vec![s("sub+"), s("r"), s("exact"), s("t"), Value::from(9u64)],
+                "too few elements",
+            ),
+            (
+                vec![
+                    s("hello"),
+                    s("a"),
+                    Value::from(1u64),
+                    s("u"),
+                    Value::Bytes(Bytes::new()),
+                    s("x"),
+                ],
+                "features",
+            ),
+        ];
+        for (items, want) in cases {
+            let e = Frame::decode(&encode_list(items.clone())).unwrap_err();
+            assert!(e.to_string().contains(want), "{items:?}: {e}");
         }
     }
 }

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{Frame, FrameError, SUBPROTOCOL};
+use super::frame::{self, Frame, FrameError, FEATURE_META, SUBPROTOCOL};
 use super::handshake;
 use super::realm::LinkState;
 use super::{Attach, Mesh};
@@ -63,6 +63,8 @@ pub(crate) struct LinkHandle {
     /// The node that dialed this link (for the duplicate-link rule).
     pub(crate) dialer: String,
     pub(crate) since: Instant,
+    /// The peer understands the meta directory frames (it announced [`FEATURE_META`]).
+    pub(crate) meta: bool,
     queue: Queue<Bytes>,
     stop: CancellationToken,
     /// Cancelled once everything the peer created through this link is gone.
@@ -110,6 +112,7 @@ struct PeerHello {
     node: String,
     incarnation: u64,
     url: String,
+    features: Vec<String>,
 }
 
 async fn recv<S>(ws: &mut WebSocketStream<S>) -> Result<Frame, LinkError>
@@ -169,16 +172,18 @@ async fn dial(
             incarnation: mesh.inner.incarnation,
             url: mesh.inner.url.clone(),
             nonce: nd.clone(),
+            features: frame::features(),
         },
     )
     .await?;
-    let (node, incarnation, peer_url, na) = match recv(&mut ws).await? {
+    let (node, incarnation, peer_url, na, features) = match recv(&mut ws).await? {
         Frame::Challenge {
             node,
             incarnation,
             url,
             nonce,
-        } => (node, incarnation, url, nonce),
+            features,
+        } => (node, incarnation, url, nonce, features),
         Frame::Refuse { code, .. } if code == "self" => return Err(LinkError::SelfUrl),
         Frame::Refuse { code, reason } => return Err(LinkError::Refused { code, reason }),
         other => return Err(LinkError::Unexpected(format!("{other:?}"))),
@@ -207,6 +212,7 @@ async fn dial(
             node,
             incarnation,
             url: peer_url,
+            features,
         },
     ))
 }
@@ -298,13 +304,14 @@ where
 {
     let cfg = &mesh.inner.config;
     let me = &cfg.node_name;
-    let (node, incarnation, url, nd) = match recv(ws).await? {
+    let (node, incarnation, url, nd, features) = match recv(ws).await? {
         Frame::Hello {
             node,
             incarnation,
             url,
             nonce,
-        } => (node, incarnation, url, nonce),
+            features,
+        } => (node, incarnation, url, nonce, features),
         other => return Err(LinkError::Unexpected(format!("{other:?}"))),
     };
     if node == *me {
@@ -335,6 +342,7 @@ where
             incarnation: mesh.inner.incarnation,
             url: mesh.inner.url.clone(),
             nonce: na.clone(),
+            features: frame::features(),
         },
     )
     .await?;
@@ -360,6 +368,7 @@ where
         node,
         incarnation,
         url,
+        features,
     })
 }
 
@@ -376,6 +385,7 @@ where
         url: peer.url,
         dialer,
         since: Instant::now(),
+        meta: peer.features.iter().any(|f| f == FEATURE_META),
         queue: Queue::new(cfg.queue.clone()),
         stop: CancellationToken::new(),
         cleaned: CancellationToken::new(),

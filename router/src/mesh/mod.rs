@@ -8,8 +8,10 @@
 //! - [`handshake`]: challenge/response over the shared secret;
 //! - [`link`]: one peer link's tasks (dial, accept, read, write, heartbeat);
 //! - [`realm`]: per-realm interest tables, the broker/dealer hooks, and applying frames;
+//! - [`directory`]: what peers announced about their sessions and subscribers (meta API);
 //! - [`rpc`]: the stand-in sessions that carry calls across a link.
 
+pub mod directory;
 pub mod frame;
 pub mod handshake;
 pub mod link;
@@ -59,6 +61,11 @@ pub struct MeshConfig {
     /// Bounds of each peer link's outbound queue; a link over them is cut (the peer resyncs
     /// when it reconnects) so a stuck peer cannot grow this node's memory.
     pub queue: QueueLimits,
+    /// Most sessions one peer may add to this node's meta directory (across realms); the
+    /// meta API leaves out the rest (logged once per link).
+    pub max_remote_sessions: usize,
+    /// Most subscriber entries (session, subscription) one peer may add to it.
+    pub max_remote_subscribers: usize,
 }
 
 impl MeshConfig {
@@ -81,6 +88,8 @@ impl MeshConfig {
                 max_messages: 500_000,
                 slow_consumer_timeout: Duration::from_secs(10),
             },
+            max_remote_sessions: 100_000,
+            max_remote_subscribers: 1_000_000,
         }
     }
 }
@@ -228,7 +237,8 @@ impl Mesh {
             let rm = mesh.inner.realms[realm.name()].clone();
             rm.bind(Arc::downgrade(&mesh.inner));
             realm.broker.set_hook(rm.clone());
-            realm.dealer.set_hook(rm);
+            realm.dealer.set_hook(rm.clone());
+            realm.set_mesh(rm);
         }
         mesh
     }

@@ -6,22 +6,33 @@
 //! is announced. A forwarded publication is delivered locally and never forwarded again.
 //! Every entry a peer created here is owned by that peer's [`LinkState`] and removed when its
 //! link ends.
+//!
+//! For the meta API, each node also announces its sessions (`session±`) and the subscribers
+//! of its subscriptions (`subscriber±`), and keeps what peers announced in the realm's
+//! [`Directory`]; callees need nothing more, since remote callees are stand-ins in the dealer
+//! already. Sessions the meta API hides (router-internal, `trusted`) are not announced.
+//!
+//! Nothing under `wamp.` crosses a link: each node's meta API service registers the `wamp.*`
+//! procedures and publishes the `wamp.*` meta events for itself, so those registrations and
+//! subscriptions are neither announced nor accepted (a peer's `wamp.session.count` would
+//! otherwise conflict with ours, and the older claim would take over our meta API).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::directory::{Directory, RemoteCallee, RemoteSession};
 use super::frame::Frame;
 use super::link::LinkHandle;
 use super::rpc::{self, ReturnPath};
 use super::{Inner, Mesh};
-use crate::broker::{BrokerHook, Publication, Publisher};
+use crate::broker::{BrokerHook, Interest, Publication, Publisher};
 use crate::dealer::{DealerHook, ForwardedCall, RegistrationClaim};
 use crate::matcher::UriIndex;
 use crate::realm::Realm;
 use crate::session::SessionHandle;
-use crate::uri::{errors, MatchPolicy};
+use crate::uri::{errors, is_reserved, MatchPolicy};
 use crate::wire::{Dict, Id, Payload, Value};
 
 /// The mesh side of one realm.
@@ -32,6 +43,8 @@ pub struct RealmMesh {
     subs: RwLock<UriIndex<HashSet<u64>>>,
     /// Conflict claims of remote stand-in callees: stand-in ID → (created ms, node).
     claims: Mutex<HashMap<Id, (u64, String)>>,
+    /// What peers announced for the meta API.
+    directory: Directory,
 }
 
 impl RealmMesh {
@@ -41,7 +54,13 @@ impl RealmMesh {
             mesh: OnceLock::new(),
             subs: RwLock::new(UriIndex::default()),
             claims: Mutex::new(HashMap::new()),
+            directory: Directory::default(),
         }
+    }
+
+    /// What peers announced about their sessions, subscriptions and callees (meta API).
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     pub(crate) fn bind(&self, mesh: Weak<Inner>) {
@@ -50,28 +69,75 @@ impl RealmMesh {
 
     /// Sends a frame to every linked peer.
     fn broadcast(&self, frame: Frame) {
+        self.broadcast_to(frame, |_| true);
+    }
+
+    /// Sends a meta directory frame to every linked peer that understands it.
+    fn broadcast_meta(&self, frame: Frame) {
+        self.broadcast_to(frame, |l| l.meta);
+    }
+
+    fn broadcast_to(&self, frame: Frame, to: impl Fn(&LinkHandle) -> bool) {
         let Some(inner) = self.mesh.get().and_then(Weak::upgrade) else {
             return;
         };
         let peers = inner.peers.lock();
-        let bytes = frame.encode();
-        for l in peers.links() {
-            l.send_bytes(bytes.clone());
+        let mut bytes = None;
+        for l in peers.links().filter(|l| to(l)) {
+            l.send_bytes(bytes.get_or_insert_with(|| frame.encode()).clone());
+        }
+    }
+
+    /// A session joined the realm (called by the realm, in join order).
+    pub(crate) fn session_joined(&self, s: &SessionHandle) {
+        if !s.is_restricted() {
+            self.broadcast_meta(session_add(&self.name, s));
+        }
+    }
+
+    /// A session left the realm (called by the realm, in leave order).
+    pub(crate) fn session_left(&self, s: &SessionHandle) {
+        if !s.is_restricted() {
+            self.broadcast_meta(Frame::SessionDel {
+                realm: self.name.clone(),
+                session: s.id(),
+            });
         }
     }
 
     /// Sends this realm's full local interest on a new link. Runs under the broker's (then
     /// the dealer's) lock, like the hooks, and the link is already in the peer table, so every
     /// later change reaches the peer after the snapshot and no change falls in between.
+    ///
+    /// Sessions go first, so a peer learns of a session before its subscriptions and
+    /// registrations (as with live changes: a session joins before it subscribes).
     pub(crate) fn snapshot(&self, realm: &Realm, link: &LinkHandle) {
-        realm.broker.for_each_interest(|policy, topic| {
-            let _ = link.send(&Frame::SubAdd {
-                realm: self.name.clone(),
-                policy,
-                topic: topic.to_owned(),
+        if link.meta {
+            realm.for_each_session_ordered(|s| {
+                if !s.is_restricted() {
+                    let _ = link.send(&session_add(&self.name, s));
+                }
             });
+        }
+        realm.broker.for_each_interest(|sub, subscribers| {
+            if is_reserved(sub.topic) {
+                return;
+            }
+            let _ = link.send(&sub_add(&self.name, sub));
+            if link.meta {
+                for s in subscribers.filter(|s| !s.is_restricted()) {
+                    let _ = link.send(&Frame::SubscriberAdd {
+                        realm: self.name.clone(),
+                        subscription: sub.id,
+                        session: s.id(),
+                    });
+                }
+            }
         });
         realm.dealer.for_each_local_callee(|reg, callee| {
+            if is_reserved(reg.procedure) {
+                return;
+            }
             let _ = link.send(&reg_add(&self.name, reg, callee));
         });
     }
@@ -79,6 +145,28 @@ impl RealmMesh {
     /// How many (policy, topic) entries peers have announced (tests, status).
     pub fn remote_subscription_count(&self) -> usize {
         self.subs.read().len()
+    }
+}
+
+fn session_add(realm: &str, s: &SessionHandle) -> Frame {
+    let i = &s.info;
+    Frame::SessionAdd {
+        realm: realm.to_owned(),
+        session: i.id,
+        authid: i.authid.clone(),
+        authrole: i.authrole.clone(),
+        authmethod: i.authmethod.clone(),
+        authprovider: i.authprovider.clone(),
+        transport: crate::meta::transport_details(&i.transport),
+    }
+}
+
+fn sub_add(realm: &str, sub: &Interest<'_>) -> Frame {
+    Frame::SubAdd {
+        realm: realm.to_owned(),
+        policy: sub.policy,
+        topic: sub.topic.to_owned(),
+        meta: Some((sub.id, sub.created.to_owned())),
     }
 }
 
@@ -95,19 +183,37 @@ fn reg_add(realm: &str, reg: &RegistrationClaim<'_>, callee: Id) -> Frame {
 }
 
 impl BrokerHook for RealmMesh {
-    fn interest(&self, policy: MatchPolicy, topic: &str, present: bool) {
-        let (realm, topic) = (self.name.clone(), topic.to_owned());
+    fn interest(&self, sub: &Interest<'_>, present: bool) {
+        if is_reserved(sub.topic) {
+            return; // meta events stay on their node: never forwarded, so never announced
+        }
         self.broadcast(if present {
-            Frame::SubAdd {
-                realm,
-                policy,
-                topic,
-            }
+            sub_add(&self.name, sub)
         } else {
             Frame::SubDel {
+                realm: self.name.clone(),
+                policy: sub.policy,
+                topic: sub.topic.to_owned(),
+            }
+        });
+    }
+
+    fn subscriber(&self, sub: &Interest<'_>, session: &SessionHandle, present: bool) {
+        if is_reserved(sub.topic) || session.is_restricted() {
+            return;
+        }
+        let (realm, subscription, session) = (self.name.clone(), sub.id, session.id());
+        self.broadcast_meta(if present {
+            Frame::SubscriberAdd {
                 realm,
-                policy,
-                topic,
+                subscription,
+                session,
+            }
+        } else {
+            Frame::SubscriberDel {
+                realm,
+                subscription,
+                session,
             }
         });
     }
@@ -149,6 +255,9 @@ impl BrokerHook for RealmMesh {
 
 impl DealerHook for RealmMesh {
     fn callee(&self, reg: &RegistrationClaim<'_>, callee: Id, present: bool) {
+        if is_reserved(reg.procedure) {
+            return; // every node answers its own meta API (see the module docs)
+        }
         self.broadcast(if present {
             reg_add(&self.name, reg, callee)
         } else {
@@ -164,6 +273,8 @@ impl DealerHook for RealmMesh {
 /// What one peer link created in one realm here.
 #[derive(Default)]
 struct LinkRealm {
+    /// The peer's sessions recorded in the directory.
+    sessions: HashSet<Id>,
     subs: HashSet<(MatchPolicy, String)>,
     /// (remote registration, remote callee) → (stand-in, our registration ID), or `None`
     /// when the claim lost a conflict here (its node revokes it).
@@ -172,17 +283,31 @@ struct LinkRealm {
     ret: Option<(SessionHandle, Arc<ReturnPath>)>,
 }
 
+/// How much of this node's directory one peer fills, against the configured bounds.
+#[derive(Default)]
+struct DirectoryUse {
+    sessions: usize,
+    subscribers: usize,
+    /// A bound was reached (logged once per link).
+    sessions_full: bool,
+    subscribers_full: bool,
+}
+
 /// Everything a peer created on this node through one link; owned by the link's reader.
 pub(crate) struct LinkState {
     link: Arc<LinkHandle>,
+    node: Arc<str>,
     realms: HashMap<String, LinkRealm>,
+    used: DirectoryUse,
 }
 
 impl LinkState {
     pub(crate) fn new(link: Arc<LinkHandle>) -> Self {
         LinkState {
+            node: link.node.as_str().into(),
             link,
             realms: HashMap::new(),
+            used: DirectoryUse::default(),
         }
     }
 
@@ -202,19 +327,37 @@ impl LinkState {
                 realm,
                 policy,
                 topic,
+                meta,
             } => {
                 let Some((_, rm)) = realm_of(&realm) else {
                     return;
                 };
+                if is_reserved(&topic) {
+                    return;
+                }
                 let lr = self.realms.entry(realm).or_default();
                 if lr.subs.insert((policy, topic.clone())) {
-                    let mut subs = rm.subs.write();
-                    match subs.get_mut(policy, &topic) {
-                        Some(set) => {
-                            set.insert(self.link.id);
+                    {
+                        let mut subs = rm.subs.write();
+                        match subs.get_mut(policy, &topic) {
+                            Some(set) => {
+                                set.insert(self.link.id);
+                            }
+                            None => {
+                                subs.insert(policy, &topic, HashSet::from([self.link.id]));
+                            }
                         }
-                        None => {
-                            subs.insert(policy, &topic, HashSet::from([self.link.id]));
+                    }
+                    if let Some((id, created)) = meta {
+                        let key = (policy, topic.as_str());
+                        if !rm.directory.add_subscription(
+                            self.link.id,
+                            &self.node,
+                            key,
+                            id,
+                            created,
+                        ) {
+                            tracing::debug!(peer = %self.link.node, subscription = id, "peer's subscription ID is taken; not shown by the meta API");
                         }
                     }
                 }
@@ -230,6 +373,97 @@ impl LinkState {
                 let lr = self.realms.entry(realm).or_default();
                 if lr.subs.remove(&(policy, topic.clone())) {
                     remove_sub(&rm, policy, &topic, self.link.id);
+                    let gone = rm
+                        .directory
+                        .remove_subscription(self.link.id, policy, &topic);
+                    self.used.subscribers = self.used.subscribers.saturating_sub(gone);
+                }
+            }
+            Frame::SessionAdd {
+                realm,
+                session,
+                authid,
+                authrole,
+                authmethod,
+                authprovider,
+                transport,
+            } => {
+                let Some((_, rm)) = realm_of(&realm) else {
+                    return;
+                };
+                let lr = self.realms.entry(realm).or_default();
+                if lr.sessions.contains(&session) {
+                    return;
+                }
+                let max = mesh.inner.config.max_remote_sessions;
+                if self.used.sessions >= max {
+                    if !self.used.sessions_full {
+                        self.used.sessions_full = true;
+                        tracing::warn!(peer = %self.link.node, "mesh peer '{}' announced more than {max} sessions; the meta API on this node leaves out the rest (mesh.max_remote_sessions)", self.link.node);
+                    }
+                    return;
+                }
+                let remote = RemoteSession {
+                    node: self.node.clone(),
+                    authid,
+                    authrole,
+                    authmethod,
+                    authprovider,
+                    transport,
+                };
+                if rm.directory.add_session(self.link.id, session, remote) {
+                    lr.sessions.insert(session);
+                    self.used.sessions += 1;
+                } else {
+                    tracing::warn!(peer = %self.link.node, session, "mesh peer announced a session ID another node uses; the meta API shows the first one");
+                }
+            }
+            Frame::SessionDel { realm, session } => {
+                let Some((_, rm)) = realm_of(&realm) else {
+                    return;
+                };
+                let lr = self.realms.entry(realm).or_default();
+                if lr.sessions.remove(&session) {
+                    rm.directory.remove_session(self.link.id, session);
+                    self.used.sessions = self.used.sessions.saturating_sub(1);
+                }
+            }
+            Frame::SubscriberAdd {
+                realm,
+                subscription,
+                session,
+            } => {
+                let Some((_, rm)) = realm_of(&realm) else {
+                    return;
+                };
+                let max = mesh.inner.config.max_remote_subscribers;
+                if self.used.subscribers >= max {
+                    if !self.used.subscribers_full {
+                        self.used.subscribers_full = true;
+                        tracing::warn!(peer = %self.link.node, "mesh peer '{}' announced more than {max} subscribers; the meta API on this node leaves out the rest (mesh.max_remote_subscribers)", self.link.node);
+                    }
+                    return;
+                }
+                if rm
+                    .directory
+                    .add_subscriber(self.link.id, subscription, session)
+                {
+                    self.used.subscribers += 1;
+                }
+            }
+            Frame::SubscriberDel {
+                realm,
+                subscription,
+                session,
+            } => {
+                let Some((_, rm)) = realm_of(&realm) else {
+                    return;
+                };
+                if rm
+                    .directory
+                    .remove_subscriber(self.link.id, subscription, session)
+                {
+                    self.used.subscribers = self.used.subscribers.saturating_sub(1);
                 }
             }
             Frame::RegAdd {
@@ -244,6 +478,10 @@ impl LinkState {
                 let Some((r, rm)) = realm_of(&realm) else {
                     return;
                 };
+                if is_reserved(&procedure) {
+                    tracing::debug!(peer = %self.link.node, procedure, "ignoring a peer's router procedure");
+                    return;
+                }
                 let lr = self.realms.entry(realm.clone()).or_default();
                 if lr.proxies.contains_key(&(registration, callee)) {
                     return;
@@ -263,6 +501,14 @@ impl LinkState {
                     invoke,
                     claim,
                 );
+                if let Some((proxy, local)) = &entry {
+                    let c = RemoteCallee {
+                        registration,
+                        callee,
+                        local: *local,
+                    };
+                    rm.directory.add_callee(proxy.id(), c);
+                }
                 lr.proxies.insert((registration, callee), entry);
             }
             Frame::RegDel {
@@ -277,6 +523,7 @@ impl LinkState {
                 if let Some(Some((proxy, local))) = lr.proxies.remove(&(registration, callee)) {
                     r.dealer.remove_session(proxy.id(), [local]);
                     rm.claims.lock().remove(&proxy.id());
+                    rm.directory.remove_callee(proxy.id());
                 }
             }
             Frame::Publish {
@@ -421,10 +668,16 @@ impl LinkState {
             };
             for (policy, topic) in &lr.subs {
                 remove_sub(rm, *policy, topic, self.link.id);
+                rm.directory
+                    .remove_subscription(self.link.id, *policy, topic);
             }
             for (proxy, local) in lr.proxies.into_values().flatten() {
                 r.dealer.remove_session(proxy.id(), [local]);
                 rm.claims.lock().remove(&proxy.id());
+                rm.directory.remove_callee(proxy.id());
+            }
+            for session in lr.sessions {
+                rm.directory.remove_session(self.link.id, session);
             }
             if let Some((caller, _)) = lr.ret {
                 r.dealer.remove_session(caller.id(), []);
