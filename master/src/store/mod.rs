@@ -33,6 +33,7 @@
 //! request's unfinished build if it already made one.
 
 mod coord;
+mod query;
 mod records;
 
 use std::future::Future;
@@ -47,6 +48,11 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::StoreError;
 
 pub use coord::Expiry;
+pub use query::{
+    BuildRequestRow, BuildRow, BuilderRow, BuildsetRow, ChangeRow, Cmp, Condition, LogChunkRow,
+    LogRow, MasterRow, OrderKey, Page, PropertyRow, SchedulerRow, Selection, StepRow, Table,
+    WorkerRow,
+};
 pub use records::{Build, BuildRequest};
 
 pub type MasterId = i64;
