@@ -1900,7 +1900,7 @@ async fn change_hook(db: &TestDb) {
     let hook = "/change_hook/base";
     let form = Some("application/x-www-form-urlencoded");
 
-    // A form, as `buildbot sendchange` and curl -d post it.
+    // A form, as curl -d posts it.
     let r = c
         .send(
             "POST",

@@ -18,7 +18,7 @@
 //! JSON 400 (-32700), a malformed call 400 (-32600), bad params 400 (-32602), an unknown
 //! method 200 (-32601), and from [`ControlError`]: `NotFound` 404 (-32600, as Buildbot answers
 //! a path naming nothing), `Invalid` 400 (-32602), `Conflict` 409 (-32000),
-//! `NotImplemented` 200 (-32601, as Buildbot), the database unavailable 503 (-32603), any
+//! `NotImplemented` 200 (-32601), the database unavailable 503 (-32603), any
 //! other failure 500 (-32603).
 
 use std::collections::BTreeMap;

@@ -1,13 +1,12 @@
 //! `POST /change_hook/base`: a change in Buildbot's `base` dialect, handed to
 //! [`crate::control::Control::add_change`].
 //!
-//! The body is `application/x-www-form-urlencoded` (as Buildbot's `buildbot sendchange` and
-//! most scripts post it) or `application/json`, with fields `author` (required; `who` is
-//! accepted too), `committer`, `comments`, `branch`, `revision`, `revlink`,
-//! `when_timestamp` (Unix seconds; `when` too), `category`, `repository`, `codebase`,
-//! `project`, `properties` (a JSON object: JSON-encoded text in a form) and `files` (a JSON
-//! list of paths: JSON-encoded text in a form). Form bodies take the first value of a
-//! repeated field.
+//! The body is `application/x-www-form-urlencoded` (as `curl -d` and most scripts post it)
+//! or `application/json`, with fields `author` (required; `who` is accepted too),
+//! `committer`, `comments`, `branch`, `revision`, `revlink`, `when_timestamp` (Unix seconds;
+//! `when` too), `category`, `repository`, `codebase`, `project`, `properties` (a JSON
+//! object: JSON-encoded text in a form) and `files` (a JSON list of paths: JSON-encoded text
+//! in a form). Form bodies take the first value of a repeated field.
 //!
 //! Differences from Buildbot, on purpose: the hook needs credentials like the control calls
 //! (Buildbot's is open unless the web server protects it), and it answers

@@ -567,8 +567,9 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     }
 }
 
-/// Equality for list membership: `{"masterid": 1}` contains 1, as Buildbot's lists of
-/// references are searched by id.
+/// Equality for list membership. Beyond Buildbot (which tests `value in list`), a list of
+/// references contains an id one of them holds: `connected_to__contains=1` matches
+/// `[{"masterid": 1}]`.
 fn loose_eq(item: &Value, v: &Value) -> bool {
     if compare(item, v) == Some(Ordering::Equal) {
         return true;
