@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use switchyard_master::config::MasterConfig;
+use switchyard_master::api::{self, ApiState};
+use switchyard_master::config::{MasterConfig, Role};
+use switchyard_master::control::Control;
 use switchyard_master::engine::secrets::{load_api_token, worker_passwords};
 use switchyard_master::engine::{Master, MasterOptions};
 use switchyard_master::Store;
@@ -113,9 +115,18 @@ pub async fn start_master(
             None => format!("SQLite in {}", config.data_dir.display()),
         }
     );
-    let _ = &store;
-    Ok(RunningMaster {
-        master,
-        mounts: Vec::new(),
+    // The REST API on `ui` nodes, the change hook on `scheduler` nodes.
+    let control: Arc<dyn Control> = master.control();
+    let mounts = api::mounts(ApiState {
+        store,
+        config: config.clone(),
+        control,
     })
+    .into_iter()
+    .filter(|m| match m.prefix.as_str() {
+        "/change_hook" => config.has_role(Role::Scheduler),
+        _ => config.has_role(Role::Ui),
+    })
+    .collect();
+    Ok(RunningMaster { master, mounts })
 }

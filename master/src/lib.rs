@@ -1,10 +1,12 @@
 //! The integrated build master: workers, builders, schedulers and claimed build requests.
 //!
-//! Built so far: the master's state store ([`Store`]) and the database claim protocol that
+//! The master's state store ([`Store`]) and the database claim protocol that
 //! lets several masters share one queue of build requests (see `store` for the design), and
-//! the build worker ([`worker`]: `switchyard worker`), which runs commands for masters over
-//! WAMP. Schedulers, the build runner and the REST API come next (issue 6).
+//! the build worker ([`worker`]: `switchyard worker`), the running master ([`engine`]), and the
+//! REST API and change hook ([`api`]) that read the store and act through
+//! [`control::Control`].
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod control;

@@ -33,6 +33,7 @@
 //! request's unfinished build if it already made one.
 
 mod coord;
+mod query;
 mod records;
 mod running;
 
@@ -48,6 +49,11 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::StoreError;
 
 pub use coord::Expiry;
+pub use query::{
+    BuildRequestRow, BuildRow, BuilderRow, BuildsetRow, ChangeRow, Cmp, Condition, LogChunkRow,
+    LogRow, MasterRow, OrderKey, Page, PropertyRow, SchedulerRow, Selection, StepRow, Table,
+    WorkerRow,
+};
 pub use records::{Build, BuildRequest};
 pub use running::{ChangeId, ChangeRecord, LogId, NewBuildset, SchedulerId, StepId};
 
