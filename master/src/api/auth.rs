@@ -152,6 +152,7 @@ mod tests {
         ApiConfig {
             public_read: false,
             tokens: vec!["0123456789abcdef-token".into()],
+            token_file: None,
             users: vec![ApiUser {
                 name: "admin".into(),
                 password: "secret".into(),
