@@ -437,13 +437,29 @@ pub(crate) fn cancel_graceful_stop(inner: &Inner) -> bool {
     }
 }
 
+/// Whether a build of any master still holds one of the workers connected here (they are
+/// redirected only once free, so no build loses its worker to the move).
+async fn local_workers_busy(inner: &Inner) -> bool {
+    let local: Vec<WorkerId> = inner.local_workers.lock().keys().copied().collect();
+    for wid in local {
+        match inner.store.worker_slots_held(wid).await {
+            Ok(0) => {}
+            Ok(_) => return true,
+            // The database is unreachable: do not wait on it (the deadline still holds).
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 /// The graceful stop, Buildbot's missing piece:
 /// 1. **draining**: claim nothing new (state `draining` in the database, the API and on
 ///    the bus as `masters.<id>.draining`); this node's workers are withdrawn from the
 ///    `connected_workers` table so no master gives them new builds;
-/// 2. running builds finish (after `shutdown_deadline_s` the rest end as RETRY);
+/// 2. running builds finish, this master's and any other master's builds on the workers
+///    connected here (after `shutdown_deadline_s` this master's end as RETRY);
 /// 3. each worker connected through this node is told to reconnect to a live peer (the
-///    worker's `reconnect` procedure, with the peers' URLs), once no build holds it;
+///    worker's `reconnect` procedure, with the peers' URLs);
 /// 4. **stopped**: this master is marked inactive, `masters.<id>.stopped` goes out, and the
 ///    process exits (the router then closes the remaining sessions with
 ///    `wamp.close.system_shutdown`).
@@ -497,7 +513,7 @@ async fn graceful_stop(inner: Arc<Inner>, cancel: CancellationToken) {
             inner.wake.notify_one();
             return;
         }
-        if inner.running.lock().is_empty() {
+        if inner.running.lock().is_empty() && !local_workers_busy(&inner).await {
             break;
         }
         if Instant::now() >= deadline {
@@ -522,14 +538,7 @@ async fn graceful_stop(inner: Arc<Inner>, cancel: CancellationToken) {
         .iter()
         .map(|(k, v)| (*k, v.clone()))
         .collect();
-    for (wid, name) in local {
-        // Builds of other masters may still hold this worker: let them finish first.
-        while Instant::now() < deadline {
-            match inner.store.worker_slots_held(wid).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+    for (_, name) in local {
         let mut kwargs = Dict::new();
         kwargs.insert(
             "urls".into(),
