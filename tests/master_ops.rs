@@ -142,6 +142,70 @@ fn graceful_shutdown_finishes_builds_moves_the_worker_and_exits() {
     );
 }
 
+/// What a bus client that follows the cluster saw: `(node index, close reason)` per session
+/// end, and the number of `builds.*.finished` events per session.
+#[derive(Default, Debug)]
+struct Follower {
+    sessions: Vec<(usize, Option<String>, usize)>,
+}
+
+/// A bus client on the nodes `urls`: subscribed to `builds..finished`; when a node closes its
+/// session it reconnects to the next node in the list.
+fn follow_bus(
+    urls: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Follower> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use switchyard_router::client::{Client, ClientOptions};
+            use switchyard_router::wire::{Dict, Value as W};
+            let mut f = Follower::default();
+            let mut k = 0;
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                let opts = ClientOptions::new(urls[k % urls.len()].clone(), "buildbot");
+                let Ok(client) = Client::connect(&opts).await else {
+                    k += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let mut options = Dict::new();
+                options.insert("match".into(), W::from("wildcard"));
+                let Ok((_, mut events)) = client
+                    .subscribe("org.buildbot.mq.builds..finished", options)
+                    .await
+                else {
+                    k += 1;
+                    continue;
+                };
+                let mut seen = 0;
+                loop {
+                    tokio::select! {
+                        e = events.recv() => match e {
+                            Some(_) => seen += 1,
+                            None => break,
+                        },
+                        _ = client.closed() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                f.sessions
+                    .push((k % urls.len(), client.close_reason(), seen));
+                k += 1;
+            }
+            f
+        })
+    })
+}
+
 /// Three nodes, a build every 200 ms, every node replaced in turn by a new process (graceful
 /// stop, then start again with the same config): no build fails, none is lost, none runs
 /// twice; the workers move between nodes; a bus client follows to a live node.
@@ -181,6 +245,7 @@ fn rolling_upgrade_loses_and_duplicates_nothing() {
 
     // The build stream: one force every 200 ms, to any live node, from a thread.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = follow_bus(urls.clone(), stop.clone());
     let live: std::sync::Arc<std::sync::Mutex<Vec<bool>>> =
         std::sync::Arc::new(std::sync::Mutex::new(vec![true; 3]));
     let forced = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -244,6 +309,29 @@ fn rolling_upgrade_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     feeder.join().unwrap();
+    let follower = follower.join().unwrap();
+    // The bus client was on a node being replaced, was told so (system_shutdown), moved to
+    // another node and kept receiving there.
+    assert!(
+        follower.sessions.len() >= 2,
+        "the client moved between nodes: {follower:?}"
+    );
+    assert!(
+        follower.sessions[..follower.sessions.len() - 1]
+            .iter()
+            .all(|(_, reason, _)| reason
+                .as_deref()
+                .is_some_and(|r| r.contains("wamp.close.system_shutdown"))),
+        "each node going away said so: {follower:?}"
+    );
+    assert!(
+        follower
+            .sessions
+            .iter()
+            .skip(1)
+            .any(|(_, _, seen)| *seen > 0),
+        "events kept coming after a move: {follower:?}"
+    );
 
     let forced = forced.lock().unwrap().clone();
     assert!(
