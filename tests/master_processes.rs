@@ -368,3 +368,147 @@ fn sigkill_of_a_master_mid_build_the_request_completes_on_another() {
     drop(w);
     drop(b);
 }
+
+/// A bad `[master]` section stops start-up with a message naming the problem.
+#[test]
+fn bad_master_config_is_refused_with_a_clear_message() {
+    let dir = TempDir::new("badcfg");
+    let cases = [
+        (
+            "[master]\n[[master.workers]]\nname = \"w1\"\n",
+            "worker \"w1\" has no password",
+        ),
+        (
+            "[master]\n[[master.workers]]\nname = \"w1\"\npassword = \"x\"\n\
+             [[master.schedulers]]\nname = \"f\"\ntype = \"force\"\nbuilders = [\"ghost\"]\n",
+            "scheduler \"f\" names unknown builder \"ghost\"",
+        ),
+        (
+            "[master]\n[[master.workers]]\nname = \"w1\"\npassword = \"x\"\n\
+             [[master.workers]]\nname = \"w1\"\npassword = \"y\"\n",
+            "duplicate worker name \"w1\"",
+        ),
+        (
+            "[master]\nfrobnicate = true\n",
+            "unknown field `frobnicate`",
+        ),
+        (
+            "[master]\nrealm = \"nowhere\"\n",
+            "realm \"nowhere\" is not one of",
+        ),
+    ];
+    for (text, want) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{text}")).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["start", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+}
+
+/// A worker killed mid-step: the build ends RETRY, the request waits, and runs to SUCCESS
+/// once the worker is back. A step over its timeout fails the build (it is not retried).
+#[test]
+fn a_worker_killed_mid_step_retries_and_a_timeout_fails() {
+    let dir = TempDir::new("workerkill");
+    let port = free_port();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\n[master]\nname = \"solo\"\ndata_dir = \"data\"\n\
+         heartbeat_interval_s = 0.5\nexpiry_timeout_s = 4\npoll_interval_s = 0.5\n\
+         [master.api]\ntokens = [\"{TOKEN}\"]\n\
+         [[master.workers]]\nname = \"w1\"\npassword = \"pw-w1\"\n\
+         [[master.builders]]\nname = \"slow\"\nworkers = [\"w1\"]\n\
+         [[master.builders.steps]]\nname = \"nap\"\nshell = \"echo begin; sleep 3; echo end\"\n\
+         [[master.builders]]\nname = \"stuck\"\nworkers = [\"w1\"]\n\
+         [[master.builders.steps]]\nname = \"hang\"\nshell = \"sleep 30\"\ntimeout_s = 1\n\
+         [[master.schedulers]]\nname = \"force\"\ntype = \"force\"\nbuilders = [\"slow\", \"stuck\"]\n"
+    );
+    let node = Node::start(dir.path(), "solo", port, &config);
+    let addr = node.addr();
+    let mut w = Worker::start(dir.path(), "w1", "pw-w1", &[node.ws_url()]);
+    w.wait_connected(1, Duration::from_secs(30));
+    let brid = force(addr, "slow");
+    wait_until(Duration::from_secs(30), "the build to start", || {
+        list(addr, "builds", &format!("&buildrequestid={brid}"))
+            .first()
+            .cloned()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    if let Some(mut c) = w.child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let first = wait_until(Duration::from_secs(30), "the build to end", || {
+        list(addr, "builds", &format!("&buildrequestid={brid}"))
+            .first()
+            .filter(|b| b["complete"] == true)
+            .cloned()
+    });
+    assert_eq!(first["results"], 5, "RETRY: {first}");
+    let (_, v) = http(
+        addr,
+        "GET",
+        &format!("/api/v2/buildrequests/{brid}"),
+        None,
+        None,
+    );
+    assert_eq!(
+        v["buildrequests"][0]["complete"], false,
+        "waits for a worker"
+    );
+    let w = Worker::start(dir.path(), "w1", "pw-w1", &[node.ws_url()]);
+    w.wait_connected(1, Duration::from_secs(30));
+    wait_until(Duration::from_secs(60), "the request to complete", || {
+        let (_, v) = http(
+            addr,
+            "GET",
+            &format!("/api/v2/buildrequests/{brid}"),
+            None,
+            None,
+        );
+        (v["buildrequests"][0]["complete"] == true).then(|| v["buildrequests"][0].clone())
+    });
+    let runs: Vec<i64> = list(addr, "builds", &format!("&buildrequestid={brid}"))
+        .iter()
+        .map(|b| b["results"].as_i64().unwrap())
+        .collect();
+    assert_eq!(runs, [5, 0], "one RETRY, then one SUCCESS");
+
+    let stuck = force(addr, "stuck");
+    let r = wait_until(
+        Duration::from_secs(60),
+        "the stuck request to complete",
+        || {
+            let (_, v) = http(
+                addr,
+                "GET",
+                &format!("/api/v2/buildrequests/{stuck}"),
+                None,
+                None,
+            );
+            (v["buildrequests"][0]["complete"] == true).then(|| v["buildrequests"][0].clone())
+        },
+    );
+    assert_eq!(r["results"], 2, "FAILURE: {r}");
+    let builds = list(addr, "builds", &format!("&buildrequestid={stuck}"));
+    assert_eq!(builds.len(), 1);
+    let bid = builds[0]["buildid"].as_i64().unwrap();
+    let (_, steps) = http(
+        addr,
+        "GET",
+        &format!("/api/v2/builds/{bid}/steps"),
+        None,
+        None,
+    );
+    let state = steps["steps"][0]["state_string"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(state.contains("timed out"), "{state}");
+}
