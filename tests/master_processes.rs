@@ -512,3 +512,166 @@ fn a_worker_killed_mid_step_retries_and_a_timeout_fails() {
         .to_owned();
     assert!(state.contains("timed out"), "{state}");
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A change posted to the base change hook builds the branch it names: the change scheduler
+/// queues a build whose git step checks that branch out with the worker's system git.
+#[test]
+fn change_hook_builds_the_named_branch_with_a_git_checkout() {
+    let dir = TempDir::new("githook");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "main branch\n").unwrap();
+    git(&repo, &["add", "README"]);
+    git(&repo, &["commit", "-q", "-m", "main"]);
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.join("feature.txt"), "made on the feature branch\n").unwrap();
+    git(&repo, &["add", "feature.txt"]);
+    git(&repo, &["commit", "-q", "-m", "feature"]);
+    git(&repo, &["checkout", "-q", "main"]);
+
+    let port = free_port();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\n[master]\nname = \"solo\"\ndata_dir = \"data\"\n\
+         poll_interval_s = 0.5\n[master.api]\ntokens = [\"{TOKEN}\"]\n\
+         [[master.workers]]\nname = \"w1\"\npassword = \"pw-w1\"\n\
+         [[master.builders]]\nname = \"app\"\nworkers = [\"w1\"]\n\
+         [[master.builders.steps]]\nname = \"checkout\"\ngit = {{ repo = {repo:?}, branch = \"main\" }}\n\
+         [[master.builders.steps]]\nname = \"show\"\nshell = \"git rev-parse --abbrev-ref HEAD; cat feature.txt\"\n\
+         [[master.schedulers]]\nname = \"on-change\"\ntype = \"change\"\nbuilders = [\"app\"]\n",
+        repo = repo.display().to_string()
+    );
+    let node = Node::start(dir.path(), "solo", port, &config);
+    let addr = node.addr();
+    let w = Worker::start(dir.path(), "w1", "pw-w1", &[node.ws_url()]);
+    w.wait_connected(1, Duration::from_secs(30));
+
+    // Without credentials the hook refuses.
+    let change = serde_json::json!({"author": "dev <dev@example.com>", "branch": "feature",
+        "revision": null, "repository": repo.display().to_string(), "comments": "add feature.txt"});
+    let (status, _) = http(addr, "POST", "/change_hook/base", None, Some(&change));
+    assert_eq!(status, 401);
+    let (status, v) = http(
+        addr,
+        "POST",
+        "/change_hook/base",
+        Some(TOKEN),
+        Some(&change),
+    );
+    assert_eq!(status, 200, "{v}");
+    let bsid = v["buildsets"][0]
+        .as_i64()
+        .expect("one buildset for the change");
+    let buildset = wait_until(Duration::from_secs(60), "the buildset to complete", || {
+        let (_, v) = http(
+            addr,
+            "GET",
+            &format!("/api/v2/buildsets/{bsid}"),
+            None,
+            None,
+        );
+        (v["buildsets"][0]["complete"] == true).then(|| v["buildsets"][0].clone())
+    });
+    assert_eq!(buildset["results"], 0, "{buildset}");
+    let builds = list(addr, "builds", "");
+    let bid = builds[0]["buildid"].as_i64().unwrap();
+    let (_, steps) = http(
+        addr,
+        "GET",
+        &format!("/api/v2/builds/{bid}/steps"),
+        None,
+        None,
+    );
+    let show = steps["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "show")
+        .unwrap()
+        .clone();
+    let sid = show["stepid"].as_i64().unwrap();
+    let (_, logs) = http(
+        addr,
+        "GET",
+        &format!("/api/v2/steps/{sid}/logs"),
+        None,
+        None,
+    );
+    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
+    let (_, text) = http_text(
+        addr,
+        "GET",
+        &format!("/api/v2/logs/{logid}/raw"),
+        None,
+        None,
+    );
+    assert!(
+        text.contains("\nfeature\n"),
+        "the feature branch is checked out: {text}"
+    );
+    assert!(text.contains("made on the feature branch"), "{text}");
+    // The change is recorded as Buildbot shows changes.
+    let changes = list(addr, "changes", "");
+    assert_eq!(changes[0]["branch"], "feature");
+}
+
+/// Any session other than a master — here an anonymous WebSocket client on the buildbot
+/// realm — is refused a worker's procedures.
+#[test]
+fn anonymous_clients_cannot_call_or_impersonate_a_worker() {
+    let dir = TempDir::new("guard");
+    let port = free_port();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\n[master]\nname = \"solo\"\ndata_dir = \"data\"\n\
+         [[master.workers]]\nname = \"w1\"\npassword = \"pw-w1\"\n"
+    );
+    let node = Node::start(dir.path(), "solo", port, &config);
+    let w = Worker::start(dir.path(), "w1", "pw-w1", &[node.ws_url()]);
+    w.wait_connected(1, Duration::from_secs(30));
+    let url = node.ws_url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use switchyard_router::client::{Client, ClientError, ClientOptions};
+        use switchyard_router::wire::{Dict, Payload};
+        let c = Client::connect(&ClientOptions::new(url, "buildbot"))
+            .await
+            .unwrap();
+        let denied = |r: Result<_, ClientError>| match r {
+            Err(ClientError::Wamp { uri, .. }) => uri == "wamp.error.not_authorized",
+            _ => false,
+        };
+        let call = c
+            .call("switchyard.worker.w1.run", Dict::new(), Payload::default())
+            .await;
+        assert!(denied(call.map(|_| ())), "calling a worker");
+        let reg = c.register("switchyard.worker.w1.info", Dict::new()).await;
+        assert!(denied(reg.map(|_| ())), "registering under a worker's name");
+        let reg = c.register("switchyard.worker.w2.run", Dict::new()).await;
+        assert!(
+            denied(reg.map(|_| ())),
+            "registering as an unconnected worker"
+        );
+        // The rest of the realm is open as before.
+        assert!(c.register("com.example.hello", Dict::new()).await.is_ok());
+    });
+}
