@@ -622,3 +622,48 @@ async fn a_pending_graceful_stop_can_be_cancelled() {
     );
     assert!(!*master.exit_requested().borrow());
 }
+
+#[tokio::test]
+async fn a_busy_builder_does_not_starve_the_others() {
+    let s = setup().await;
+    // 250 requests for a builder whose only worker is away...
+    for _ in 0..250 {
+        s.control.force(force("failing")).await.unwrap();
+    }
+    // ...do not keep a later request of another builder from running on w2.
+    let (_w, _seen) = start_worker(&s.router, "w2");
+    let b = s.control.force(force("b")).await.unwrap().requests[0].1;
+    assert_eq!(
+        wait_for("b completes", async || request_result(&s.store, b).await).await,
+        Results::Success
+    );
+}
+
+#[tokio::test]
+async fn a_second_master_under_a_live_name_is_refused() {
+    let s = setup().await;
+    let config: MasterConfig = toml::from_str(CONFIG).unwrap();
+    let started = Master::start(
+        &s.router,
+        Arc::new(config),
+        s.store.clone(),
+        MasterOptions {
+            name: "m1".into(),
+            workers_anywhere: false,
+            peer_urls: Arc::new(Vec::new),
+        },
+    )
+    .await;
+    match started {
+        Err(e) => assert!(e.to_string().contains("is running"), "{e}"),
+        Ok(_) => panic!("two masters named m1"),
+    }
+    // The first one is untouched.
+    assert_eq!(
+        s.store
+            .master_active(s.master.as_ref().unwrap().id())
+            .await
+            .unwrap(),
+        Some(true)
+    );
+}

@@ -56,6 +56,11 @@ pub enum MasterError {
     Realm { realm: String, reason: String },
     #[error("cannot subscribe to {topic}: {reason}")]
     Subscribe { topic: String, reason: String },
+    #[error(
+        "a master named {name:?} is running (it heartbeats in the database): give this one \
+         another name (--master-name, [master] name) or stop the other first"
+    )]
+    NameInUse { name: String },
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -213,6 +218,7 @@ impl Master {
             })?;
         let bus = Bus::new(client.clone());
 
+        wait_for_name(&store, &name, &config).await?;
         // A master restarting under its old name first cleans up after its previous life
         // (its claims are released and its unfinished builds end as RETRY), as expiry would.
         let master = store.register_master(&name).await?;
@@ -344,6 +350,42 @@ impl Master {
     pub fn lifecycle(&self) -> Lifecycle {
         *self.inner.lifecycle.lock()
     }
+}
+
+/// Refuses to start under the name of a live master (two processes sharing a data folder or
+/// a name would otherwise take each other's claims away). A name marked active is watched
+/// for two heartbeat intervals: if its heartbeat moves, another master is alive; if not (a
+/// crash, then a restart), this one takes the name over.
+async fn wait_for_name(
+    store: &Store,
+    name: &str,
+    config: &MasterConfig,
+) -> Result<(), MasterError> {
+    let Some((true, first)) = store.master_liveness(name).await? else {
+        return Ok(());
+    };
+    if unix_now() - first > config.expiry_timeout().as_secs() as i64 {
+        return Ok(()); // long silent: its expiry is due anyway
+    }
+    // Heartbeat times are whole seconds: watch a little longer than two intervals.
+    let window = config.heartbeat_interval() * 2 + Duration::from_millis(1500);
+    tracing::info!(
+        name,
+        window_s = window.as_secs_f64(),
+        "a master of this name is marked active; checking whether it still heartbeats"
+    );
+    let deadline = Instant::now() + window;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match store.master_liveness(name).await? {
+            Some((true, last)) if last != first => {
+                return Err(MasterError::NameInUse { name: name.into() })
+            }
+            Some((true, _)) => {}
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 /// Stops everything at once (see [`Master::stop`]); idempotent.
@@ -957,74 +999,96 @@ async fn queue_task(inner: Arc<Inner>) {
 }
 
 /// Matches unclaimed requests of this master's builders with idle workers and starts builds.
+/// Builder by builder (in a random order each pass, so none starves), it fetches only as
+/// many of the builder's oldest requests as its workers have free slots: requests for
+/// builders this master does not run, or whose workers are busy, cost nothing.
 async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
-    let pending = inner.store.unclaimed_buildrequests(None, 200).await?;
-    if pending.is_empty() {
-        return Ok(());
-    }
     let only = (!inner.workers_anywhere).then_some(inner.master);
     let available = inner.store.available_workers(only).await?;
+    if available.is_empty() {
+        return Ok(());
+    }
     let mut load = inner.store.worker_load().await?;
     let now = Instant::now();
     inner.quarantine.lock().retain(|_, until| *until > now);
     let quarantined: Vec<WorkerId> = inner.quarantine.lock().keys().copied().collect();
-    for request in pending {
-        if inner.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            break;
-        }
-        let Some(builder) = inner.builder(request.builderid) else {
-            continue; // another master's builder
-        };
-        let mut candidates: Vec<(WorkerId, &str, u32)> = builder
-            .workers
-            .iter()
-            .filter_map(|w| {
-                let id = *inner.worker_ids.get(w)?;
-                let max = inner.config.worker(w)?.max_builds;
-                let up = available.iter().any(|(a, _)| *a == id) && !quarantined.contains(&id);
-                let busy = load.get(&id).copied().unwrap_or(0) >= i64::from(max);
-                (up && !busy).then_some((id, w.as_str(), max))
-            })
-            .collect();
-        // Least loaded first; ties broken at random so masters spread out.
-        {
-            use rand::seq::SliceRandom;
-            candidates.shuffle(&mut rand::rng());
-        }
-        candidates.sort_by_key(|(id, _, _)| load.get(id).copied().unwrap_or(0));
-        for (wid, wname, max) in candidates {
-            let Some(slot) = inner
-                .store
-                .acquire_worker_slot(inner.master, wid, max, request.id)
-                .await?
-            else {
-                load.insert(wid, i64::from(max));
-                continue;
-            };
-            match inner
-                .store
-                .claim_buildrequests(inner.master, &[request.id])
-                .await
+    let mut builders: Vec<(BuilderId, usize)> =
+        inner.builders_by_id.iter().map(|(k, v)| (*k, *v)).collect();
+    {
+        use rand::seq::SliceRandom;
+        builders.shuffle(&mut rand::rng());
+    }
+    for (builderid, index) in builders {
+        let builder = &inner.config.builders[index];
+        let candidates = |load: &std::collections::BTreeMap<WorkerId, i64>| {
+            let mut c: Vec<(WorkerId, &str, u32)> = builder
+                .workers
+                .iter()
+                .filter_map(|w| {
+                    let id = *inner.worker_ids.get(w)?;
+                    let max = inner.config.worker(w)?.max_builds;
+                    let up = available.iter().any(|(a, _)| *a == id) && !quarantined.contains(&id);
+                    let busy = load.get(&id).copied().unwrap_or(0) >= i64::from(max);
+                    (up && !busy).then_some((id, w.as_str(), max))
+                })
+                .collect();
+            // Least loaded first; ties broken at random so masters spread out.
             {
-                Ok(()) => {
-                    *load.entry(wid).or_default() += 1;
-                    start_build(inner, request.clone(), wid, wname.to_owned(), slot).await;
-                }
-                Err(StoreError::AlreadyClaimed) | Err(StoreError::UnknownBuildRequest) => {
-                    inner
-                        .store
-                        .release_worker_slot(inner.master, wid, slot)
-                        .await?;
-                }
-                Err(e) => {
-                    let _ = inner
-                        .store
-                        .release_worker_slot(inner.master, wid, slot)
-                        .await;
-                    return Err(e);
-                }
+                use rand::seq::SliceRandom;
+                c.shuffle(&mut rand::rng());
             }
-            break;
+            c.sort_by_key(|(id, _, _)| load.get(id).copied().unwrap_or(0));
+            c
+        };
+        let free: i64 = candidates(&load)
+            .iter()
+            .map(|(id, _, max)| i64::from(*max) - load.get(id).copied().unwrap_or(0))
+            .sum();
+        if free <= 0 {
+            continue;
+        }
+        let pending = inner
+            .store
+            .unclaimed_buildrequests(Some(builderid), free)
+            .await?;
+        for request in pending {
+            if inner.draining.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
+            for (wid, wname, max) in candidates(&load) {
+                let Some(slot) = inner
+                    .store
+                    .acquire_worker_slot(inner.master, wid, max, request.id)
+                    .await?
+                else {
+                    load.insert(wid, i64::from(max));
+                    continue;
+                };
+                match inner
+                    .store
+                    .claim_buildrequests(inner.master, &[request.id])
+                    .await
+                {
+                    Ok(()) => {
+                        *load.entry(wid).or_default() += 1;
+                        start_build(inner, request.clone(), wid, wname.to_owned(), slot).await;
+                    }
+                    Err(StoreError::AlreadyClaimed) | Err(StoreError::UnknownBuildRequest) => {
+                        inner
+                            .store
+                            .release_worker_slot(inner.master, wid, slot)
+                            .await?;
+                    }
+                    Err(e) => {
+                        let _ = inner
+                            .store
+                            .release_worker_slot(inner.master, wid, slot)
+                            .await;
+                        return Err(e);
+                    }
+                }
+                break;
+            }
         }
     }
     Ok(())

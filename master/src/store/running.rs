@@ -118,6 +118,25 @@ impl Store {
         .await
     }
 
+    /// A master's `(active, last_active)` by name, if it was ever registered.
+    pub async fn master_liveness(&self, name: &str) -> Result<Option<(bool, i64)>, StoreError> {
+        self.retrying("master_liveness", || async {
+            let row = sqlx::query("SELECT active, last_active FROM masters WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row
+                .map(|r| -> Result<(bool, i64), sqlx::Error> {
+                    Ok((
+                        r.try_get::<i64, _>("active")? != 0,
+                        r.try_get("last_active")?,
+                    ))
+                })
+                .transpose()?)
+        })
+        .await
+    }
+
     /// How many build slots of `worker` are held (by any master).
     pub async fn worker_slots_held(&self, worker: WorkerId) -> Result<i64, StoreError> {
         self.retrying("worker_slots_held", || async {
