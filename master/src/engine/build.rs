@@ -189,7 +189,7 @@ pub(super) async fn run(
     }
     tracing::info!(build, number, builder = %builder.name, result = %final_result, "build finished");
     if final_result == Results::Retry {
-        if matches!(stopped_reason, None) {
+        if stopped_reason.is_none() {
             // The worker was lost: do not hand it the next request right away.
             inner
                 .quarantine
