@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::masters::*;
@@ -35,31 +34,6 @@ fn master_row(addr: std::net::SocketAddr, name: &str) -> serde_json::Value {
         .into_iter()
         .find(|m| m["name"] == name)
         .unwrap_or_else(|| panic!("no master {name}"))
-}
-
-/// Results of every build, by request: `brid → [(masterid, results)]`.
-fn builds_by_request(addr: std::net::SocketAddr) -> BTreeMap<i64, Vec<(i64, i64)>> {
-    let mut m: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
-    for b in list(addr, "builds", "") {
-        m.entry(b["buildrequestid"].as_i64().unwrap())
-            .or_default()
-            .push((
-                b["masterid"].as_i64().unwrap(),
-                b["results"].as_i64().unwrap_or(-1),
-            ));
-    }
-    m
-}
-
-fn complete(addr: std::net::SocketAddr, brid: i64) -> bool {
-    let (_, v) = http(
-        addr,
-        "GET",
-        &format!("/api/v2/buildrequests/{brid}"),
-        None,
-        None,
-    );
-    v["buildrequests"][0]["complete"] == true
 }
 
 #[test]
@@ -122,7 +96,10 @@ fn graceful_shutdown_finishes_builds_moves_the_worker_and_exits() {
         a.log_text()
     );
     wait_until(Duration::from_secs(90), "every request to complete", || {
-        brids.iter().all(|id| complete(b.addr(), *id)).then_some(())
+        brids
+            .iter()
+            .all(|id| request_complete(b.addr(), *id))
+            .then_some(())
     });
     let builds = builds_by_request(b.addr());
     for id in &brids {
@@ -405,7 +382,7 @@ fn asymmetric_ui_node_outlives_engine_restarts() {
     let orphan = force(ui.addr(), "orphan");
     let first = force(ui.addr(), "app");
     wait_until(Duration::from_secs(30), "app to complete", || {
-        complete(ui.addr(), first).then_some(())
+        request_complete(ui.addr(), first).then_some(())
     });
     for engine in [&mut e1, &mut e2] {
         // The UI node stops an engine gracefully: the request travels on the bus.
@@ -435,7 +412,7 @@ fn asymmetric_ui_node_outlives_engine_restarts() {
         wait_until(
             Duration::from_secs(60),
             "a build forced during the restart",
-            || complete(ui.addr(), during).then_some(()),
+            || request_complete(ui.addr(), during).then_some(()),
         );
     }
     let (_, v) = http(

@@ -208,20 +208,6 @@ fn embedded_defaults_run_a_forced_build_on_a_worker_to_success() {
         .is_some_and(|s| s.success()));
 }
 
-/// Builds per request and their results, read over the API.
-fn builds_by_request(addr: std::net::SocketAddr) -> BTreeMap<i64, Vec<(i64, i64)>> {
-    let mut m: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
-    for b in list(addr, "builds", "") {
-        m.entry(b["buildrequestid"].as_i64().unwrap())
-            .or_default()
-            .push((
-                b["masterid"].as_i64().unwrap(),
-                b["results"].as_i64().unwrap_or(-1),
-            ));
-    }
-    m
-}
-
 /// `n` meshed masters on one PostgreSQL database and four workers spread over them race
 /// over 200 queued requests: each runs exactly once, to SUCCESS, and the work is shared.
 fn masters_share_200_requests(n: usize) {

@@ -71,24 +71,9 @@ pub enum MasterAction {
     CancelStop,
 }
 
-/// A change as the base change hook receives it (Buildbot's `base` dialect).
-#[derive(Debug, Clone, Default)]
-pub struct NewChange {
-    pub author: String,
-    pub committer: Option<String>,
-    pub comments: String,
-    pub branch: Option<String>,
-    pub revision: Option<String>,
-    pub revlink: Option<String>,
-    /// Unix seconds; `None` means now.
-    pub when_timestamp: Option<i64>,
-    pub category: Option<String>,
-    pub repository: String,
-    pub codebase: String,
-    pub project: String,
-    pub properties: BTreeMap<String, Value>,
-    pub files: Vec<String>,
-}
+/// A change as the base change hook receives it (Buildbot's `base` dialect): the record the
+/// store keeps.
+pub use crate::store::ChangeRecord as NewChange;
 
 /// What a change led to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -537,3 +537,29 @@ pub fn node_head(name: &str, port: u16, peers: &[u16]) -> String {
     }
     s
 }
+
+/// Every build, by request, read over the API: `brid → [(masterid, results)]`.
+pub fn builds_by_request(addr: SocketAddr) -> std::collections::BTreeMap<i64, Vec<(i64, i64)>> {
+    let mut m: std::collections::BTreeMap<i64, Vec<(i64, i64)>> = Default::default();
+    for b in list(addr, "builds", "") {
+        m.entry(b["buildrequestid"].as_i64().unwrap())
+            .or_default()
+            .push((
+                b["masterid"].as_i64().unwrap(),
+                b["results"].as_i64().unwrap_or(-1),
+            ));
+    }
+    m
+}
+
+/// Whether a build request is complete, read over the API.
+pub fn request_complete(addr: SocketAddr, brid: i64) -> bool {
+    let (_, v) = http(
+        addr,
+        "GET",
+        &format!("/api/v2/buildrequests/{brid}"),
+        None,
+        None,
+    );
+    v["buildrequests"][0]["complete"] == true
+}

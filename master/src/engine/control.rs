@@ -16,7 +16,7 @@ use crate::control::{
     Buildset, ChangeOutcome, Control, ControlError, ForceRequest, MasterAction, NewChange,
     WorkerAction,
 };
-use crate::store::{BuildId, BuildRequestId, ChangeRecord, MasterId, NewBuildset, WorkerId};
+use crate::store::{BuildId, BuildRequestId, MasterId, NewBuildset, WorkerId};
 
 /// The running master's control surface.
 pub struct MasterControl {
@@ -264,22 +264,7 @@ impl Control for MasterControl {
         if c.author.trim().is_empty() {
             return Err(ControlError::Invalid("a change needs an author".into()));
         }
-        let record = ChangeRecord {
-            author: c.author.clone(),
-            committer: c.committer.clone(),
-            comments: c.comments.clone(),
-            branch: c.branch.clone(),
-            revision: c.revision.clone(),
-            revlink: c.revlink.clone(),
-            when_timestamp: c.when_timestamp,
-            category: c.category.clone(),
-            repository: c.repository.clone(),
-            codebase: c.codebase.clone(),
-            project: c.project.clone(),
-            properties: c.properties.clone(),
-            files: c.files.clone(),
-        };
-        let changeid = inner.store.add_change(&record).await?;
+        let changeid = inner.store.add_change(&c).await?;
         inner.bus.publish(
             &["changes", &changeid.to_string(), "new"],
             &json!({"changeid": changeid, "author": c.author, "branch": c.branch,

@@ -19,7 +19,7 @@ pub type LogId = i64;
 pub type ChangeId = i64;
 pub type SchedulerId = i64;
 
-/// A change to record (the change hook's fields).
+/// A change to record (the change hook's fields; `control::NewChange` is this type).
 #[derive(Debug, Clone, Default)]
 pub struct ChangeRecord {
     pub author: String,
