@@ -667,3 +667,48 @@ async fn a_second_master_under_a_live_name_is_refused() {
         Some(true)
     );
 }
+
+#[tokio::test]
+async fn bookkeeping_an_outage_interrupted_is_repaired() {
+    let s = setup().await;
+    let master = s.master.as_ref().unwrap().id();
+    // As if the database had failed mid-build a minute ago: the master holds a claim and a
+    // worker slot for a request that no build of it runs.
+    let bs = s
+        .store
+        .queue_buildset(&switchyard_master::store::NewBuildset {
+            reason: "orphan".into(),
+            builders: vec![s.store.ensure_builder("b").await.unwrap()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let brid = bs.1[0].1;
+    let past = s
+        .store
+        .clone()
+        .with_clock(Arc::new(|| switchyard_master_now() - 60));
+    let w1 = past.ensure_worker("w1").await.unwrap();
+    past.acquire_worker_slot(master, w1, 1, brid)
+        .await
+        .unwrap()
+        .unwrap();
+    past.claim_buildrequests(master, &[brid]).await.unwrap();
+    // The master notices, releases both, and the request runs.
+    let (_w, _seen) = start_worker(&s.router, "w1");
+    assert_eq!(
+        wait_for("the orphaned request to run", async || request_result(
+            &s.store, brid
+        )
+        .await)
+        .await,
+        Results::Success
+    );
+}
+
+fn switchyard_master_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}

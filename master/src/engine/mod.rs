@@ -887,7 +887,82 @@ async fn heartbeat_task(inner: Arc<Inner>) {
             Err(e) => tracing::warn!(error = %e, "expiring silent masters failed"),
         }
         run_periodic_schedulers(&inner).await;
+        if let Err(e) = reconcile(&inner).await {
+            tracing::warn!(error = %e, "checking this master's bookkeeping failed; will retry");
+        }
     }
+}
+
+/// How old a claim, slot or build must be before [`reconcile`] may judge it: far longer than
+/// the moment between taking one and registering the build that uses it.
+const RECONCILE_AFTER_S: i64 = 30;
+
+/// Repairs what an interrupted build left behind (the database was out of reach while a
+/// build ended, so its end could not be recorded): an unfinished build of this master that
+/// no task runs ends as RETRY, and claims and worker slots of this master that no running
+/// build uses are released, so their requests run again.
+async fn reconcile(inner: &Inner) -> Result<(), StoreError> {
+    let (builds, claims, leases) = inner
+        .store
+        .held_by(inner.master, unix_now() - RECONCILE_AFTER_S)
+        .await?;
+    let running: std::collections::HashSet<BuildId> =
+        inner.running.lock().keys().copied().collect();
+    let mut live_requests = std::collections::HashSet::new();
+    for b in &running {
+        if let Ok(Some(build)) = inner.store.get_build(*b).await {
+            live_requests.insert(build.buildrequestid);
+        }
+    }
+    for (build, _) in builds.iter().filter(|(b, _)| !running.contains(b)) {
+        tracing::warn!(
+            build,
+            "an unfinished build no task runs: ending it as RETRY"
+        );
+        match inner
+            .store
+            .finish_build(inner.master, *build, crate::Results::Retry)
+            .await
+        {
+            Ok(()) => {
+                if let Ok(Some(b)) = inner.store.get_build(*build).await {
+                    inner.bus.build(&b, "finished");
+                }
+            }
+            Err(e) => tracing::warn!(build, error = %e, "cannot end the orphaned build"),
+        }
+    }
+    let orphaned: Vec<i64> = claims
+        .into_iter()
+        .filter(|brid| !live_requests.contains(brid))
+        .collect();
+    if !orphaned.is_empty() {
+        tracing::warn!(?orphaned, "claims no running build uses: releasing them");
+        for brid in inner
+            .store
+            .unclaim_buildrequests(inner.master, &orphaned)
+            .await?
+        {
+            inner.publish_request(brid, "unclaimed").await;
+        }
+        inner.wake.notify_one();
+    }
+    for (worker, slot, brid) in leases {
+        if !live_requests.contains(&brid) {
+            tracing::warn!(
+                worker,
+                slot,
+                brid,
+                "a worker slot no running build uses: releasing it"
+            );
+            inner
+                .store
+                .release_worker_slot(inner.master, worker, slot)
+                .await?;
+            inner.wake.notify_one();
+        }
+    }
+    Ok(())
 }
 
 /// Another master expired this one (it was silent too long, e.g. the database was out of

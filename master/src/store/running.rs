@@ -716,6 +716,68 @@ impl Store {
         .await
     }
 
+    /// What `master` holds that is older than `before` (Unix seconds): unfinished builds
+    /// `(build, brid)`, claims on incomplete requests, and worker slots `(worker, slot,
+    /// brid)`. The master compares these with what it is really running, to repair
+    /// bookkeeping a database outage interrupted.
+    #[allow(clippy::type_complexity)]
+    pub async fn held_by(
+        &self,
+        master: MasterId,
+        before: i64,
+    ) -> Result<
+        (
+            Vec<(BuildId, BuildRequestId)>,
+            Vec<BuildRequestId>,
+            Vec<(WorkerId, i64, BuildRequestId)>,
+        ),
+        StoreError,
+    > {
+        self.retrying("held_by", || async {
+            let builds = sqlx::query(
+                "SELECT id, buildrequestid FROM builds \
+                 WHERE masterid = $1 AND complete_at IS NULL AND started_at < $2",
+            )
+            .bind(master)
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("buildrequestid")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let claims = sqlx::query(
+                "SELECT c.brid FROM buildrequest_claims c JOIN buildrequests r ON r.id = c.brid \
+                 WHERE c.masterid = $1 AND r.complete = 0 AND c.claimed_at < $2",
+            )
+            .bind(master)
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("brid"))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let leases = sqlx::query(
+                "SELECT workerid, slot, brid FROM worker_leases \
+                 WHERE masterid = $1 AND acquired_at < $2",
+            )
+            .bind(master)
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("workerid")?,
+                    r.try_get("slot")?,
+                    r.try_get("brid")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            Ok((builds, claims, leases))
+        })
+        .await
+    }
+
     /// The ids of this master's unfinished builds (to stop them on shutdown).
     pub async fn running_builds_of(&self, master: MasterId) -> Result<Vec<BuildId>, StoreError> {
         self.retrying("running_builds_of", || async {
