@@ -257,9 +257,11 @@ const loaders = {
 };
 
 const pending = new Set();
+const running = new Set();
 let flushTimer = null;
 
 // Asks for collections to be fetched again, soon (bursts of events become one fetch each).
+// A collection is never fetched twice at once, so an older answer cannot land last.
 function refresh(...names) {
   for (const n of names) pending.add(n);
   if (flushTimer === null) flushTimer = setTimeout(flush, DEBOUNCE_MS);
@@ -267,20 +269,27 @@ function refresh(...names) {
 
 async function flush() {
   flushTimer = null;
-  const names = [...pending];
-  pending.clear();
-  await Promise.all(names.map(async (n) => {
-    try {
-      await loaders[n]();
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 401) {
-        showMessage("Reading the API needs a token here (401 Unauthorized): enter it in the “API token” field above.");
-      } else {
-        showMessage(`Could not load ${n}: ${e.message}`);
-      }
-    }
-  }));
+  const names = [...pending].filter((n) => !running.has(n));
+  for (const n of names) pending.delete(n);
+  await Promise.all(names.map(load));
   $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+async function load(name) {
+  running.add(name);
+  try {
+    await loaders[name]();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) {
+      showMessage("Reading the API needs a token here (401 Unauthorized): enter it in the “API token” field above.");
+    } else {
+      showMessage(`Could not load ${name}: ${e.message}`);
+    }
+  } finally {
+    running.delete(name);
+    // Asked for again while it ran: once more.
+    if (pending.size && flushTimer === null) flushTimer = setTimeout(flush, DEBOUNCE_MS);
+  }
 }
 
 function refreshAll() {
@@ -339,7 +348,6 @@ function renderMasters() {
 function renderWorkers() {
   const rows = state.workers.map((w) => {
     const conn = (w.connected_to || []).map((c) => masterName(c.masterid));
-    const st = w.paused ? "paused" : conn.length ? "idle or building" : "disconnected";
     const b = el("button", { type: "button" }, w.paused ? "Unpause" : "Pause");
     b.setAttribute("aria-label", `${w.paused ? "Unpause" : "Pause"} worker ${w.name}`);
     b.addEventListener("click", action(b, w.paused ? "Unpause" : "Pause", async () => {
@@ -533,11 +541,13 @@ function newLogView(log) {
   pre.setAttribute("aria-label", `log ${log.name}`);
   const box = el("details", { open: "" }, el("summary", {}, `log: ${log.name}`), pre);
   // lines: how many lines the view holds; queued: appends that came while loading.
-  return { logid: log.logid, pre, box, lines: 0, loading: true, queued: [], complete: log.complete };
+  return { logid: log.logid, pre, box, lines: 0, loading: true, queued: [], loads: 0, complete: log.complete };
 }
 
-// Loads a log whole, then applies the appends that arrived meanwhile.
+// Loads a log whole, then applies the appends that arrived meanwhile (only the latest of
+// overlapping loads applies).
 async function loadLog(view) {
+  const seq = ++view.loads;
   view.loading = true;
   view.queued = [];
   let text;
@@ -547,6 +557,7 @@ async function loadLog(view) {
     text = "";
     showMessage(`Could not load log ${view.logid}: ${e.message}`);
   }
+  if (seq !== view.loads) return;
   view.pre.textContent = "";
   view.lines = 0;
   appendText(view, text);
@@ -716,8 +727,11 @@ function onBusEvent(key, raw) {
       if (d && data) {
         const view = d.logs.get(Number(p[1]));
         if (view && p[2] === "append") applyAppend(view, data);
-        else if (p[2] === "new" || p[2] === "finished") {
-          if (d.steps.some((s) => s.stepid === data.stepid) || p[2] === "new") refresh("detail");
+        else if (p[2] === "finished" && d.steps.some((s) => s.stepid === data.stepid)) {
+          refresh("detail");
+        } else if (p[2] === "new" && d.build && !d.build.complete) {
+          // Possibly a step of this build that the page has not loaded yet.
+          refresh("detail");
         }
       }
       break;
