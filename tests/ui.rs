@@ -749,11 +749,13 @@ fn event_streams_are_limited_per_node() {
     assert_eq!(raw_get(node.addr(), "/ui/").0, 200);
     // A client that leaves frees its place.
     drop(open.pop());
+    let freed = Instant::now();
     // (The node notices at once, or at the next keep-alive it cannot send.)
     let again = wait_until(Duration::from_secs(30), "a free stream", || {
         let c = SseClient::open(node.addr(), "/api/v2/events", None);
         (c.status == 200).then_some(c)
     });
+    println!("a stream was free again after {:?}", freed.elapsed());
     drop(again);
     drop(open);
 }
