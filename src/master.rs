@@ -1,5 +1,6 @@
 //! Wiring the build master into `switchyard start`: validating its config, loading worker
-//! passwords, opening the store, naming the master, and mounting its HTTP services.
+//! passwords, opening the store, naming the master, and mounting its HTTP services (the
+//! REST API and the web UI on `ui` nodes, the change hook on `scheduler` nodes).
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use switchyard_master::config::{MasterConfig, Role};
 use switchyard_master::control::Control;
 use switchyard_master::engine::secrets::{load_api_token, worker_passwords};
 use switchyard_master::engine::{Master, MasterOptions};
+use switchyard_master::ui;
 use switchyard_master::Store;
 use switchyard_router::transport::HttpMount;
 use switchyard_router::Router;
@@ -115,9 +117,9 @@ pub async fn start_master(
             None => format!("SQLite in {}", config.data_dir.display()),
         }
     );
-    // The REST API on `ui` nodes, the change hook on `scheduler` nodes.
+    // The REST API and the web UI on `ui` nodes, the change hook on `scheduler` nodes.
     let control: Arc<dyn Control> = master.control();
-    let mounts = api::mounts(ApiState {
+    let mut mounts: Vec<HttpMount> = api::mounts(ApiState {
         store,
         config: config.clone(),
         control,
@@ -128,5 +130,14 @@ pub async fn start_master(
         _ => config.has_role(Role::Ui),
     })
     .collect();
+    if config.has_role(Role::Ui) {
+        match ui::mounts(router, &config).await {
+            Ok(m) => mounts.extend(m),
+            Err(e) => {
+                master.stop().await;
+                return Err(format!("web UI: {e}"));
+            }
+        }
+    }
     Ok(RunningMaster { master, mounts })
 }

@@ -4,7 +4,7 @@
 //! lets several masters share one queue of build requests (see `store` for the design), and
 //! the build worker ([`worker`]: `switchyard worker`), the running master ([`engine`]), and the
 //! REST API and change hook ([`api`]) that read the store and act through
-//! [`control::Control`].
+//! [`control::Control`], and the web UI with its live event stream ([`ui`]).
 
 pub mod api;
 pub mod auth;
@@ -14,6 +14,7 @@ pub mod engine;
 mod error;
 mod results;
 pub mod store;
+pub mod ui;
 pub mod worker;
 
 pub use error::StoreError;

@@ -35,6 +35,8 @@ enum Waiter {
 struct Routes {
     waiters: HashMap<Id, Waiter>,
     subscriptions: HashMap<Id, mpsc::Sender<SubscriptionEvent>>,
+    /// EVENTs dropped because their subscription's channel was full.
+    dropped: u64,
 }
 
 type SharedRoutes = Arc<Mutex<Routes>>;
@@ -212,8 +214,20 @@ impl ServiceClient {
         topic: &str,
         options: Dict,
     ) -> Result<(Id, mpsc::Receiver<SubscriptionEvent>), String> {
+        self.subscribe_with_depth(topic, options, EVENT_CHANNEL_DEPTH)
+            .await
+    }
+
+    /// [`ServiceClient::subscribe`] with a channel of `depth` events: beyond that, events
+    /// are dropped (and counted, see [`ServiceClient::dropped_events`]).
+    pub async fn subscribe_with_depth(
+        &self,
+        topic: &str,
+        options: Dict,
+        depth: usize,
+    ) -> Result<(Id, mpsc::Receiver<SubscriptionEvent>), String> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_DEPTH);
+        let (events_tx, events_rx) = mpsc::channel(depth.max(1));
         self.send_request(Waiter::Subscribe(reply_tx, events_tx), |request| {
             Message::Subscribe {
                 request,
@@ -226,6 +240,12 @@ impl ServiceClient {
             Ok(Message::Error { error, .. }) => Err(error),
             _ => Err("the session closed".into()),
         }
+    }
+
+    /// How many EVENTs this session's subscriptions have dropped so far because their
+    /// subscriber fell a whole channel behind.
+    pub fn dropped_events(&self) -> u64 {
+        self.routes.lock().dropped
     }
 
     fn next_request(&self) -> Id {
@@ -259,6 +279,7 @@ async fn dispatch(routes: &Mutex<Routes>, msg: Message) {
                     payload: payload.clone(),
                 };
                 if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event) {
+                    routes.lock().dropped += 1;
                     tracing::warn!(
                         subscription,
                         "in-process subscriber is {EVENT_CHANNEL_DEPTH} events behind; event dropped"

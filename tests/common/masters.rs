@@ -477,7 +477,8 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
-/// The `[master]` config for a test node: PostgreSQL at `db`, fast heartbeats, the test
+/// The `[master]` config for a test node: PostgreSQL at `db` (SQLite in the node's data
+/// folder when `db` is empty), fast heartbeats, the test
 /// token, workers `w1..wN` (password `pw-<name>`, `max_builds` each) and the builders given
 /// as `(name, shell command)`, all runnable on every worker, with one force scheduler.
 pub fn master_section(
@@ -488,8 +489,13 @@ pub fn master_section(
     builders: &[(&str, &str)],
     extra: &str,
 ) -> String {
+    let db = if db.is_empty() {
+        String::new()
+    } else {
+        format!("db = \"{db}\"\n")
+    };
     let mut s = format!(
-        "[master]\nname = \"{name}\"\ndb = \"{db}\"\ndata_dir = \"{name}-data\"\n\
+        "[master]\nname = \"{name}\"\n{db}data_dir = \"{name}-data\"\n\
          heartbeat_interval_s = 0.5\nexpiry_timeout_s = 4\npoll_interval_s = 0.5\n{extra}\n\
          [master.api]\ntokens = [\"{TOKEN}\"]\n"
     );

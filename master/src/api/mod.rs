@@ -17,9 +17,10 @@
 //! here requires credentials too.
 //!
 //! Every answer is JSON, errors included: `{"error": "..."}` (a JSON-RPC error object for
-//! POSTs under `/api`). Request bodies above [`MAX_BODY`] are refused with 413.
+//! POSTs under `/api`). Request bodies above [`MAX_BODY`] are refused with 413. Answers are
+//! passed on to the router as axum streams them, not assembled first.
 
-mod auth;
+pub(crate) mod auth;
 mod control;
 mod data;
 mod hook;
@@ -34,10 +35,9 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
-use switchyard_router::transport::{HttpFuture, HttpMount, HttpService};
+use switchyard_router::transport::{full_body, HttpBody, HttpFuture, HttpMount, HttpService};
 use tower::ServiceExt;
 
 use crate::config::MasterConfig;
@@ -47,8 +47,9 @@ use crate::{Store, StoreError};
 /// The largest request body accepted (a force request or a change is a few hundred bytes).
 pub const MAX_BODY: usize = 1 << 20;
 
-/// The largest response assembled in memory; raw logs are cut below it (see `data`).
-const MAX_RESPONSE: usize = 64 << 20;
+/// The largest body of one of axum's own plain-text error answers that is read to be
+/// rewritten as JSON (they are a few dozen bytes).
+const MAX_ERROR_TEXT: usize = 64 << 10;
 
 /// What the API reads and whom it asks to act.
 #[derive(Clone)]
@@ -64,14 +65,8 @@ pub fn mounts(state: ApiState) -> Vec<HttpMount> {
         router: router(Arc::new(state)),
     });
     vec![
-        HttpMount {
-            prefix: "/api".into(),
-            service: service.clone(),
-        },
-        HttpMount {
-            prefix: "/change_hook".into(),
-            service,
-        },
+        HttpMount::new("/api", service.clone()),
+        HttpMount::new("/change_hook", service),
     ]
 }
 
@@ -247,7 +242,7 @@ async fn serve(
     router: axum::Router,
     req: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<HttpBody> {
     let rpc = is_rpc(req.method(), req.uri().path());
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
@@ -287,38 +282,39 @@ async fn serve(
         Err(e) => match e {},
     };
     let (parts, body) = response.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_RESPONSE).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(%peer, %path, error = %e, "API response not assembled");
-            return error_response(rpc, StatusCode::INTERNAL_SERVER_ERROR, "response too large");
-        }
-    };
     let is_json = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let failed = parts.status.is_client_error() || parts.status.is_server_error();
-    if failed && !is_json {
-        // axum's own answers: an unknown path, a wrong method, a path parameter that
-        // does not decode. Keep the status and headers (Allow), make the body JSON.
-        let text = String::from_utf8_lossy(&body).trim().to_owned();
-        let message = match parts.status {
-            StatusCode::NOT_FOUND => format!("no such path: {path}"),
-            StatusCode::METHOD_NOT_ALLOWED => format!("method {method} not allowed on {path}"),
-            _ if !text.is_empty() => text,
-            s => s.canonical_reason().unwrap_or("error").to_owned(),
-        };
-        let mut r = error_response(rpc, parts.status, &message);
-        for (name, value) in &parts.headers {
-            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-                r.headers_mut().append(name, value.clone());
-            }
-        }
-        return r;
+    if !failed || is_json {
+        // The handlers' own answers go out as axum streams them.
+        let body = body.map_err(std::io::Error::other).boxed_unsync();
+        return hyper::Response::from_parts(parts, body);
     }
-    hyper::Response::from_parts(parts, Full::new(body))
+    // axum's own answers: an unknown path, a wrong method, a path parameter that does not
+    // decode. Keep the status and headers (Allow), make the body JSON.
+    let text = match axum::body::to_bytes(body, MAX_ERROR_TEXT).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(e) => {
+            tracing::debug!(%peer, %path, error = %e, "API error text not read");
+            String::new()
+        }
+    };
+    let message = match parts.status {
+        StatusCode::NOT_FOUND => format!("no such path: {path}"),
+        StatusCode::METHOD_NOT_ALLOWED => format!("method {method} not allowed on {path}"),
+        _ if !text.is_empty() => text,
+        s => s.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let mut r = error_response(rpc, parts.status, &message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            r.headers_mut().append(name, value.clone());
+        }
+    }
+    r
 }
 
 /// Whether a request is a JSON-RPC call, whose errors take JSON-RPC's shape.
@@ -327,13 +323,13 @@ fn is_rpc(method: &Method, path: &str) -> bool {
 }
 
 /// An error answer outside the handlers (body too large, no such path, wrong method).
-fn error_response(rpc: bool, status: StatusCode, message: &str) -> hyper::Response<Full<Bytes>> {
+fn error_response(rpc: bool, status: StatusCode, message: &str) -> hyper::Response<HttpBody> {
     let body = if rpc {
         control::rpc_error_body(&Value::Null, rpc_code_for(status), message)
     } else {
         json!({ "error": message })
     };
-    let mut r = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut r = hyper::Response::new(full_body(body.to_string()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

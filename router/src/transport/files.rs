@@ -28,7 +28,8 @@ pub struct StaticDir {
     pub cache_timeout: Option<u64>,
 }
 
-type Body = Full<Bytes>;
+/// What a static answer carries (the whole file, in memory).
+pub type Body = Full<Bytes>;
 
 fn mime(ext: &str) -> &'static str {
     match ext {

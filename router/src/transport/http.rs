@@ -5,8 +5,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -14,14 +12,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::{websocket, Bridges, Endpoint, ListenerConfig};
+use super::{boxed, full_body, websocket, Bridges, Endpoint, HttpBody, ListenerConfig};
 use crate::wire::Codec;
 use crate::Router;
 
-type Body = Full<Bytes>;
+type Body = HttpBody;
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.into())));
+    let mut r = Response::new(full_body(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -46,13 +44,13 @@ pub async fn serve<S>(
         let (router, config, bridges) = (router.clone(), config.clone(), bridges.clone());
         async move {
             if let Some(b) = bridges.get(req.uri().path()) {
-                return Ok::<_, Infallible>(b.serve(req).await);
+                return Ok::<_, Infallible>(b.serve(req).await.map(boxed));
             }
             if let Some(m) = mount_for(&req, &config) {
                 return Ok(m.service.call(req, peer).await);
             }
             if let Some(r) = serve_static(&req, &config).await {
-                return Ok(r);
+                return Ok(r.map(boxed));
             }
             Ok::<_, Infallible>(handle(req, peer, router, &config))
         }
@@ -76,29 +74,31 @@ pub async fn serve<S>(
     }
 }
 
-/// The mounted service owning a plain request's path (the longest prefix wins); WebSocket
-/// upgrades and WebSocket paths stay with the router.
+/// The mounted service owning a plain request's path (the longest prefix wins). WebSocket
+/// upgrades stay with the router, and so do the plain requests on a WebSocket path unless a
+/// mount owns exactly that path ([`super::HttpMount::exact`]).
 fn mount_for<'a>(
     req: &Request<Incoming>,
     config: &'a ListenerConfig,
 ) -> Option<&'a super::HttpMount> {
-    if config.http_mounts.is_empty()
-        || header_has_token(req, header::UPGRADE, "websocket")
-        || config.websocket_paths.iter().any(|p| p == req.uri().path())
-    {
+    if config.http_mounts.is_empty() || header_has_token(req, header::UPGRADE, "websocket") {
         return None;
     }
     let path = req.uri().path();
+    let ws_path = config.websocket_paths.iter().any(|p| p == path);
     config
         .http_mounts
         .iter()
-        .filter(|m| m.owns(path))
-        .max_by_key(|m| m.prefix.len())
+        .filter(|m| m.owns(path) && (m.exact || !ws_path))
+        .max_by_key(|m| (m.prefix.len(), m.exact))
 }
 
 /// Static files for a plain request under a mounted directory (the longest mount wins);
 /// WebSocket paths and upgrades are left to [`handle`].
-async fn serve_static(req: &Request<Incoming>, config: &ListenerConfig) -> Option<Response<Body>> {
+async fn serve_static(
+    req: &Request<Incoming>,
+    config: &ListenerConfig,
+) -> Option<Response<super::files::Body>> {
     if config.static_dirs.is_empty()
         || header_has_token(req, header::UPGRADE, "websocket")
         || config.websocket_paths.iter().any(|p| p == req.uri().path())
@@ -253,7 +253,7 @@ fn handle(
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }
     });
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(full_body(bytes::Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -297,7 +297,7 @@ fn mesh_upgrade(
             Err(e) => tracing::debug!(%peer, error = %e, "mesh upgrade failed"),
         }
     });
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(full_body(bytes::Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));

@@ -64,8 +64,23 @@ pub struct ListenerConfig {
 pub type HttpFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<HttpBody>> + Send>>;
 
-/// The body every mounted service answers with: the whole response in memory.
-pub type HttpBody = http_body_util::Full<bytes::Bytes>;
+/// The body every HTTP answer on the shared port has: boxed, so a mounted service may stream
+/// (Server-Sent Events) as well as answer with a body held in memory ([`full_body`]).
+pub type HttpBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
+
+/// A body held whole in memory, as an [`HttpBody`].
+pub fn full_body(bytes: impl Into<bytes::Bytes>) -> HttpBody {
+    boxed(http_body_util::Full::new(bytes.into()))
+}
+
+/// Any body that cannot fail (`Full`, `Empty`), as an [`HttpBody`].
+pub fn boxed<B>(body: B) -> HttpBody
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = std::convert::Infallible> + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    body.map_err(|never| match never {}).boxed_unsync()
+}
 
 /// An HTTP service sharing the router's port.
 pub trait HttpService: Send + Sync + 'static {
@@ -81,11 +96,36 @@ pub trait HttpService: Send + Sync + 'static {
 pub struct HttpMount {
     pub prefix: String,
     pub service: Arc<dyn HttpService>,
+    /// Owns `prefix` only, not the paths below it (see [`HttpMount::exact`]).
+    pub exact: bool,
 }
 
 impl HttpMount {
+    /// A mount owning `prefix` and every path below it.
+    pub fn new(prefix: impl Into<String>, service: Arc<dyn HttpService>) -> HttpMount {
+        HttpMount {
+            prefix: prefix.into(),
+            service,
+            exact: false,
+        }
+    }
+
+    /// A mount owning exactly `path`, nothing below it. Unlike a prefix mount it may sit on
+    /// a WebSocket path (`/`): it then answers that path's plain requests, and the router
+    /// keeps the WebSocket upgrades.
+    pub fn exact(path: impl Into<String>, service: Arc<dyn HttpService>) -> HttpMount {
+        HttpMount {
+            prefix: path.into(),
+            service,
+            exact: true,
+        }
+    }
+
     /// Whether this mount owns `path`.
     pub fn owns(&self, path: &str) -> bool {
+        if self.exact {
+            return path == self.prefix;
+        }
         let p = self.prefix.trim_end_matches('/');
         p.is_empty()
             || path == p
@@ -99,6 +139,7 @@ impl std::fmt::Debug for HttpMount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpMount")
             .field("prefix", &self.prefix)
+            .field("exact", &self.exact)
             .finish_non_exhaustive()
     }
 }
