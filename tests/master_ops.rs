@@ -70,7 +70,9 @@ fn graceful_shutdown_finishes_builds_moves_the_worker_and_exits() {
     let (code, out, err) = shutdown_cli(&a, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("draining"), "{out}");
-    assert_eq!(master_row(b.addr(), "a")["state"], "draining");
+    wait_until(Duration::from_secs(10), "a to show draining", || {
+        (master_row(b.addr(), "a")["state"] == "draining").then_some(())
+    });
     let (code, out, err) = shutdown_cli(&a, &["--cancel"]);
     assert_eq!(code, 0, "{out}{err}");
     wait_until(Duration::from_secs(10), "a to run again", || {
