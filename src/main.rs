@@ -66,7 +66,8 @@ enum Command {
 
 #[derive(Args)]
 struct WorkerArgs {
-    /// A router URL, ws://host:port/path or tcp://host:port (repeatable; tried in turn).
+    /// A router URL, ws://host:port/path, wss://host:port/path or tcp://host:port
+    /// (repeatable; tried in turn).
     #[arg(long = "connect", required = true, value_name = "URL")]
     connect: Vec<String>,
     /// The worker's name: its WAMP-CRA authid and the <name> of its procedures.
@@ -92,6 +93,9 @@ struct WorkerArgs {
     /// More concurrent commands are refused (switchyard.error.busy).
     #[arg(long, default_value_t = 32)]
     max_commands: usize,
+    /// CA certificates (PEM) that wss:// routers' certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -287,8 +291,21 @@ fn worker(args: WorkerArgs, log_level: Option<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match args
+        .tls_ca
+        .as_deref()
+        .map(switchyard_router::tls::client_config)
+    {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            eprintln!("switchyard: --tls-ca: {e}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(log_level.as_deref());
     let mut opts = WorkerOptions::new(args.name.clone(), args.connect, password);
+    opts.tls = tls;
     opts.realm = args.realm;
     opts.basedir = args.basedir;
     opts.max_commands = args.max_commands;
