@@ -1,8 +1,9 @@
 //! TLS between mesh peers, configured from switchyard.toml, on real `switchyard` processes:
 //! three nodes with `[transport.tls]` and `wss://` peers verified against `mesh.tls_ca` form
 //! a full mesh and route pub/sub and RPC between wss:// and TLS RawSocket clients; a node
-//! whose certificate comes from another CA never links (both sides log why); a `wss://` peer
-//! that serves plain ws:// is reported as such; bad TLS files stop the start with exit 2.
+//! whose certificate comes from another CA, or names another host, is never linked to (the
+//! dialers log why); TLS/plain-text mismatches are reported with a hint; bad TLS files stop
+//! the start with exit 2.
 //!
 //! Certificates are made at test time (rcgen) for 127.0.0.1 and written to a temporary
 //! folder, named relative to each node's config file.
@@ -22,6 +23,8 @@ use switchyard_router::wire::{Dict, Message, Payload, Serializer, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const SECRET: &str = "correct horse battery staple";
+/// What node certificates are for: the address peers dial.
+const LOCAL: &[&str] = &["127.0.0.1"];
 
 /// A running node, SIGKILLed on drop.
 struct Proc {
@@ -104,13 +107,15 @@ struct NodeSpec<'a> {
     ca: Option<&'a TestCa>,
     /// The CA it verifies wss:// peers with.
     trusts: Option<&'a TestCa>,
+    /// The names its certificate is for.
+    names: &'a [&'a str],
     peers: Vec<String>,
 }
 
 fn write_config(dir: &Path, spec: &NodeSpec<'_>) -> PathBuf {
     let mut toml = format!("listen = \"127.0.0.1:{}\"\n", spec.port);
     if let Some(ca) = spec.ca {
-        let (chain, key) = ca.issue(&["127.0.0.1"]);
+        let (chain, key) = ca.issue(spec.names);
         std::fs::write(dir.join(format!("{}.chain.pem", spec.name)), chain).unwrap();
         std::fs::write(dir.join(format!("{}.key.pem", spec.name)), key).unwrap();
         toml.push_str(&format!(
@@ -219,6 +224,7 @@ async fn three_tls_nodes_link_over_wss_and_route_across_them() {
                     port,
                     ca: Some(&ca),
                     trusts: Some(&ca),
+                    names: LOCAL,
                     peers: peers.clone(),
                 },
             )
@@ -361,6 +367,7 @@ async fn a_node_with_a_certificate_from_another_ca_never_links() {
             port: ports[0],
             ca: Some(&ca),
             trusts: Some(&ca),
+            names: LOCAL,
             peers: peers.clone(),
         },
     );
@@ -371,6 +378,7 @@ async fn a_node_with_a_certificate_from_another_ca_never_links() {
             port: ports[1],
             ca: Some(&ca),
             trusts: Some(&ca),
+            names: LOCAL,
             peers: peers.clone(),
         },
     );
@@ -382,6 +390,7 @@ async fn a_node_with_a_certificate_from_another_ca_never_links() {
             port: ports[2],
             ca: Some(&other),
             trusts: Some(&other),
+            names: LOCAL,
             peers: peers.clone(),
         },
     );
@@ -435,6 +444,56 @@ async fn a_node_with_a_certificate_from_another_ca_never_links() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_host_is_refused() {
+    let ca = TestCa::generate("mesh CA");
+    let dir = temp_dir("mesh-tls-name");
+    let ports = [free_port(), free_port()];
+    let n1 = spawn(
+        &dir,
+        NodeSpec {
+            name: "n1",
+            port: ports[0],
+            ca: Some(&ca),
+            trusts: Some(&ca),
+            names: LOCAL,
+            peers: vec![wss(ports[1])],
+        },
+    );
+    // The right CA, but a certificate for other names than the 127.0.0.1 it is dialed at.
+    let n2 = spawn(
+        &dir,
+        NodeSpec {
+            name: "n2",
+            port: ports[1],
+            ca: Some(&ca),
+            trusts: Some(&ca),
+            names: &["10.9.9.9", "elsewhere.example"],
+            peers: vec![],
+        },
+    );
+    let url = format!("{}/mesh", wss(ports[1]));
+    let mut error = String::new();
+    eventually("n1 reports the name mismatch", 20, || {
+        error = n1
+            .peer_by_url(&url)
+            .and_then(|p| p["last_error"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        error.contains("invalid peer certificate: certificate not valid for name \"127.0.0.1\"")
+    })
+    .await;
+    assert!(
+        n1.log().contains(&format!(
+            "mesh: cannot link to {url}: TLS: invalid peer certificate"
+        )),
+        "{}",
+        n1.log()
+    );
+    assert!(n1.connected().is_empty() && n2.connected().is_empty());
+    drop((n1, n2));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_plain_text_mismatches_are_reported_by_the_dialer() {
     let ca = TestCa::generate("mesh CA");
     let dir = temp_dir("mesh-tls-plain");
@@ -446,6 +505,7 @@ async fn tls_and_plain_text_mismatches_are_reported_by_the_dialer() {
             port: plain_port,
             ca: None,
             trusts: None,
+            names: LOCAL,
             // Dialed as ws://, but it serves TLS.
             peers: vec![format!("ws://127.0.0.1:{tls_port}")],
         },
@@ -457,6 +517,7 @@ async fn tls_and_plain_text_mismatches_are_reported_by_the_dialer() {
             port: tls_port,
             ca: Some(&ca),
             trusts: Some(&ca),
+            names: LOCAL,
             // Dialed as wss://, but it serves plain ws://.
             peers: vec![wss(plain_port)],
         },
