@@ -4,7 +4,8 @@
 //! setting silently ignored.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -25,6 +26,11 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config: {0}")]
     Invalid(String),
+    #[error("config: {key}: {source}")]
+    Tls {
+        key: &'static str,
+        source: Box<switchyard_router::tls::TlsError>,
+    },
 }
 
 /// The whole file.
@@ -50,6 +56,10 @@ pub struct FileConfig {
     /// at all the embedded default master runs.
     #[serde(default)]
     pub master: Option<switchyard_master::config::MasterConfig>,
+    /// The folder relative file names (TLS certificates and keys) are resolved against: the
+    /// config file's folder, else the current directory.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 /// `[mesh]`: this node's name, its peers and the shared secret.
@@ -57,12 +67,17 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct MeshSection {
     pub node_name: Option<String>,
-    /// Peer URLs, `ws://host:port` (this node's own URL may be listed too).
+    /// Peer URLs, `ws://host:port` or `wss://host:port` (this node's own URL may be listed
+    /// too).
     #[serde(default)]
     pub peers: Vec<String>,
     pub secret: Option<String>,
-    /// The URL peers should dial to reach this node (default: `ws://<listen>/mesh`).
+    /// The URL peers should dial to reach this node (default: `ws://<listen>/mesh`, or
+    /// `wss://` with `[transport.tls]`).
     pub advertise: Option<String>,
+    /// CA certificate(s), PEM, that `wss://` peers' certificates must chain to (relative to
+    /// the config file's folder). Required when a peer is `wss://`.
+    pub tls_ca: Option<PathBuf>,
     pub heartbeat_interval_ms: Option<u64>,
     pub heartbeat_timeout_ms: Option<u64>,
     pub handshake_timeout_ms: Option<u64>,
@@ -97,6 +112,7 @@ impl Default for FileConfig {
             realms: default_realms(),
             mesh: None,
             master: None,
+            base_dir: PathBuf::from("."),
         }
     }
 }
@@ -110,6 +126,19 @@ pub struct TransportSection {
     pub rawsocket: bool,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Serve TLS (wss://, TLS RawSocket) on `listen` with this certificate and key.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[transport.tls]`: PEM files, relative to the config file's folder.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 fn default_ws_paths() -> Vec<String> {
@@ -128,6 +157,7 @@ impl Default for TransportSection {
             websocket_paths: default_ws_paths(),
             rawsocket: true,
             max_connections: default_max_connections(),
+            tls: None,
         }
     }
 }
@@ -173,7 +203,43 @@ impl FileConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        config.base_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        Ok(config)
+    }
+
+    /// A file name from the config, relative to its folder (absolute names stay as they are).
+    pub fn resolve(&self, file: &Path) -> PathBuf {
+        self.base_dir.join(file)
+    }
+
+    /// The listener's TLS configuration, if `[transport.tls]` is set.
+    pub fn server_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+        let Some(t) = &self.transport.tls else {
+            return Ok(None);
+        };
+        switchyard_router::tls::server_config(&self.resolve(&t.cert), &self.resolve(&t.key))
+            .map(Some)
+            .map_err(|source| ConfigError::Tls {
+                key: "transport.tls",
+                source: Box::new(source),
+            })
+    }
+
+    /// The trust anchors of `[mesh] tls_ca`, if set.
+    pub fn mesh_tls_ca(&self) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+        let Some(ca) = self.mesh.as_ref().and_then(|m| m.tls_ca.as_ref()) else {
+            return Ok(None);
+        };
+        switchyard_router::tls::client_config(&self.resolve(ca))
+            .map(Some)
+            .map_err(|source| ConfigError::Tls {
+                key: "mesh.tls_ca",
+                source: Box::new(source),
+            })
     }
 
     pub fn parse(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
@@ -275,6 +341,7 @@ impl FileConfig {
             websocket_paths: self.transport.websocket_paths.clone(),
             rawsocket: self.transport.rawsocket,
             max_connections: self.transport.max_connections,
+            tls: self.server_tls()?,
             mesh: None,
             ..ListenerConfig::default()
         };
@@ -300,19 +367,44 @@ impl FileConfig {
             return invalid("mesh.secret (or --mesh-secret) is required for a mesh");
         };
         for p in m.peers.iter().chain(m.advertise.iter()) {
-            if p.starts_with("wss://") {
-                return invalid("TLS peer links (wss://) are not supported yet; use ws://");
-            }
-            if !p.starts_with("ws://") {
+            if !p.starts_with("ws://") && !p.starts_with("wss://") {
                 return Err(ConfigError::Invalid(format!(
-                    "mesh peer {p:?} must be a ws://host:port URL"
+                    "mesh peer {p:?} must be a ws://host:port or wss://host:port URL"
                 )));
             }
+        }
+        let tls = self.mesh_tls_ca()?;
+        if tls.is_none() {
+            if let Some(p) = m.peers.iter().find(|p| p.starts_with("wss://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "mesh peer {p:?} is wss://, but mesh.tls_ca (or --mesh-tls-ca) is not set: \
+                     name the CA certificate(s) peers' certificates must chain to"
+                )));
+            }
+        }
+        let listen_tls = self.transport.tls.is_some();
+        match m.advertise.as_deref() {
+            Some(a) if listen_tls && a.starts_with("ws://") => tracing::warn!(
+                "mesh.advertise is {a:?} but this node serves TLS ([transport.tls]): \
+                 peers dialing it in clear text will fail"
+            ),
+            Some(a) if !listen_tls && a.starts_with("wss://") => tracing::warn!(
+                "mesh.advertise is {a:?} but this node does not serve TLS: fine behind a \
+                 TLS-terminating proxy, otherwise peers will fail to link"
+            ),
+            _ => {}
+        }
+        if listen_tls && tls.is_none() {
+            tracing::warn!(
+                "this node serves TLS but mesh.tls_ca is not set: it cannot dial wss:// peers"
+            );
         }
         let ms = Duration::from_millis;
         let mut c = MeshConfig::new(name, secret);
         c.peers = m.peers.clone();
         c.advertise = m.advertise.clone();
+        c.listen_tls = listen_tls;
+        c.tls = tls;
         if let Some(v) = m.heartbeat_interval_ms {
             c.heartbeat_interval = ms(v.max(10));
         }
@@ -382,6 +474,55 @@ mod tests {
         )
         .unwrap();
         assert!(c.mesh_config().unwrap_err().to_string().contains("ws://"));
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_the_config_file() {
+        let mut c = FileConfig::parse(
+            "[transport.tls]\ncert = \"c.pem\"\nkey = \"/abs/k.pem\"\n",
+            "x",
+        )
+        .unwrap();
+        c.base_dir = PathBuf::from("/etc/switchyard");
+        let t = c.transport.tls.as_ref().unwrap();
+        assert_eq!(c.resolve(&t.cert), Path::new("/etc/switchyard/c.pem"));
+        assert_eq!(c.resolve(&t.key), Path::new("/abs/k.pem"));
+        let e = c.router_config().unwrap_err().to_string();
+        assert!(
+            e.contains("transport.tls") && e.contains("/etc/switchyard/c.pem"),
+            "{e}"
+        );
+        let e = FileConfig::parse("[transport.tls]\ncert = \"c.pem\"\n", "x").unwrap_err();
+        assert!(e.to_string().contains("key"), "{e}");
+    }
+
+    #[test]
+    fn wss_peers_need_a_ca() {
+        let c = FileConfig::parse(
+            "[mesh]\nnode_name = \"a\"\nsecret = \"s\"\npeers = [\"wss://127.0.0.1:1\"]\n",
+            "x",
+        )
+        .unwrap();
+        let e = c.mesh_config().unwrap_err().to_string();
+        assert!(e.contains("mesh.tls_ca"), "{e}");
+        let c = FileConfig::parse(
+            "[mesh]\nnode_name = \"a\"\nsecret = \"s\"\npeers = [\"wss://127.0.0.1:1\"]\ntls_ca = \"/nonexistent/ca.pem\"\n",
+            "x",
+        )
+        .unwrap();
+        let e = c.mesh_config().unwrap_err().to_string();
+        assert!(
+            e.contains("mesh.tls_ca") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        // ws:// peers and a wss:// advertised URL need no CA.
+        let c = FileConfig::parse(
+            "[mesh]\nnode_name = \"a\"\nsecret = \"s\"\npeers = [\"ws://127.0.0.1:1\"]\nadvertise = \"wss://a.example:443\"\n",
+            "x",
+        )
+        .unwrap();
+        let m = c.mesh_config().unwrap().unwrap();
+        assert!(m.tls.is_none() && !m.listen_tls);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod cli_http;
 mod config;
 mod crossbar;
 mod master;
@@ -65,7 +66,8 @@ enum Command {
 
 #[derive(Args)]
 struct WorkerArgs {
-    /// A router URL, ws://host:port/path or tcp://host:port (repeatable; tried in turn).
+    /// A router URL, ws://host:port/path, wss://host:port/path or tcp://host:port
+    /// (repeatable; tried in turn).
     #[arg(long = "connect", required = true, value_name = "URL")]
     connect: Vec<String>,
     /// The worker's name: its WAMP-CRA authid and the <name> of its procedures.
@@ -91,6 +93,9 @@ struct WorkerArgs {
     /// More concurrent commands are refused (switchyard.error.busy).
     #[arg(long, default_value_t = 32)]
     max_commands: usize,
+    /// CA certificates (PEM) that wss:// routers' certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -104,9 +109,14 @@ struct StatusArgs {
     /// The node's address, host:port (default: `listen` from --config, else 127.0.0.1:8080).
     #[arg(long)]
     addr: Option<String>,
-    /// Read the address from this config file.
+    /// Read the address from this config file; a node with [transport.tls] is asked over
+    /// TLS, its certificate verified with the file's mesh.tls_ca (unless --tls-ca is given).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// The node serves TLS: ask it over TLS, verifying its certificate (for the host of the
+    /// address) with these CA certificates (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -129,6 +139,10 @@ struct ShutdownArgs {
     /// Read the API token from this file.
     #[arg(long, conflicts_with = "token")]
     token_file: Option<PathBuf>,
+    /// The node serves TLS: connect over TLS, verifying its certificate (for the host of
+    /// --addr) with these CA certificates (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -145,7 +159,7 @@ struct StartArgs {
     config: Option<PathBuf>,
     /// A Crossbar node directory: run its config.json (or config.yaml) as Crossbar would
     /// (`--cbdir` alone means `.crossbar`, Crossbar's default).
-    #[arg(long, num_args = 0..=1, default_missing_value = ".crossbar", conflicts_with_all = ["listen", "realms"])]
+    #[arg(long, num_args = 0..=1, default_missing_value = ".crossbar", conflicts_with_all = ["listen", "realms", "tls_cert", "tls_key"])]
     cbdir: Option<PathBuf>,
     /// Listen address, host:port (port 0 picks a free port); overrides the config file.
     #[arg(long)]
@@ -153,19 +167,32 @@ struct StartArgs {
     /// Serve these realms instead of the configured ones (repeatable).
     #[arg(long = "realm")]
     realms: Vec<String>,
+    /// Serve TLS (wss://, TLS RawSocket) with this certificate chain, PEM (with --tls-key;
+    /// overrides [transport.tls]).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port; off by default).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
     /// This node's name in the mesh; enables the mesh (with --mesh-secret).
     #[arg(long)]
     node_name: Option<String>,
-    /// A peer to link with, ws://host:port (repeatable; added to the config's peers).
+    /// A peer to link with, ws://host:port or wss://host:port (repeatable; added to the
+    /// config's peers).
     #[arg(long = "peer")]
     peers: Vec<String>,
+    /// CA certificates (PEM) that wss:// peers' certificates must chain to (overrides
+    /// mesh.tls_ca).
+    #[arg(long, value_name = "FILE")]
+    mesh_tls_ca: Option<PathBuf>,
     /// The secret shared by every node of the mesh.
     #[arg(long, env = "SWITCHYARD_MESH_SECRET", hide_env_values = true)]
     mesh_secret: Option<String>,
-    /// The URL other nodes dial to reach this one (default: ws://<listen address>/mesh).
+    /// The URL other nodes dial to reach this one (default: ws://<listen address>/mesh, or
+    /// wss:// when serving TLS).
     #[arg(long)]
     advertise: Option<String>,
     /// Run the router only, without the build master.
@@ -264,8 +291,21 @@ fn worker(args: WorkerArgs, log_level: Option<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match args
+        .tls_ca
+        .as_deref()
+        .map(switchyard_router::tls::client_config)
+    {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            eprintln!("switchyard: --tls-ca: {e}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(log_level.as_deref());
     let mut opts = WorkerOptions::new(args.name.clone(), args.connect, password);
+    opts.tls = tls;
     opts.realm = args.realm;
     opts.basedir = args.basedir;
     opts.max_commands = args.max_commands;
@@ -453,6 +493,14 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
     if let Some(l) = args.listen {
         file.listen = l;
     }
+    // Files named on the command line are relative to the current directory.
+    let from_cwd = |p: PathBuf| std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p);
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        file.transport.tls = Some(config::TlsSection {
+            cert: from_cwd(cert),
+            key: from_cwd(key),
+        });
+    }
     if !args.realms.is_empty() {
         file.realms = args
             .realms
@@ -467,6 +515,7 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         || !args.peers.is_empty()
         || args.mesh_secret.is_some()
         || args.advertise.is_some()
+        || args.mesh_tls_ca.is_some()
     {
         let m = file.mesh.get_or_insert_with(Default::default);
         if let Some(n) = args.node_name {
@@ -478,6 +527,9 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         }
         if let Some(a) = args.advertise {
             m.advertise = Some(a);
+        }
+        if let Some(ca) = args.mesh_tls_ca {
+            m.tls_ca = Some(from_cwd(ca));
         }
     }
     init_logging(log_level.as_deref().or(file.log_level.as_deref()));
@@ -538,16 +590,17 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             None => Router::new(router_config),
         };
         let realms: Vec<String> = router.realms().map(|r| r.name().to_owned()).collect();
-        tracing::info!(%local, ?realms, "router started");
+        tracing::info!(%local, ?realms, tls = listener_config.tls.is_some(), "router started");
         // Tests and scripts read this line to learn the port.
         println!("switchyard listening on {local}");
         let node_name = mesh_config.as_ref().map(|m| m.node_name.clone());
         let mut mesh_handle = None;
         if let Some(mc) = mesh_config {
             if local.ip().is_unspecified() && mc.advertise.is_none() {
+                let scheme = if mc.listen_tls { "wss" } else { "ws" };
                 tracing::warn!(
                     "listening on {local} without --advertise: peers learn this node as \
-                     ws://{local}/mesh through gossip, which they cannot dial; set --advertise"
+                     {scheme}://{local}/mesh through gossip, which they cannot dial; set --advertise"
                 );
             }
             let mesh = Mesh::new(router.clone(), mc, local);
@@ -630,7 +683,18 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
 /// `switchyard shutdown`: POST the JSON-RPC `stop` (or `cancel_stop`) to
 /// `/api/v2/masters/<id>` and print the answer.
 fn shutdown(args: ShutdownArgs) -> ExitCode {
-    use std::io::{Read, Write};
+    let tls = match args
+        .tls_ca
+        .as_deref()
+        .map(switchyard_router::tls::client_config)
+    {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            eprintln!("switchyard: --tls-ca: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(f)) => match std::fs::read_to_string(f) {
@@ -659,26 +723,14 @@ fn shutdown(args: ShutdownArgs) -> ExitCode {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
         .to_string();
     let addr = args.addr.clone();
-    let post = || -> std::io::Result<String> {
-        let sock: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&addr)?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        s.set_write_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "POST /api/v2/masters/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            args.master,
-            body.len()
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    };
-    match post() {
+    let request = format!(
+        "POST /api/v2/masters/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        args.master,
+        body.len()
+    );
+    match cli_http::exchange(&addr, tls, &request, Duration::from_secs(30)) {
         Ok(resp) => {
             let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
             let ok = head.starts_with("HTTP/1.1 200")
@@ -721,48 +773,69 @@ fn live_peer_ws_urls(mesh: &Mesh, ws_path: &str) -> Vec<String> {
         .collect()
 }
 
-/// `switchyard mesh status`: GET /mesh/status from the running node and print it.
+/// `switchyard mesh status`: GET /mesh/status from the running node and print it (over TLS
+/// when given a CA, or when --config names a node serving TLS).
 fn mesh_status(args: StatusArgs) -> ExitCode {
-    use std::io::{Read, Write};
-    let addr = match (&args.addr, &args.config) {
-        (Some(a), _) => a.clone(),
-        (None, Some(path)) => match FileConfig::load(path) {
-            Ok(c) => c.listen,
+    let file = match &args.config {
+        Some(path) => match FileConfig::load(path) {
+            Ok(c) => Some(c),
             Err(e) => {
                 eprintln!("switchyard: {e}");
                 return ExitCode::from(2);
             }
         },
+        None => None,
+    };
+    let addr = match (&args.addr, &file) {
+        (Some(a), _) => a.clone(),
+        (None, Some(c)) => c.listen.clone(),
         (None, None) => "127.0.0.1:8080".into(),
     };
-    let fetch = || -> std::io::Result<String> {
-        let sock: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&addr)?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.set_write_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET /mesh/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
+    let tls = match (&args.tls_ca, &file) {
+        (Some(ca), _) => match switchyard_router::tls::client_config(ca) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("switchyard: --tls-ca: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(c)) if c.transport.tls.is_some() => match c.mesh_tls_ca() {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => {
+                eprintln!(
+                    "switchyard: the node serves TLS ([transport.tls]) and the config has no \
+                     mesh.tls_ca to verify it with: give --tls-ca FILE"
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("switchyard: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
     };
-    match fetch() {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let request = format!("GET /mesh/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    match cli_http::exchange(&addr, tls, &request, Duration::from_secs(5)) {
         Ok(resp) => {
             let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
             if head.starts_with("HTTP/1.1 200") {
                 print!("{body}");
                 ExitCode::SUCCESS
+            } else if head.is_empty() {
+                eprintln!(
+                    "switchyard: {addr} closed the connection without an answer \
+                     (does it serve TLS? give --tls-ca)"
+                );
+                ExitCode::from(1)
             } else {
                 eprintln!("switchyard: {addr} has no mesh (is it started with --node-name?)");
                 ExitCode::from(1)
             }
         }
         Err(e) => {
-            eprintln!("switchyard: cannot reach {addr}: {e}");
+            eprintln!("switchyard: cannot reach {scheme}://{addr}: {e}");
             ExitCode::from(1)
         }
     }

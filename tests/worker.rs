@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::node::temp_dir;
+use common::tls::TestCa;
 use switchyard_router::client::{Client, ClientError, ClientOptions};
 use switchyard_router::wire::{Dict, Id, Message, Payload, Value};
 use tokio::sync::mpsc;
@@ -112,11 +113,26 @@ struct Node {
     child: Child,
     addr: SocketAddr,
     dir: PathBuf,
+    /// Serving TLS (wss://) with a certificate from this CA.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Node {
     fn start(port: u16) -> Node {
+        Self::start_with(port, None)
+    }
+
+    /// With `ca`: the node serves TLS with a certificate from it for 127.0.0.1.
+    fn start_with(port: u16, ca: Option<&TestCa>) -> Node {
         let dir = temp_dir("worker-node");
+        let mut endpoint =
+            serde_json::json!({"type": "tcp", "interface": "127.0.0.1", "port": port});
+        if let Some(ca) = ca {
+            let (chain, key) = ca.issue(&["127.0.0.1"]);
+            std::fs::write(dir.join("chain.pem"), chain).unwrap();
+            std::fs::write(dir.join("key.pem"), key).unwrap();
+            endpoint["tls"] = serde_json::json!({"certificate": "chain.pem", "key": "key.pem"});
+        }
         let config = serde_json::json!({
             "version": 2,
             "workers": [{
@@ -146,7 +162,7 @@ impl Node {
                 }],
                 "transports": [{
                     "type": "websocket",
-                    "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+                    "endpoint": endpoint,
                     "serializers": ["json", "msgpack", "cbor"],
                     "auth": {
                         "anonymous": {"type": "static", "role": "anonymous"},
@@ -191,11 +207,17 @@ impl Node {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .unwrap();
-        Node { child, addr, dir }
+        Node {
+            child,
+            addr,
+            dir,
+            tls: ca.map(TestCa::client_config),
+        }
     }
 
     fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.addr)
     }
 
     /// SIGKILL: the router vanishes without closing anything.
@@ -207,6 +229,7 @@ impl Node {
     async fn caller(&self) -> Client {
         let mut o = ClientOptions::new(self.url(), "buildbot");
         o.timeout = Duration::from_secs(10);
+        o.tls = self.tls.clone();
         Client::connect(&o).await.expect("anonymous caller joins")
     }
 }
@@ -473,6 +496,46 @@ async fn wait_running(c: &Client, worker: &str, n: i64) -> bool {
 
 fn list(items: &[&str]) -> Value {
     Value::List(items.iter().map(|s| Value::from(*s)).collect())
+}
+
+#[tokio::test]
+async fn joins_a_tls_router_verified_with_its_ca() {
+    let ca = TestCa::generate("worker test CA");
+    let node = Node::start_with(0, Some(&ca));
+    let ca_file = node.dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let ca_arg = ca_file.to_str().unwrap();
+    assert!(node.url().starts_with("wss://"));
+    let w = Worker::start(
+        "w1",
+        &[node.url()],
+        Password::Flag(SECRET),
+        &["--tls-ca", ca_arg],
+    );
+    w.wait_connected(&node.url()).await;
+    let c = node.caller().await;
+    let o = run(&c, "w1", &[("command", Value::from("echo over tls"))]).await;
+    assert_eq!(o.stdout, "over tls\n");
+    assert_eq!(o.ok()["rc"], Value::Int(0));
+
+    // A certificate from another CA is refused (and retried), never joined.
+    let other = TestCa::generate("another CA");
+    let other_file = node.dir.join("other.pem");
+    std::fs::write(&other_file, &other.cert_pem).unwrap();
+    let w2 = Worker::start(
+        "w2",
+        &[node.url()],
+        Password::Flag(SECRET),
+        &["--tls-ca", other_file.to_str().unwrap()],
+    );
+    w2.wait_stderr("UnknownIssuer").await;
+    assert_eq!(w2.connected_lines(&node.url()), 0);
+
+    // wss:// without a CA: refused at start, naming the option.
+    let mut w3 = Worker::start("w2", &[node.url()], Password::Flag(SECRET), &[]);
+    let status = wait_exit(&mut w3.child, DEADLINE).expect("worker exits");
+    assert_eq!(status.code(), Some(2));
+    w3.wait_stderr("--tls-ca").await;
 }
 
 #[tokio::test]

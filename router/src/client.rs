@@ -1,5 +1,5 @@
-//! A WAMP client over WebSocket (`ws://host:port/path`) or RawSocket (`tcp://host:port`), with
-//! any serializer. `switchyard bench` drives routers with it; it speaks plain WAMP, so it works
+//! A WAMP client over WebSocket (`ws://host:port/path`, or `wss://` with
+//! [`ClientOptions::tls`]) or RawSocket (`tcp://host:port`), with any serializer. `switchyard bench` drives routers with it; it speaks plain WAMP, so it works
 //! against any router (switchyard, Crossbar, others).
 //!
 //! One task reads, decodes and dispatches what arrives (no channel hop in between): replies
@@ -34,7 +34,9 @@ use crate::wire::{code, Codec, Dict, Id, Message, Payload, Serializer, Value};
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("bad router URL {0:?}: use ws://host:port/path or tcp://host:port")]
+    #[error(
+        "bad router URL {0:?}: use ws://host:port/path, wss://host:port/path or tcp://host:port"
+    )]
     Url(String),
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
@@ -62,6 +64,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Authenticate as this principal; `None` joins anonymously.
     pub auth: Option<ClientAuth>,
+    /// For `wss://` URLs (required by them): the trust anchors the router's certificate is
+    /// verified with, for the URL's host (e.g. [`crate::tls::client_config`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientOptions {
@@ -73,6 +78,7 @@ impl ClientOptions {
             batched: false,
             timeout: Duration::from_secs(10),
             auth: None,
+            tls: None,
         }
     }
 }
@@ -312,7 +318,7 @@ fn hello_details(auth: Option<&ClientAuth>) -> Dict {
 // One per connection, matched on every frame: not worth a box for the WebSocket variant.
 #[allow(clippy::large_enum_variant)]
 enum Io {
-    Ws(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>),
+    Ws(tokio_tungstenite::WebSocketStream<crate::tls::MaybeTls>),
     Raw(TcpStream),
 }
 
@@ -324,7 +330,7 @@ impl Client {
             url: opts.url.clone(),
             reason,
         };
-        let (io, codec) = if opts.url.starts_with("ws://") {
+        let (io, codec) = if opts.url.starts_with("ws://") || opts.url.starts_with("wss://") {
             let codec = Codec {
                 batched: opts.batched,
                 ..Codec::plain(opts.serializer)
@@ -338,10 +344,17 @@ impl Client {
                 "Sec-WebSocket-Protocol",
                 codec.subprotocol().parse().expect("ASCII subprotocol"),
             );
-            let (ws, _) = tokio::time::timeout(t, tokio_tungstenite::connect_async(req))
-                .await
-                .map_err(|_| ClientError::Timeout(t))?
-                .map_err(|e| connect_err(e.to_string()))?;
+            let (ws, _) = tokio::time::timeout(t, async {
+                // Nagle stays on, as with tokio-tungstenite's own connect (the writer batches).
+                let stream = crate::tls::connect_ws(req.uri(), opts.tls.clone(), false)
+                    .await
+                    .map_err(|e| connect_err(e.to_string()))?;
+                tokio_tungstenite::client_async(req, stream)
+                    .await
+                    .map_err(|e| connect_err(e.to_string()))
+            })
+            .await
+            .map_err(|_| ClientError::Timeout(t))??;
             (Io::Ws(ws), codec)
         } else if let Some(addr) = opts
             .url
@@ -971,9 +984,8 @@ async fn raw_writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Byte
     let _ = w.shutdown().await;
 }
 
-type WsRead = futures_util::stream::SplitStream<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
->;
+type WsRead =
+    futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<crate::tls::MaybeTls>>;
 
 /// The read half, decoding in the task that dispatches (no channel hop per message).
 enum Reader {

@@ -13,7 +13,8 @@
 //! - [`meta`]: the session/subscription/registration meta APIs, served in-process;
 //! - [`metrics`]: counters and the Prometheus `/metrics` endpoint;
 //! - [`service`]: in-process clients for router services (the HTTP bridge);
-//! - [`shutdown`]: the one shutdown mechanism every task watches.
+//! - [`shutdown`]: the one shutdown mechanism every task watches;
+//! - [`tls`]: TLS configurations from PEM files, and TLS connections for dialers.
 //!
 //! See ARCHITECTURE.md at the repository root for how a message flows from socket to socket.
 
@@ -34,6 +35,7 @@ pub mod router;
 pub mod service;
 pub mod session;
 pub mod shutdown;
+pub mod tls;
 pub mod transport;
 pub mod uri;
 pub mod wire;

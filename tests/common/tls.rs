@@ -54,3 +54,66 @@ impl TestCert {
         Box::new(tls)
     }
 }
+
+/// A test certificate authority: issues node certificates, and is the trust anchor clients
+/// and mesh peers verify them with.
+pub struct TestCa {
+    pub cert_pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn generate(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        TestCa {
+            cert_pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// A certificate for `names` (IP addresses become IP SANs) signed by this CA, as PEM:
+    /// (the chain, leaf then CA; the leaf's private key).
+    pub fn issue(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (
+            format!("{}{}", cert.pem(), self.cert_pem),
+            key.serialize_pem(),
+        )
+    }
+
+    /// A client configuration trusting exactly this CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// Connects over TLS to `addr` (verified for 127.0.0.1), trusting only this CA.
+    pub async fn connect(&self, addr: SocketAddr) -> BoxIo {
+        let connector = tokio_rustls::TlsConnector::from(self.client_config());
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = connector
+            .connect(ServerName::from(addr.ip()), tcp)
+            .await
+            .unwrap();
+        Box::new(tls)
+    }
+}

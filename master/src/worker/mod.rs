@@ -6,7 +6,8 @@
 //!
 //! # Connecting
 //!
-//! The worker tries its router URLs in turn (`ws://host:port/path` or `tcp://host:port`).
+//! The worker tries its router URLs in turn (`ws://host:port/path`, `wss://host:port/path`
+//! with [`WorkerOptions::tls`], or `tcp://host:port`).
 //! Connecting and joining have a 10 s timeout; after a failure it waits with exponential
 //! backoff (0.5 s, ×1.5, at most 30 s, ±25 % jitter) before the next URL. A session that
 //! lasted more than 10 s resets the backoff. If a procedure is already registered (another
@@ -122,6 +123,9 @@ pub struct WorkerOptions {
     pub max_commands: usize,
     /// Called with the URL after each successful join (once the procedures are registered).
     pub on_connect: Option<OnConnect>,
+    /// Trust anchors for `wss://` routers (required by them): the router's certificate is
+    /// verified for the URL's host.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl WorkerOptions {
@@ -134,6 +138,7 @@ impl WorkerOptions {
             basedir: PathBuf::from("switchyard-worker"),
             max_commands: 32,
             on_connect: None,
+            tls: None,
         }
     }
 }
@@ -147,6 +152,7 @@ impl fmt::Debug for WorkerOptions {
             .field("realm", &self.realm)
             .field("basedir", &self.basedir)
             .field("max_commands", &self.max_commands)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -158,8 +164,14 @@ pub enum WorkerError {
     BadName(String),
     #[error("no router URL to connect to")]
     NoUrls,
-    #[error("bad router URL {0:?}: use ws://host:port/path or tcp://host:port")]
+    #[error(
+        "bad router URL {0:?}: use ws://host:port/path, wss://host:port/path or tcp://host:port"
+    )]
     BadUrl(String),
+    #[error(
+        "router URL {0:?} is wss://, but no CA certificate to verify it with is given (--tls-ca)"
+    )]
+    NoTrustAnchors(String),
     #[error("the worker password is empty")]
     EmptyPassword,
     #[error("max_commands must be at least 1")]
@@ -183,7 +195,7 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Whether the client can dial `url`.
 pub(crate) fn valid_url(url: &str) -> bool {
-    ["ws://", "tcp://", "rs://"]
+    ["ws://", "wss://", "tcp://", "rs://"]
         .iter()
         .any(|p| url.len() > p.len() && url.starts_with(p))
 }
@@ -202,6 +214,11 @@ pub async fn run_worker(
     }
     if let Some(bad) = opts.urls.iter().find(|u| !valid_url(u)) {
         return Err(WorkerError::BadUrl(bad.clone()));
+    }
+    if opts.tls.is_none() {
+        if let Some(u) = opts.urls.iter().find(|u| u.starts_with("wss://")) {
+            return Err(WorkerError::NoTrustAnchors(u.clone()));
+        }
     }
     if opts.password.is_empty() {
         return Err(WorkerError::EmptyPassword);
@@ -236,6 +253,7 @@ mod tests {
         }
         assert!(valid_url("ws://127.0.0.1:8080/ws"));
         assert!(valid_url("tcp://127.0.0.1:8080"));
+        assert!(valid_url("wss://node.example:8443/ws"));
         assert!(!valid_url("http://x"));
         assert!(!valid_url("ws://"));
     }

@@ -314,7 +314,7 @@ fn parse_reconnect(payload: &Payload) -> Result<(Vec<String>, String, Duration),
             Some(s) if valid_url(s) => urls.push(s.to_owned()),
             _ => {
                 return Err(invalid(format!(
-                    "urls: {u:?} is not a router URL (ws://host:port/path or tcp://host:port)"
+                    "urls: {u:?} is not a router URL (ws://host:port/path, wss://host:port/path or tcp://host:port)"
                 )))
             }
         }
@@ -444,6 +444,7 @@ impl Worker {
     async fn connect(&self, url: &str) -> Result<Client, ClientError> {
         let mut o = ClientOptions::new(url, self.opts.realm.as_str());
         o.timeout = CONNECT_TIMEOUT;
+        o.tls = self.opts.tls.clone();
         o.auth = Some(ClientAuth::wampcra(
             self.opts.name.as_str(),
             self.opts.password.as_str(),

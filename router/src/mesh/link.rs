@@ -2,7 +2,9 @@
 //! reader/writer tasks of an established link.
 //!
 //! A link is a WebSocket on the peers' shared HTTP port (path `/mesh`, subprotocol
-//! `switchyard.mesh.v1`) carrying one [`Frame`] per binary message. Every wait has a bound:
+//! `switchyard.mesh.v1`) carrying one [`Frame`] per binary message; `wss://` peers are dialed
+//! over TLS, their certificate verified against [`super::MeshConfig::tls`] for the URL's host,
+//! and the handshake's challenge/response runs unchanged inside it. Every wait has a bound:
 //! connect + upgrade + authentication under `handshake_timeout`, each batch write under
 //! `write_timeout`, and silence on an established link under `heartbeat_timeout` (each side
 //! sends a heartbeat every `heartbeat_interval`). The outbound queue is bounded; a link that
@@ -31,12 +33,19 @@ use super::handshake;
 use super::realm::LinkState;
 use super::{Attach, Mesh};
 use crate::outbound::{Closed, Queue, Taken};
+use crate::tls;
 
 /// Why a dial or handshake failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    #[error("a wss:// peer, but no CA certificate to verify it with (set mesh.tls_ca)")]
+    NoTrustAnchors,
+    #[error("{0}")]
+    Connect(tls::ConnectError),
     #[error("WebSocket: {0}")]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("WebSocket: {0} (does the peer serve TLS? then dial it as wss://)")]
+    NotHttp(tokio_tungstenite::tungstenite::Error),
     #[error("{0}")]
     Frame(#[from] FrameError),
     #[error("the peer closed the link")]
@@ -51,6 +60,14 @@ pub enum LinkError {
     SelfUrl,
     #[error("timed out")]
     Timeout,
+}
+
+impl LinkError {
+    /// Nothing listens there (yet): the usual state of a peer that is down or starting, not
+    /// worth more than a debug line per attempt.
+    fn is_unreachable(&self) -> bool {
+        matches!(self, LinkError::Connect(tls::ConnectError::Tcp(_)))
+    }
 }
 
 /// The shared end of an established link: what routing code sends frames to.
@@ -162,8 +179,25 @@ async fn dial(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(SUBPROTOCOL),
     );
+    let stream = match tls::connect_ws(req.uri(), cfg.tls.clone(), true).await {
+        Ok(s) => s,
+        Err(tls::ConnectError::NoTrustAnchors) => return Err(LinkError::NoTrustAnchors),
+        Err(e) => return Err(LinkError::Connect(e)),
+    };
+    let plain = matches!(stream, tokio_util::either::Either::Left(_));
     let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(req, Some(ws_config(mesh)), true).await?;
+        tokio_tungstenite::client_async_with_config(req, stream, Some(ws_config(mesh)))
+            .await
+            .map_err(|e| {
+                use tokio_tungstenite::tungstenite::error::{Error, ProtocolError};
+                // A TLS server's alert where an HTTP response was expected.
+                match e {
+                    Error::Protocol(ProtocolError::HttparseError(_)) if plain => {
+                        LinkError::NotHttp(e)
+                    }
+                    e => LinkError::WebSocket(e),
+                }
+            })?;
     let nd = handshake::nonce();
     send(
         &mut ws,
@@ -258,12 +292,17 @@ pub(crate) async fn dial_loop(mesh: Mesh, url: String) {
             }
             Err(e) => {
                 let refused = matches!(e, LinkError::WrongSecret | LinkError::Refused { .. });
+                let new_cause = mesh
+                    .dial_update(&url, |d| d.failed(e.to_string(), refused))
+                    .unwrap_or(true);
                 if refused {
                     tracing::warn!(%url, "mesh peer at {url} refused: {e}");
+                } else if new_cause && !e.is_unreachable() {
+                    // A TLS or protocol failure: logged once per cause, retried quietly.
+                    tracing::warn!(%url, "mesh: cannot link to {url}: {e}");
                 } else {
                     tracing::debug!(%url, "mesh dial failed: {e}");
                 }
-                mesh.dial_update(&url, |d| d.failed(e.to_string(), refused));
             }
         }
         let jitter = rand::rng().random_range(0.5..1.5);

@@ -37,14 +37,20 @@ pub use realm::RealmMesh;
 pub struct MeshConfig {
     /// This node's name: unique in the mesh, stable across restarts.
     pub node_name: String,
-    /// Peer URLs to dial (`ws://host:port`, `/mesh` is appended when no path is given).
-    /// Listing this node itself is fine: it is recognized and skipped.
+    /// Peer URLs to dial (`ws://host:port` or `wss://host:port`, `/mesh` is appended when
+    /// no path is given). Listing this node itself is fine: it is recognized and skipped.
     pub peers: Vec<String>,
     /// The shared secret every node of the mesh is configured with.
     pub secret: String,
     /// The URL other nodes should dial to reach this one (gossiped). Defaults to
-    /// `ws://<listen address><path>`.
+    /// `ws://<listen address><path>` (`wss://` when [`MeshConfig::listen_tls`]).
     pub advertise: Option<String>,
+    /// The node's listener serves TLS: the default advertised URL is `wss://`.
+    pub listen_tls: bool,
+    /// Trust anchors for verifying the certificates of `wss://` peers (each is checked against
+    /// the host of the URL it was dialed by). `None`: `wss://` peers cannot be dialed (each
+    /// attempt fails, with that reason in the peer's status).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The HTTP path peer links upgrade on.
     pub path: String,
     /// How often a link sends a heartbeat.
@@ -75,6 +81,8 @@ impl MeshConfig {
             peers: Vec::new(),
             secret: secret.into(),
             advertise: None,
+            listen_tls: false,
+            tls: None,
             path: "/mesh".into(),
             heartbeat_interval: Duration::from_millis(1000),
             heartbeat_timeout: Duration::from_millis(3500),
@@ -211,7 +219,10 @@ impl Mesh {
             .advertise
             .clone()
             .map(|u| peer_url(&u, &config.path))
-            .unwrap_or_else(|| format!("ws://{listen}{}", config.path));
+            .unwrap_or_else(|| {
+                let scheme = if config.listen_tls { "wss" } else { "ws" };
+                format!("{scheme}://{listen}{}", config.path)
+            });
         let incarnation = rand::random::<u64>() >> 11; // fits a WAMP ID / f64 exactly
         let peers = Mutex::new(Peers::default());
         let mut realms = HashMap::new();
@@ -284,11 +295,13 @@ impl Mesh {
         shutdown.spawn(async move { link::dial_loop(mesh, url).await });
     }
 
-    pub(crate) fn dial_update(&self, url: &str, f: impl FnOnce(&mut DialStateRef<'_>)) {
+    pub(crate) fn dial_update<R>(
+        &self,
+        url: &str,
+        f: impl FnOnce(&mut DialStateRef<'_>) -> R,
+    ) -> Option<R> {
         let mut peers = self.inner.peers.lock();
-        if let Some(d) = peers.dialers.get_mut(url) {
-            f(&mut DialStateRef(d));
-        }
+        peers.dialers.get_mut(url).map(|d| f(&mut DialStateRef(d)))
     }
 
     /// Whether the dialer for `url` should wait instead of dialing: the node behind it is
@@ -486,9 +499,13 @@ impl DialStateRef<'_> {
         self.0.last_error = None;
         self.0.refused = false;
     }
-    pub(crate) fn failed(&mut self, error: String, refused: bool) {
+    /// Records a failed attempt; `true` when its cause differs from the previous attempt's
+    /// (worth a log line: retries with the same cause are not).
+    pub(crate) fn failed(&mut self, error: String, refused: bool) -> bool {
+        let new = self.0.last_error.as_deref() != Some(error.as_str());
         self.0.last_error = Some(error);
         self.0.refused = refused;
+        new
     }
     pub(crate) fn is_self(&mut self) {
         self.0.is_self = true;
