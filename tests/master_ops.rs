@@ -492,3 +492,80 @@ fn periodic_scheduler_is_taken_over_when_its_master_dies() {
         );
     }
 }
+
+/// SIGTERM stops a master gracefully: a running build finishes before the process exits 0.
+/// With a short `shutdown_deadline_s`, a build still running at the deadline ends as RETRY
+/// and its request runs again after the restart.
+#[test]
+fn sigterm_is_a_graceful_stop_with_a_deadline() {
+    let dir = TempDir::new("sigterm");
+    let port = free_port();
+    let config = |deadline: f64| {
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[master]\nname = \"solo\"\ndata_dir = \"data\"\n\
+             heartbeat_interval_s = 0.5\nexpiry_timeout_s = 4\npoll_interval_s = 0.5\n\
+             shutdown_deadline_s = {deadline}\n[master.api]\ntokens = [\"{TOKEN}\"]\n\
+             [[master.workers]]\nname = \"w1\"\npassword = \"pw-w1\"\n\
+             [[master.builders]]\nname = \"nap\"\nworkers = [\"w1\"]\n\
+             [[master.builders.steps]]\nname = \"nap\"\nshell = \"sleep 2; echo rested\"\n\
+             [[master.builders]]\nname = \"long\"\nworkers = [\"w1\"]\n\
+             [[master.builders.steps]]\nname = \"long\"\nshell = \"sleep 8; echo done\"\n\
+             [[master.schedulers]]\nname = \"force\"\ntype = \"force\"\nbuilders = [\"nap\", \"long\"]\n"
+        )
+    };
+    let mut node = Node::start(dir.path(), "solo", port, &config(60.0));
+    let w = Worker::start(dir.path(), "w1", "pw-w1", &[node.ws_url()]);
+    w.wait_connected(1, Duration::from_secs(30));
+    let nap = force(node.addr(), "nap");
+    wait_until(Duration::from_secs(30), "the nap build to run", || {
+        list(node.addr(), "builds", "&complete=false")
+            .first()
+            .cloned()
+    });
+    let status = node.terminate(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        node.log_text()
+    );
+
+    // Restart with a 1 s deadline: the finished build is there, SUCCESS.
+    std::fs::write(&node.config, config(1.0)).unwrap();
+    node.restart();
+    let runs: Vec<i64> = list(node.addr(), "builds", &format!("&buildrequestid={nap}"))
+        .iter()
+        .map(|b| b["results"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(runs, [0], "the build finished before the exit");
+    w.wait_connected(2, Duration::from_secs(60));
+    let long = force(node.addr(), "long");
+    wait_until(Duration::from_secs(30), "the long build to run", || {
+        list(
+            node.addr(),
+            "builds",
+            &format!("&buildrequestid={long}&complete=false"),
+        )
+        .first()
+        .cloned()
+    });
+    let t = Instant::now();
+    let status = node.terminate(Duration::from_secs(60));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(7),
+        "the deadline cut the wait: {:?}",
+        t.elapsed()
+    );
+    node.restart();
+    w.wait_connected(3, Duration::from_secs(60));
+    wait_until(
+        Duration::from_secs(60),
+        "the long request to run again",
+        || request_complete(node.addr(), long).then_some(()),
+    );
+    let runs: Vec<i64> = list(node.addr(), "builds", &format!("&buildrequestid={long}"))
+        .iter()
+        .map(|b| b["results"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(runs, [5, 0], "RETRY at the deadline, then SUCCESS");
+}
