@@ -51,8 +51,15 @@ fn ui_node_with_api(dir: &Path, name: &str, extra: &str, api: &str) -> Node {
         // The marker first, `done` seconds later: the log must grow live in the page.
         ("ui-demo", "echo ui-build-marker; sleep 5; echo done"),
         ("long", "echo long; sleep 60"),
+        // Configured, but run by no master here (run_builders below): its requests wait.
+        ("orphan", "echo never"),
     ];
-    let config = node_head(name, port, &[]) + &master_section(name, "", 1, 1, &builders, extra);
+    let extra = if extra.contains("run_builders") || extra.contains("roles") {
+        extra.to_owned()
+    } else {
+        format!("{extra}\nrun_builders = [\"ui-demo\", \"long\"]")
+    };
+    let config = node_head(name, port, &[]) + &master_section(name, "", 1, 1, &builders, &extra);
     let config = config.replace("[master.api]\n", &format!("[master.api]\n{api}"));
     Node::start(dir, name, port, &config)
 }

@@ -261,6 +261,18 @@ if (!abort) await step("a long build runs; a second request waits in the queue a
   await page.getByRole("button", { name: `Cancel build request ${queued}` }).click();
   await until("the request gone from the queue", (id) =>
     !document.querySelector(`#queue tr[data-buildrequestid="${id}"]`), queued);
+  // A builder no live master runs: its request waits, and the queue says why.
+  await page.selectOption("#force select", "orphan");
+  await force.click();
+  const orphan = await until("the orphan request shown as unserved", () => {
+    const r = [...document.querySelectorAll("#queue tbody tr[data-buildrequestid]")]
+      .find((x) => x.children[1].textContent === "orphan"
+        && x.children[3].textContent === "waiting: no live master runs this builder");
+    return r ? Number(r.dataset.buildrequestid) : null;
+  });
+  await page.getByRole("button", { name: `Cancel build request ${orphan}` }).click();
+  await until("the orphan request gone from the queue", (id) =>
+    !document.querySelector(`#queue tr[data-buildrequestid="${id}"]`), orphan);
 });
 
 if (!abort) await step("graceful shutdown of the master shows draining, cancelling it shows running", async () => {

@@ -373,6 +373,15 @@ function renderBuilders() {
   fill("builders", rows, "no builders", 3);
 }
 
+// Why an unclaimed request waits: for a worker, or for any live master to run its builder.
+function waitingFor(builderid) {
+  const b = (state.builders || []).find((x) => x.builderid === builderid);
+  if (b && (b.masterids || []).length === 0) {
+    return el("span", { className: "muted" }, "waiting: no live master runs this builder");
+  }
+  return "waiting";
+}
+
 function renderQueue() {
   const rows = state.requests.map((r) => {
     const b = el("button", { type: "button" }, "Cancel");
@@ -386,7 +395,7 @@ function renderQueue() {
       el("th", { scope: "row" }, `#${r.buildrequestid}`),
       el("td", {}, builderName(r.builderid)),
       el("td", {}, fmtTime(r.submitted_at)),
-      el("td", {}, r.claimed ? `claimed by ${masterName(r.claimed_by_masterid)}` : "waiting"),
+      el("td", {}, r.claimed ? `claimed by ${masterName(r.claimed_by_masterid)}` : waitingFor(r.builderid)),
       el("td", { className: "actions" }, r.claimed ? null : b));
   });
   fill("queue", rows, "nothing queued", 5);
