@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
+use serde::de::DeserializeSeed;
 use serde_json::{json, Value as Json};
 use switchyard_router::service::ServiceClient;
-use switchyard_router::wire::{Dict, Payload, Value};
+use switchyard_router::wire::{BinaryForm, Dict, Payload, Value, ValueSeed, ValueSer};
 
 use crate::store::{Build, BuildRequest};
 
@@ -23,39 +24,18 @@ pub struct Bus {
     client: Arc<ServiceClient>,
 }
 
-/// JSON → WAMP value (the payloads are built as JSON for readability).
+/// JSON → WAMP value (the payloads are built as JSON for readability), through the wire
+/// module's own JSON reading, so binary strings follow WAMP's JSON convention.
 pub fn to_wamp(v: &Json) -> Value {
-    match v {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::Int(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::UInt(u)
-            } else {
-                Value::Float(n.as_f64().unwrap_or(0.0))
-            }
-        }
-        Json::String(s) => Value::String(s.clone()),
-        Json::Array(a) => Value::List(a.iter().map(to_wamp).collect()),
-        Json::Object(o) => Value::Dict(o.iter().map(|(k, v)| (k.clone(), to_wamp(v))).collect()),
-    }
+    ValueSeed(BinaryForm::Base64String)
+        .deserialize(v)
+        .unwrap_or(Value::Null)
 }
 
-/// WAMP value → JSON (for worker answers and events read back).
+/// WAMP value → JSON (for worker answers and events read back), through the wire module's
+/// JSON writing.
 pub fn to_json(v: &Value) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => json!(i),
-        Value::UInt(u) => json!(u),
-        Value::Float(f) => json!(f),
-        Value::String(s) => Json::String(s.clone()),
-        Value::Bytes(b) => Json::String(String::from_utf8_lossy(b).into_owned()),
-        Value::List(l) => Json::Array(l.iter().map(to_json).collect()),
-        Value::Dict(d) => Json::Object(d.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
-    }
+    serde_json::to_value(ValueSer(v, BinaryForm::Base64String)).unwrap_or(Json::Null)
 }
 
 impl Bus {

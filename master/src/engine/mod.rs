@@ -116,7 +116,6 @@ pub(crate) struct Inner {
     client: Arc<ServiceClient>,
     master: MasterId,
     name: String,
-    builder_ids: HashMap<String, BuilderId>,
     builders_by_id: HashMap<BuilderId, usize>,
     worker_ids: HashMap<String, WorkerId>,
     scheduler_ids: HashMap<String, SchedulerId>,
@@ -126,8 +125,6 @@ pub(crate) struct Inner {
     quarantine: Mutex<HashMap<WorkerId, Instant>>,
     wake: Notify,
     shutdown: CancellationToken,
-    /// No new claims (a stop is under way).
-    draining: std::sync::atomic::AtomicBool,
     /// Whether workers connected to other masters' routers are reachable (a mesh joins the
     /// routers); without one, this master uses the workers connected to its own router only.
     workers_anywhere: bool,
@@ -145,6 +142,20 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The workers connected to this node's router right now, as `(id, name)`.
+    fn local_workers_now(&self) -> Vec<(WorkerId, String)> {
+        self.local_workers
+            .lock()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    /// Whether this master takes new work: not while a stop (graceful or not) is under way.
+    fn claiming(&self) -> bool {
+        *self.lifecycle.lock() == Lifecycle::Running
+    }
+
     fn builder(&self, id: BuilderId) -> Option<&BuilderConfig> {
         self.builders_by_id
             .get(&id)
@@ -228,7 +239,6 @@ impl Master {
             tracing::info!(brid, "released a claim left by this master's previous run");
         }
 
-        let mut builder_ids = HashMap::new();
         let mut all_builder_ids = HashMap::new();
         let mut builders_by_id = HashMap::new();
         for (i, b) in config.builders.iter().enumerate() {
@@ -238,11 +248,10 @@ impl Master {
                 .await?;
             all_builder_ids.insert(b.name.clone(), id);
             if config.runs_builder(&b.name) {
-                builder_ids.insert(b.name.clone(), id);
                 builders_by_id.insert(id, i);
             }
         }
-        let ids: Vec<BuilderId> = builder_ids.values().copied().collect();
+        let ids: Vec<BuilderId> = builders_by_id.keys().copied().collect();
         store.set_builder_masters(master, &ids).await?;
         let mut worker_ids = HashMap::new();
         for w in &config.workers {
@@ -260,7 +269,6 @@ impl Master {
             client,
             master,
             name,
-            builder_ids,
             builders_by_id,
             worker_ids,
             scheduler_ids,
@@ -268,7 +276,6 @@ impl Master {
             quarantine: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown: CancellationToken::new(),
-            draining: false.into(),
             workers_anywhere,
             peer_urls,
             lifecycle: Mutex::new(Lifecycle::Running),
@@ -310,7 +317,7 @@ impl Master {
         }
         *inner.tasks.lock() = tasks;
         tracing::info!(master, name = %inner.name, realm = %inner.config.realm,
-            roles = ?inner.config.roles, builders = inner.builder_ids.len(),
+            roles = ?inner.config.roles, builders = inner.builders_by_id.len(),
             workers = inner.config.workers.len(), "build master started");
         Ok(Master { inner })
     }
@@ -397,9 +404,6 @@ async fn stop_now(inner: &Arc<Inner>) {
         }
         *l = Lifecycle::Stopped;
     }
-    inner
-        .draining
-        .store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(c) = inner.drain_cancel.lock().take() {
         c.cancel();
     }
@@ -450,9 +454,6 @@ pub(crate) fn begin_graceful_stop(inner: &Arc<Inner>) -> bool {
             Lifecycle::Running => *l = Lifecycle::Draining,
         }
     }
-    inner
-        .draining
-        .store(true, std::sync::atomic::Ordering::SeqCst);
     let cancel = CancellationToken::new();
     *inner.drain_cancel.lock() = Some(cancel.clone());
     let inner = inner.clone();
@@ -469,9 +470,6 @@ pub(crate) fn cancel_graceful_stop(inner: &Inner) -> bool {
         Some(c) => {
             // Running again at once; the drain task puts the database and the bus right.
             *inner.lifecycle.lock() = Lifecycle::Running;
-            inner
-                .draining
-                .store(false, std::sync::atomic::Ordering::SeqCst);
             c.cancel();
             true
         }
@@ -515,21 +513,13 @@ async fn graceful_stop(inner: Arc<Inner>, cancel: CancellationToken) {
         running = inner.running.lock().len(),
         "graceful stop: draining"
     );
-    inner
-        .draining
-        .store(true, std::sync::atomic::Ordering::SeqCst);
     if let Err(e) = inner.store.set_master_state(inner.master, "draining").await {
         tracing::warn!(error = %e, "cannot record the draining state");
     }
     inner
         .bus
         .master(inner.master, &inner.name, true, "draining");
-    let local: Vec<(WorkerId, String)> = inner
-        .local_workers
-        .lock()
-        .iter()
-        .map(|(k, v)| (*k, v.clone()))
-        .collect();
+    let local = inner.local_workers_now();
     for (wid, _) in &local {
         let _ = inner.store.worker_disconnected(inner.master, *wid).await;
     }
@@ -543,12 +533,8 @@ async fn graceful_stop(inner: Arc<Inner>, cancel: CancellationToken) {
                 master = inner.master,
                 "graceful stop cancelled: running again"
             );
-            inner
-                .draining
-                .store(false, std::sync::atomic::Ordering::SeqCst);
             let _ = inner.store.set_master_state(inner.master, "running").await;
-            let now_local: Vec<WorkerId> = inner.local_workers.lock().keys().copied().collect();
-            for wid in now_local {
+            for (wid, _) in inner.local_workers_now() {
                 let _ = inner.store.worker_connected(inner.master, wid).await;
             }
             inner.bus.master(inner.master, &inner.name, true, "started");
@@ -574,12 +560,7 @@ async fn graceful_stop(inner: Arc<Inner>, cancel: CancellationToken) {
     // Past this point the stop goes through.
     inner.drain_cancel.lock().take();
     let urls = (inner.peer_urls)();
-    let local: Vec<(WorkerId, String)> = inner
-        .local_workers
-        .lock()
-        .iter()
-        .map(|(k, v)| (*k, v.clone()))
-        .collect();
+    let local = inner.local_workers_now();
     for (_, name) in local {
         let mut kwargs = Dict::new();
         kwargs.insert(
@@ -980,7 +961,7 @@ async fn recover_from_expiry(inner: &Inner) {
     }
     match inner.store.register_master(&inner.name).await {
         Ok(id) if id == inner.master => {
-            let ids: Vec<BuilderId> = inner.builder_ids.values().copied().collect();
+            let ids: Vec<BuilderId> = inner.builders_by_id.keys().copied().collect();
             if let Err(e) = inner.store.set_builder_masters(inner.master, &ids).await {
                 tracing::warn!(error = %e, "cannot re-declare builders");
             }
@@ -992,9 +973,7 @@ async fn recover_from_expiry(inner: &Inner) {
 }
 
 async fn run_periodic_schedulers(inner: &Arc<Inner>) {
-    if inner.draining.load(std::sync::atomic::Ordering::SeqCst)
-        || !inner.config.has_role(crate::config::Role::Scheduler)
-    {
+    if !inner.claiming() || !inner.config.has_role(crate::config::Role::Scheduler) {
         return;
     }
     for s in &inner.config.schedulers {
@@ -1060,7 +1039,7 @@ async fn run_periodic_schedulers(inner: &Arc<Inner>) {
 async fn queue_task(inner: Arc<Inner>) {
     let poll = inner.config.poll_interval();
     loop {
-        if !inner.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        if inner.claiming() {
             if let Err(e) = assign_pending(&inner).await {
                 tracing::warn!(error = %e, "assigning build requests failed; will retry");
             }
@@ -1127,7 +1106,7 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
             .unclaimed_buildrequests(Some(builderid), free)
             .await?;
         for request in pending {
-            if inner.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            if !inner.claiming() {
                 return Ok(());
             }
             for (wid, wname, max) in candidates(&load) {
