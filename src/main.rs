@@ -18,17 +18,15 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use switchyard_master::auth::{MasterAuthenticator, WorkerGuard};
 use switchyard_master::config::MasterConfig;
 use switchyard_router::auth::methods::TransportAuth;
-use switchyard_router::auth::AllowAll;
 use switchyard_router::mesh::Mesh;
 use switchyard_router::transport::ListenerConfig;
 use switchyard_router::{transport, Router};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::FileConfig;
-use crate::master::{prepare_master, start_master};
+use crate::master::{prepare_master, start_master, NodeTrust};
 
 #[derive(Parser)]
 #[command(
@@ -479,9 +477,8 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             ..FileConfig::default()
         },
     };
-    if args.no_master {
-        file.master = None;
-    }
+    // `--no-master` keeps the `[master]` section: the engine does not run, but the node still
+    // authenticates the configured workers and guards the master's realm (docs/security.md).
     if let Some(m) = file.master.as_mut() {
         if let Some(db) = args.db.clone() {
             m.db = Some(db);
@@ -557,15 +554,23 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let master_config = match file.master.take().filter(|m| m.enabled) {
-        None => None,
-        Some(m) => match prepare_master(m, &file, embedded) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                eprintln!("switchyard: {e}");
-                return ExitCode::from(2);
-            }
-        },
+    let section = file.master.take();
+    let run_engine = !args.no_master && section.as_ref().is_some_and(|m| m.enabled);
+    let prepared = match section {
+        Some(m) if run_engine => prepare_master(m, &file, embedded).map(|p| (Some(p), None)),
+        other => NodeTrust::router_only(other.as_ref(), embedded).map(|t| (None, Some(t))),
+    };
+    let (master_config, trust) = match prepared {
+        Ok((Some(p), _)) => {
+            let trust = NodeTrust::for_master(&p);
+            (Some(p), trust)
+        }
+        Ok((None, Some(trust))) => (None, trust),
+        Ok((None, None)) => unreachable!("one of the two"),
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(2);
+        }
     };
     let metrics = args.metrics;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -581,17 +586,7 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
             }
         };
         let local = listener.local_addr().expect("bound socket has an address");
-        let router = match &master_config {
-            Some(m) => Router::with_auth(
-                router_config,
-                Arc::new(MasterAuthenticator::new(
-                    &m.config.realm,
-                    m.passwords.iter().map(|(n, p)| (n.as_str(), p.as_str())),
-                )),
-                Arc::new(WorkerGuard::new(Arc::new(AllowAll))),
-            ),
-            None => Router::new(router_config),
-        };
+        let router = trust.router(router_config);
         let realms: Vec<String> = router.realms().map(|r| r.name().to_owned()).collect();
         tracing::info!(%local, ?realms, tls = listener_config.tls.is_some(), "router started");
         // Tests and scripts read this line to learn the port.

@@ -5,12 +5,15 @@
 use std::sync::Arc;
 
 use switchyard_master::api::{self, ApiState};
+use switchyard_master::auth::{BusTrust, MasterAuthenticator, WorkerGuard};
 use switchyard_master::config::{MasterConfig, Role};
 use switchyard_master::control::Control;
 use switchyard_master::engine::secrets::{load_api_token, worker_passwords};
 use switchyard_master::engine::{Master, MasterOptions};
 use switchyard_master::ui;
 use switchyard_master::Store;
+use switchyard_router::auth::AllowAll;
+use switchyard_router::config::RouterConfig;
 use switchyard_router::transport::HttpMount;
 use switchyard_router::Router;
 
@@ -46,6 +49,68 @@ pub fn prepare_master(
         config: Arc::new(config),
         passwords,
     })
+}
+
+/// What every node enforces on the master's realm, whether or not it runs the engine
+/// (docs/security.md): workers authenticate by WAMP-CRA with the passwords of
+/// `[master] workers`, everyone else is anonymous, and [`WorkerGuard`] keeps the worker
+/// namespace and session kills for masters.
+pub struct NodeTrust {
+    realm: String,
+    passwords: Vec<(String, String)>,
+    trusted_roles: Vec<String>,
+}
+
+impl NodeTrust {
+    pub fn for_master(p: &PreparedMaster) -> NodeTrust {
+        NodeTrust {
+            realm: p.config.realm.clone(),
+            passwords: p.passwords.clone(),
+            trusted_roles: p.config.trusted_roles.clone(),
+        }
+    }
+
+    /// A node that runs no engine (`--no-master`, `enabled = false`, or no `[master]`
+    /// section: then the default realm `buildbot` is guarded and no worker can join). The
+    /// workers' passwords are read, never generated; with the embedded default a missing
+    /// password file only means no worker can join here.
+    pub fn router_only(section: Option<&MasterConfig>, embedded: bool) -> Result<Self, String> {
+        let Some(m) = section else {
+            return Ok(NodeTrust {
+                realm: MasterConfig::embedded_default().realm,
+                passwords: Vec::new(),
+                trusted_roles: Vec::new(),
+            });
+        };
+        m.validate().map_err(|e| e.to_string())?;
+        let passwords = match worker_passwords(m, false) {
+            Ok(p) => p,
+            Err(e) if embedded => {
+                tracing::debug!("router-only node: no worker can join ({e})");
+                Vec::new()
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(NodeTrust {
+            realm: m.realm.clone(),
+            passwords,
+            trusted_roles: m.trusted_roles.clone(),
+        })
+    }
+
+    pub fn router(&self, config: RouterConfig) -> Router {
+        let workers = self.passwords.iter().map(|(n, p)| (n.as_str(), p.as_str()));
+        let guard = WorkerGuard::new(
+            Arc::new(AllowAll),
+            &self.realm,
+            BusTrust::new(&self.trusted_roles),
+        );
+        Router::with_auth(
+            config,
+            Arc::new(MasterAuthenticator::new(&self.realm, workers)),
+            Arc::new(guard),
+        )
+    }
 }
 
 /// A started master and the HTTP services it serves on the router's port.

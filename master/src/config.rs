@@ -67,6 +67,12 @@ pub struct MasterConfig {
     pub shutdown_deadline_s: f64,
     #[serde(default)]
     pub api: ApiConfig,
+    /// WAMP roles trusted like a switchyard master on the bus: this master acts on their
+    /// control messages (`org.buildbot.mq.control.*`), the web UI shows their events, and
+    /// they may kill sessions on the master's realm through the meta API. Default: none
+    /// (only switchyard masters, on any node of the mesh). See docs/security.md.
+    #[serde(default)]
+    pub trusted_roles: Vec<String>,
     #[serde(default)]
     pub workers: Vec<WorkerConfig>,
     #[serde(default)]
@@ -312,6 +318,7 @@ impl MasterConfig {
                 token_file: Some(PathBuf::from("api.token")),
                 ..ApiConfig::default()
             },
+            trusted_roles: Vec::new(),
             workers: vec![WorkerConfig {
                 name: DEFAULT_WORKER.into(),
                 password: None,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use switchyard_master::auth::{MasterAuthenticator, WorkerGuard, WORKER_ROLE};
+use switchyard_master::auth::{BusTrust, MasterAuthenticator, WorkerGuard, WORKER_ROLE};
 use switchyard_master::config::MasterConfig;
 use switchyard_master::control::{Control, ForceRequest, NewChange};
 use switchyard_master::engine::{Master, MasterOptions};
@@ -100,7 +100,11 @@ async fn setup() -> Setup {
             "buildbot",
             [("w1", "pw1"), ("w2", "pw2")],
         )),
-        Arc::new(WorkerGuard::new(Arc::new(AllowAll))),
+        Arc::new(WorkerGuard::new(
+            Arc::new(AllowAll),
+            "buildbot",
+            BusTrust::default(),
+        )),
     );
     let master = Master::start(
         &router,

@@ -250,6 +250,8 @@ struct Shared {
     session: Id,
     /// WELCOME's details (authid, authrole, authmethod, roles...).
     welcome: Dict,
+    /// The router challenged the client (and accepted its answer) before WELCOME.
+    challenged: bool,
     /// Set by [`Client::leave`]: the router's GOODBYE is then a reply, not to be answered.
     leaving: std::sync::atomic::AtomicBool,
     /// Cancelled when the reader stops: the session is over.
@@ -466,6 +468,7 @@ impl Client {
             timeout: t,
             session,
             welcome,
+            challenged,
             leaving: Default::default(),
             closed: CancellationToken::new(),
             abort,
@@ -490,6 +493,12 @@ impl Client {
     }
 
     /// The role the router gave this session.
+    /// Whether the session was established through a CHALLENGE the client answered (a
+    /// client that insists on authentication refuses a WELCOME without one).
+    pub fn was_challenged(&self) -> bool {
+        self.shared.challenged
+    }
+
     pub fn authrole(&self) -> Option<&str> {
         self.shared.welcome.get("authrole").and_then(Value::as_str)
     }

@@ -100,8 +100,9 @@ pub struct RegistrationClaim<'a> {
 /// The mesh's view of a dealer.
 pub trait DealerHook: Send + Sync {
     /// A local session became (`present`) or stopped being a callee of a registration.
-    /// Called under the dealer's lock, so calls come in the order of changes.
-    fn callee(&self, registration: &RegistrationClaim<'_>, callee: Id, present: bool);
+    /// Called under the dealer's lock, so calls come in the order of changes. Peers learn
+    /// the callee's identity too: they authorize the registration themselves.
+    fn callee(&self, registration: &RegistrationClaim<'_>, callee: &SessionHandle, present: bool);
 }
 
 /// An existing registration that conflicts with a new claim (see the mesh's conflict rule).
@@ -111,6 +112,11 @@ pub struct Existing {
     pub created_ms: u64,
     pub callees: Vec<SessionHandle>,
 }
+
+/// INVOCATION details keys that carry the caller's identity to a mesh stand-in callee; the
+/// stand-in moves them into its `call` frame (they never reach a client).
+pub(crate) const ORIGIN_CALLER_AUTHID: &str = "x_switchyard_origin_authid";
+pub(crate) const ORIGIN_CALLER_AUTHROLE: &str = "x_switchyard_origin_authrole";
 
 /// A call forwarded by another node to one specific local callee.
 pub struct ForwardedCall<'a> {
@@ -313,7 +319,7 @@ impl Dealer {
             reg.callees.push(session.clone());
             if let (Some(hook), false) = (&st.hook, session.is_mesh_proxy()) {
                 let reg = &st.registrations[&id];
-                hook.callee(&reg.claim(), session.id(), true);
+                hook.callee(&reg.claim(), session, true);
             }
             session.send(Message::Registered {
                 request,
@@ -333,7 +339,7 @@ impl Dealer {
             created_ms: now_ms(),
         };
         if let (Some(hook), false) = (&st.hook, session.is_mesh_proxy()) {
-            hook.callee(&reg.claim(), session.id(), true);
+            hook.callee(&reg.claim(), session, true);
         }
         st.registrations.insert(id, reg);
         session.send(Message::Registered {
@@ -355,11 +361,11 @@ impl Dealer {
 
     /// Calls `f` with every local callee of every registration, under the dealer's lock, so
     /// that a snapshot and the [`DealerHook::callee`] calls are ordered.
-    pub fn for_each_local_callee(&self, mut f: impl FnMut(&RegistrationClaim<'_>, Id)) {
+    pub fn for_each_local_callee(&self, mut f: impl FnMut(&RegistrationClaim<'_>, &SessionHandle)) {
         let st = self.state.lock();
         for reg in st.registrations.values() {
             for c in reg.callees.iter().filter(|c| !c.is_mesh_proxy()) {
-                f(&reg.claim(), c.id());
+                f(&reg.claim(), c);
             }
         }
     }
@@ -415,7 +421,7 @@ impl Dealer {
         };
         let removed = reg.callees.remove(pos);
         if let (Some(hook), false) = (&st.hook, removed.is_mesh_proxy()) {
-            hook.callee(&reg.claim(), session, false);
+            hook.callee(&reg.claim(), &removed, false);
         }
         let procedure = reg.procedure.clone();
         if reg.callees.is_empty() {
@@ -590,6 +596,19 @@ impl Dealer {
             details.insert("caller".into(), id);
             details.insert("caller_authid".into(), authid);
             details.insert("caller_authrole".into(), authrole);
+        }
+        if callee.is_mesh_proxy() {
+            // The callee's node authorizes the call itself, against who the caller is here
+            // (whether disclosed or not): the stand-in moves these into the `call` frame.
+            // (Forwarded calls only go to local callees, so `caller` is a real local session.)
+            details.insert(
+                ORIGIN_CALLER_AUTHID.into(),
+                Value::from(caller.info.authid.as_str()),
+            );
+            details.insert(
+                ORIGIN_CALLER_AUTHROLE.into(),
+                Value::from(caller.info.authrole.as_str()),
+            );
         }
         if timeout_ms > 0 {
             details.insert("timeout".into(), Value::from(timeout_ms));

@@ -24,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod dealer;
 mod id;
+pub mod logsafe;
 pub mod matcher;
 pub mod mesh;
 pub mod meta;

@@ -504,16 +504,17 @@ impl Connection {
             unreachable!("checked by handle")
         };
         let internal = self.internal;
-        let authorization = |j: &Joined, uri: &str, action: Action| {
+        let authorization = |j: &Joined, uri: &str, action: Action, policy: MatchPolicy| {
             if internal {
                 return Authorization::ALLOW;
             }
-            let a = self.router.authorizer().authorize_session(
+            let a = self.router.authorizer().authorize_match(
                 j.realm.name(),
                 &j.session.info.authrole,
                 &j.session.info.authid,
                 uri,
                 action,
+                policy,
             );
             if !a.allow {
                 tracing::debug!(session = j.session.id(), authrole = %j.session.info.authrole,
@@ -521,8 +522,9 @@ impl Connection {
             }
             a
         };
-        let authorized =
-            |j: &Joined, uri: &str, action: Action| authorization(j, uri, action).allow;
+        let authorized = |j: &Joined, uri: &str, action: Action, policy: MatchPolicy| {
+            authorization(j, uri, action, policy).allow
+        };
         let check = j.realm.config.uri_check;
         match msg {
             Message::Publish {
@@ -543,7 +545,7 @@ impl Connection {
                         format!("topic '{topic}' is in the reserved wamp. namespace"),
                     ))
                 } else {
-                    let auth = authorization(j, &topic, Action::Publish);
+                    let auth = authorization(j, &topic, Action::Publish, MatchPolicy::Exact);
                     if !auth.allow {
                         Err(WampError::new(
                             errors::NOT_AUTHORIZED,
@@ -587,7 +589,7 @@ impl Connection {
                         errors::INVALID_URI,
                         format!("invalid topic URI '{topic}' for match '{}'", p.name()),
                     )),
-                    Some(_) if !authorized(j, &topic, Action::Subscribe) => Err(WampError::new(
+                    Some(p) if !authorized(j, &topic, Action::Subscribe, p) => Err(WampError::new(
                         errors::NOT_AUTHORIZED,
                         format!("not authorized to subscribe to '{topic}'"),
                     )),
@@ -666,10 +668,12 @@ impl Connection {
                         errors::INVALID_URI,
                         format!("procedure '{procedure}' is in the reserved wamp. namespace"),
                     )),
-                    Some(_) if !authorized(j, &procedure, Action::Register) => Err(WampError::new(
-                        errors::NOT_AUTHORIZED,
-                        format!("not authorized to register '{procedure}'"),
-                    )),
+                    Some(p) if !authorized(j, &procedure, Action::Register, p) => {
+                        Err(WampError::new(
+                            errors::NOT_AUTHORIZED,
+                            format!("not authorized to register '{procedure}'"),
+                        ))
+                    }
                     Some(p) => j
                         .realm
                         .dealer
@@ -732,7 +736,7 @@ impl Connection {
                         format!("invalid procedure URI '{procedure}'"),
                     ))
                 } else {
-                    let auth = authorization(j, &procedure, Action::Call);
+                    let auth = authorization(j, &procedure, Action::Call, MatchPolicy::Exact);
                     if !auth.allow {
                         Err(WampError::new(
                             errors::NOT_AUTHORIZED,

@@ -48,6 +48,9 @@ impl Bus {
         let topic = format!("{MQ_PREFIX}{}", key.join("."));
         let mut options = Dict::new();
         options.insert("exclude_me".into(), Value::Bool(false));
+        // Masters and the UI act only on what masters published, which they tell by the
+        // publisher's identity: the router (or the peer it crossed from) adds it.
+        options.insert("disclose_me".into(), Value::Bool(true));
         self.client.publish_unacknowledged(
             &topic,
             options,

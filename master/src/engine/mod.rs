@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::json;
+use switchyard_router::logsafe::Trunc;
 use switchyard_router::service::{ServiceClient, SubscriptionEvent};
 use switchyard_router::wire::{Dict, Value};
 use switchyard_router::Router;
@@ -37,7 +38,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{worker_procedure, WORKER_NAMESPACE};
+use crate::auth::{worker_procedure, BusTrust, WORKER_NAMESPACE};
 use crate::config::{BuilderConfig, MasterConfig, SchedulerKind};
 use crate::store::{
     BuildId, BuildRequest, BuilderId, MasterId, NewBuildset, SchedulerId, Store, WorkerId,
@@ -113,6 +114,8 @@ pub(crate) struct Inner {
     config: Arc<MasterConfig>,
     store: Store,
     bus: Bus,
+    /// Whose control messages and events this master acts on (docs/security.md).
+    trust: BusTrust,
     client: Arc<ServiceClient>,
     master: MasterId,
     name: String,
@@ -120,6 +123,9 @@ pub(crate) struct Inner {
     worker_ids: HashMap<String, WorkerId>,
     scheduler_ids: HashMap<String, SchedulerId>,
     running: Mutex<HashMap<BuildId, Arc<RunningBuild>>>,
+    /// Builds between "this master may claim" and the end of their run, so a graceful
+    /// stop never misses one that was being claimed or inserted when draining began.
+    starting: Arc<std::sync::atomic::AtomicUsize>,
     /// Workers whose last build could not reach them: skipped until the instant passes, so
     /// a worker that vanished does not turn the queue into a retry loop.
     quarantine: Mutex<HashMap<WorkerId, Instant>>,
@@ -154,6 +160,20 @@ impl Inner {
     /// Whether this master takes new work: not while a stop (graceful or not) is under way.
     fn claiming(&self) -> bool {
         *self.lifecycle.lock() == Lifecycle::Running
+    }
+
+    /// Counts one build from before the claim to the end of its run; `None` when this
+    /// master no longer claims. Counting first, then checking the lifecycle, orders it
+    /// against a graceful stop, which sets the lifecycle first, then waits for the count.
+    fn begin_start(&self) -> Option<Starting> {
+        let guard = Starting::new(&self.starting);
+        self.claiming().then_some(guard)
+    }
+
+    /// No build is being claimed, started or run by this master.
+    fn idle(&self) -> bool {
+        self.starting.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && self.running.lock().is_empty()
     }
 
     fn builder(&self, id: BuilderId) -> Option<&BuilderConfig> {
@@ -263,6 +283,7 @@ impl Master {
         }
 
         let inner = Arc::new(Inner {
+            trust: BusTrust::new(&config.trusted_roles),
             config,
             store,
             bus,
@@ -273,6 +294,7 @@ impl Master {
             worker_ids,
             scheduler_ids,
             running: Mutex::new(HashMap::new()),
+            starting: Arc::default(),
             quarantine: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown: CancellationToken::new(),
@@ -541,7 +563,7 @@ async fn graceful_stop(inner: Arc<Inner>, cancel: CancellationToken) {
             inner.wake.notify_one();
             return;
         }
-        if inner.running.lock().is_empty() && !local_workers_busy(&inner).await {
+        if inner.idle() && !local_workers_busy(&inner).await {
             break;
         }
         if Instant::now() >= deadline {
@@ -632,9 +654,12 @@ async fn wake_on_events(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     for mut s in subs {
         let tx = tx.clone();
+        let trust = inner.trust.clone();
         tokio::spawn(async move {
-            while s.recv().await.is_some() {
-                let _ = tx.try_send(());
+            while let Some(ev) = s.recv().await {
+                if from_master(&trust, &ev) {
+                    let _ = tx.try_send(());
+                }
             }
         });
     }
@@ -749,6 +774,9 @@ async fn lifecycle_listener(
             _ = inner.shutdown.cancelled() => return,
             ev = events.recv() => {
                 let Some(ev) = ev else { return };
+                if !from_master(&inner.trust, &ev) {
+                    continue;
+                }
                 let Some(topic) = ev.details.get("topic").and_then(Value::as_str) else { continue };
                 let graceful = ev
                     .payload
@@ -782,6 +810,9 @@ async fn stop_listener(
             _ = inner.shutdown.cancelled() => return,
             ev = stops.recv() => {
                 let Some(ev) = ev else { return };
+                if !from_master(&inner.trust, &ev) {
+                    continue;
+                }
                 // The topic is org.buildbot.mq.control.builds.<id>.stop.
                 let Some(topic) = ev.details.get("topic").and_then(Value::as_str) else { continue };
                 let Some(id) = topic
@@ -804,6 +835,23 @@ async fn stop_listener(
             }
         }
     }
+}
+
+/// Whether a bus event comes from a master (this one or a peer, or a configured trusted
+/// role): anything else on `org.buildbot.mq.*` (an anonymous client, a Buildbot master on
+/// the same realm) is ignored, with a debug line naming the sender.
+fn from_master(trust: &BusTrust, ev: &SubscriptionEvent) -> bool {
+    let ok = trust.published_by_master(&ev.details);
+    if !ok {
+        let topic = ev
+            .details
+            .get("topic")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        tracing::debug!(topic = %Trunc(topic), publisher = %BusTrust::publisher(&ev.details),
+            "ignoring a bus message that no master published");
+    }
+    ok
 }
 
 /// Stops a build if this master runs it; true if it did.
@@ -1106,9 +1154,9 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
             .unclaimed_buildrequests(Some(builderid), free)
             .await?;
         for request in pending {
-            if !inner.claiming() {
+            let Some(starting) = inner.begin_start() else {
                 return Ok(());
-            }
+            };
             for (wid, wname, max) in candidates(&load) {
                 let Some(slot) = inner
                     .store
@@ -1125,7 +1173,8 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
                 {
                     Ok(()) => {
                         *load.entry(wid).or_default() += 1;
-                        start_build(inner, request.clone(), wid, wname.to_owned(), slot).await;
+                        let (r, w) = (request.clone(), wname.to_owned());
+                        start_build(inner, r, wid, w, slot, starting.again()).await;
                     }
                     Err(StoreError::AlreadyClaimed) | Err(StoreError::UnknownBuildRequest) => {
                         inner
@@ -1154,11 +1203,34 @@ async fn start_build(
     worker: WorkerId,
     worker_name: String,
     slot: i64,
+    starting: Starting,
 ) {
     inner.publish_request(request.id, "claimed").await;
     let inner2 = inner.clone();
     tokio::spawn(async move {
         build::run(inner2.clone(), request, worker, worker_name, slot).await;
+        drop(starting);
         inner2.wake.notify_one();
     });
+}
+
+/// One count of [`Inner::starting`], given back when dropped.
+struct Starting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Starting {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Starting {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Starting(count.clone())
+    }
+
+    /// Another count for the same build (the run holds it past the claim).
+    fn again(&self) -> Starting {
+        Starting::new(&self.0)
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }

@@ -30,6 +30,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
 use hyper::body::Frame;
 use serde_json::{json, Value as Json};
+use switchyard_router::logsafe::Trunc;
 use switchyard_router::service::ServiceClient;
 use switchyard_router::transport::{full_body, HttpBody, HttpFuture, HttpService};
 use switchyard_router::wire::{Dict, Value};
@@ -37,6 +38,7 @@ use switchyard_router::{Router, Shutdown};
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::api::auth;
+use crate::auth::BusTrust;
 use crate::config::ApiConfig;
 use crate::engine::events::{to_json, MQ_PREFIX};
 
@@ -83,10 +85,13 @@ pub struct EventHub {
 impl EventHub {
     /// Subscribes to the bus of `realm` (failing if that is not possible) and keeps the
     /// subscription up while the router runs.
+    /// Only what masters published (by `trust`) reaches the ring: an anonymous client's
+    /// forged `builds.<id>.finished` never shows in a browser.
     pub async fn start(
         router: &Router,
         realm: &str,
         api: ApiConfig,
+        trust: BusTrust,
     ) -> Result<Arc<EventHub>, String> {
         let (ring, _) = broadcast::channel(RING_CAPACITY);
         let subscription = subscribe(router, realm).await?;
@@ -97,7 +102,7 @@ impl EventHub {
             shutdown: router.shutdown().clone(),
         });
         let (router, realm) = (router.clone(), realm.to_owned());
-        tokio::spawn(async move { pump(router, realm, subscription, ring).await });
+        tokio::spawn(async move { pump(router, realm, subscription, ring, trust).await });
         Ok(hub)
     }
 
@@ -229,6 +234,7 @@ async fn pump(
     realm: String,
     subscription: Subscription,
     ring: broadcast::Sender<Arc<BusEvent>>,
+    trust: BusTrust,
 ) {
     let shutdown = router.shutdown().clone();
     // Holding the client keeps the session (and so the subscription) open.
@@ -253,6 +259,11 @@ async fn pump(
             let Some(topic) = ev.details.get("topic").and_then(Value::as_str) else {
                 continue;
             };
+            if !trust.published_by_master(&ev.details) {
+                tracing::debug!(topic = %Trunc(topic), publisher = %BusTrust::publisher(&ev.details),
+                    "not streaming a bus event that no master published");
+                continue;
+            }
             let data = match (ev.payload.args().first(), ev.payload.kwargs()) {
                 (Some(v), _) => to_json(v),
                 (None, Some(kwargs)) => to_json(&Value::Dict(kwargs.clone())),

@@ -18,6 +18,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use switchyard_router::transport::{full_body, HttpBody, HttpFuture, HttpMount, HttpService};
 use switchyard_router::Router;
 
+use crate::auth::BusTrust;
 use crate::config::MasterConfig;
 pub use events::EventHub;
 
@@ -36,7 +37,13 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 /// The UI's mounts: the event stream, the page and the redirect from `/`. Subscribes the
 /// node's event stream to the bus of the master's realm (an error if it cannot).
 pub async fn mounts(router: &Router, config: &MasterConfig) -> Result<Vec<HttpMount>, String> {
-    let hub = EventHub::start(router, &config.realm, config.api.clone()).await?;
+    let hub = EventHub::start(
+        router,
+        &config.realm,
+        config.api.clone(),
+        BusTrust::new(&config.trusted_roles),
+    )
+    .await?;
     Ok(vec![
         HttpMount::new(events::PATH, Arc::new(events::EventsService(hub))),
         HttpMount::new(PREFIX, Arc::new(PageService)),

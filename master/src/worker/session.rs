@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use switchyard_router::client::{CalleeMessage, Client, ClientAuth, ClientError, ClientOptions};
+use switchyard_router::logsafe::Trunc;
 use switchyard_router::uri::errors;
 use switchyard_router::wire::{Dict, Id, Payload, Value};
 use tokio::sync::{mpsc, watch, RwLock};
@@ -398,6 +399,9 @@ impl Worker {
                     };
                     tracing::warn!("worker {}: cannot join {url}: {e}{hint}", this.name());
                 }
+                Ok(client) if !Self::authenticated(&client, this.name(), &url) => {
+                    Self::leave(&client).await;
+                }
                 Ok(client) => {
                     seq += 1;
                     let joined = Instant::now();
@@ -453,6 +457,36 @@ impl Worker {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout(CONNECT_TIMEOUT)),
         }
+    }
+
+    /// Whether the router established the session through the WAMP-CRA challenge the worker
+    /// asked for, as this worker with the worker role. Anything else (a router that
+    /// welcomed it anonymously, under another role or name) could let anyone call it: the
+    /// worker registers nothing there, says why, and retries with backoff.
+    fn authenticated(client: &Client, name: &str, url: &str) -> bool {
+        let text = |k: &str| {
+            client
+                .welcome_details()
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (method, role, authid) = (text("authmethod"), text("authrole"), text("authid"));
+        let ok = client.was_challenged()
+            && method == "wampcra"
+            && role == crate::auth::WORKER_ROLE
+            && authid == name;
+        if !ok {
+            tracing::error!(
+                "worker {name}: {url} let this worker join without the WAMP-CRA challenge it                  asked for (challenged: {}, authmethod {:?}, authrole {:?}, authid {:?}):                  refusing the session, registering nothing; is the worker configured in                  [master] workers on that node?",
+                client.was_challenged(),
+                Trunc(&method),
+                Trunc(&role),
+                Trunc(&authid)
+            );
+        }
+        ok
     }
 
     /// Says GOODBYE and waits (bounded) for the router's reply; then drops the connection.

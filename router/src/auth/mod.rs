@@ -21,6 +21,7 @@ pub mod wampcra;
 
 use subtle::ConstantTimeEq;
 
+use crate::uri::MatchPolicy;
 use crate::wire::{Dict, Id, Value};
 
 /// Who a session is once authenticated.
@@ -213,6 +214,22 @@ pub trait Authorizer: Send + Sync {
         action: Action,
     ) -> Authorization {
         self.authorize(realm, authrole, uri, action)
+    }
+
+    /// Like [`Authorizer::authorize_session`], for SUBSCRIBE and REGISTER, which also name a
+    /// match policy (a worker may register its own exact procedure names only, never a
+    /// pattern). The router calls this one for those two actions; the mesh calls it for a
+    /// peer's registrations, with the callee's identity as the peer reports it.
+    fn authorize_match(
+        &self,
+        realm: &str,
+        authrole: &str,
+        authid: &str,
+        uri: &str,
+        action: Action,
+        _policy: MatchPolicy,
+    ) -> Authorization {
+        self.authorize_session(realm, authrole, authid, uri, action)
     }
 
     /// Whether a session may join `realm` under `authrole` at all (Crossbar refuses a role the

@@ -27,6 +27,15 @@ pub fn features() -> Vec<String> {
     vec![FEATURE_META.to_owned()]
 }
 
+/// Who a session is, as the node it is connected to vouches (peers are authenticated by the
+/// mesh secret, so their word is trusted): the receiving node authorizes forwarded calls and
+/// registrations against it. Absent from older nodes, which is authorized as nobody.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Principal {
+    pub authid: String,
+    pub authrole: String,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Frame {
     /// Dialer → acceptor: who I am, and a fresh nonce for the acceptor to prove itself on.
@@ -79,6 +88,8 @@ pub enum Frame {
         procedure: String,
         invoke: InvokePolicy,
         created_ms: u64,
+        /// The callee's identity (appended; absent from older nodes).
+        by: Option<Principal>,
     },
     RegDel {
         realm: String,
@@ -131,6 +142,8 @@ pub enum Frame {
         procedure: String,
         details: Dict,
         payload: Payload,
+        /// The caller's identity (appended; absent from older nodes).
+        by: Option<Principal>,
     },
     Cancel {
         realm: String,
@@ -248,16 +261,21 @@ impl Frame {
                 procedure,
                 invoke,
                 created_ms,
-            } => vec![
-                s("reg+"),
-                s(realm),
-                id(*registration),
-                id(*callee),
-                policy_name(*policy),
-                s(procedure),
-                s(invoke.name()),
-                id(*created_ms),
-            ],
+                by,
+            } => {
+                let mut v = vec![
+                    s("reg+"),
+                    s(realm),
+                    id(*registration),
+                    id(*callee),
+                    policy_name(*policy),
+                    s(procedure),
+                    s(invoke.name()),
+                    id(*created_ms),
+                ];
+                push_principal(&mut v, by);
+                v
+            }
             Frame::RegDel {
                 realm,
                 registration,
@@ -326,6 +344,7 @@ impl Frame {
                 procedure,
                 details,
                 payload,
+                by,
             } => {
                 let mut v = vec![
                     s("call"),
@@ -338,6 +357,7 @@ impl Frame {
                     Value::Dict(details.clone()),
                 ];
                 v.extend(payload_values(payload));
+                push_principal(&mut v, by);
                 v
             }
             Frame::Cancel {
@@ -465,6 +485,7 @@ impl Frame {
                 invoke: InvokePolicy::from_option(Some(&c.next()?))
                     .map_err(|e| FrameError::Shape(e.message))?,
                 created_ms: c.id()?,
+                by: c.principal()?,
             },
             "reg-" => Frame::RegDel {
                 realm: c.string()?,
@@ -513,6 +534,7 @@ impl Frame {
                 procedure: c.string()?,
                 details: c.dict()?,
                 payload: c.payload()?,
+                by: c.principal()?,
             },
             "cancel" => Frame::Cancel {
                 realm: c.string()?,
@@ -538,6 +560,13 @@ impl Frame {
             other => return Err(FrameError::Shape(format!("unknown frame '{other}'"))),
         };
         Ok(frame)
+    }
+}
+
+fn push_principal(v: &mut Vec<Value>, by: &Option<Principal>) {
+    if let Some(p) = by {
+        v.push(Value::from(p.authid.as_str()));
+        v.push(Value::from(p.authrole.as_str()));
     }
 }
 
@@ -617,6 +646,16 @@ impl Cursor {
         MatchPolicy::from_option(Some(&s))
             .ok_or_else(|| FrameError::Shape(format!("bad match policy '{s}'")))
     }
+    /// A trailing (authid, authrole); absent (an older peer) means unknown.
+    fn principal(&mut self) -> Result<Option<Principal>, FrameError> {
+        if self.items.len() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Principal {
+            authid: self.string()?,
+            authrole: self.string()?,
+        }))
+    }
     fn payload(&mut self) -> Result<Payload, FrameError> {
         let args = match self.next()? {
             Value::List(l) => l,
@@ -690,6 +729,24 @@ mod tests {
                 procedure: "a..c".into(),
                 invoke: InvokePolicy::RoundRobin,
                 created_ms: 123,
+                by: Some(Principal {
+                    authid: "w1".into(),
+                    authrole: "switchyard.worker".into(),
+                }),
+            },
+            Frame::Call {
+                realm: "r".into(),
+                proxy: 3,
+                request: 4,
+                registration: 7,
+                callee: 9,
+                procedure: "a.b.c".into(),
+                details: Dict::new(),
+                payload: Payload::new(vec![Value::from(2u64)], Dict::new()),
+                by: Some(Principal {
+                    authid: "master:m1".into(),
+                    authrole: "trusted".into(),
+                }),
             },
             Frame::Publish {
                 realm: "r".into(),
@@ -728,6 +785,20 @@ mod tests {
         let sub = encode_list(vec![s("sub+"), s("r"), s("exact"), s("t")]);
         match Frame::decode(&sub).unwrap() {
             Frame::SubAdd { meta, .. } => assert_eq!(meta, None),
+            other => panic!("{other:?}"),
+        }
+        let reg = encode_list(vec![
+            s("reg+"),
+            s("r"),
+            Value::from(1u64),
+            Value::from(2u64),
+            s("exact"),
+            s("p"),
+            s("single"),
+            Value::from(5u64),
+        ]);
+        match Frame::decode(&reg).unwrap() {
+            Frame::RegAdd { by, .. } => assert_eq!(by, None),
             other => panic!("{other:?}"),
         }
     }

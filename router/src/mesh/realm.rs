@@ -23,12 +23,14 @@ use std::sync::{Arc, OnceLock, Weak};
 use parking_lot::{Mutex, RwLock};
 
 use super::directory::{Directory, RemoteCallee, RemoteSession};
-use super::frame::Frame;
+use super::frame::{Frame, Principal};
 use super::link::LinkHandle;
 use super::rpc::{self, ReturnPath};
 use super::{Inner, Mesh};
+use crate::auth::Action;
 use crate::broker::{BrokerHook, Interest, Publication, Publisher};
 use crate::dealer::{DealerHook, ForwardedCall, RegistrationClaim};
+use crate::logsafe::Trunc;
 use crate::matcher::UriIndex;
 use crate::realm::Realm;
 use crate::session::SessionHandle;
@@ -170,15 +172,19 @@ fn sub_add(realm: &str, sub: &Interest<'_>) -> Frame {
     }
 }
 
-fn reg_add(realm: &str, reg: &RegistrationClaim<'_>, callee: Id) -> Frame {
+fn reg_add(realm: &str, reg: &RegistrationClaim<'_>, callee: &SessionHandle) -> Frame {
     Frame::RegAdd {
         realm: realm.to_owned(),
         registration: reg.id,
-        callee,
+        callee: callee.id(),
         policy: reg.policy,
         procedure: reg.procedure.to_owned(),
         invoke: reg.invoke,
         created_ms: reg.created_ms,
+        by: Some(Principal {
+            authid: callee.info.authid.clone(),
+            authrole: callee.info.authrole.clone(),
+        }),
     }
 }
 
@@ -254,7 +260,7 @@ impl BrokerHook for RealmMesh {
 }
 
 impl DealerHook for RealmMesh {
-    fn callee(&self, reg: &RegistrationClaim<'_>, callee: Id, present: bool) {
+    fn callee(&self, reg: &RegistrationClaim<'_>, callee: &SessionHandle, present: bool) {
         if is_reserved(reg.procedure) {
             return; // every node answers its own meta API (see the module docs)
         }
@@ -264,7 +270,7 @@ impl DealerHook for RealmMesh {
             Frame::RegDel {
                 realm: self.name.clone(),
                 registration: reg.id,
-                callee,
+                callee: callee.id(),
             }
         });
     }
@@ -474,12 +480,23 @@ impl LinkState {
                 procedure,
                 invoke,
                 created_ms,
+                by,
             } => {
                 let Some((r, rm)) = realm_of(&realm) else {
                     return;
                 };
                 if is_reserved(&procedure) {
                     tracing::debug!(peer = %self.link.node, procedure, "ignoring a peer's router procedure");
+                    return;
+                }
+                if !self.allowed(
+                    mesh,
+                    &realm,
+                    by.as_ref(),
+                    &procedure,
+                    Action::Register,
+                    policy,
+                ) {
                     return;
                 }
                 let lr = self.realms.entry(realm.clone()).or_default();
@@ -539,6 +556,12 @@ impl LinkState {
                 let Some((r, _)) = realm_of(&realm) else {
                     return;
                 };
+                let by = Principal { authid, authrole };
+                let exact = MatchPolicy::Exact;
+                if !self.allowed(mesh, &realm, Some(&by), &topic, Action::Publish, exact) {
+                    return;
+                }
+                let (authid, authrole) = (by.authid, by.authrole);
                 let p = Publication {
                     id: publication,
                     topic: &topic,
@@ -563,17 +586,29 @@ impl LinkState {
                 procedure,
                 details,
                 payload,
+                by,
             } => {
-                let Some((r, _)) = realm_of(&realm) else {
+                let refuse = |error: &str, message: String| {
                     let _ = self.link.send(&Frame::Error {
-                        realm,
+                        realm: realm.clone(),
                         proxy,
                         request,
-                        error: errors::NO_SUCH_REALM.into(),
-                        payload: Payload::default(),
+                        error: error.into(),
+                        payload: Payload::new(vec![Value::from(message)], Dict::new()),
                     });
+                };
+                let Some((r, _)) = realm_of(&realm) else {
+                    refuse(errors::NO_SUCH_REALM, format!("no realm {}", Trunc(&realm)));
                     return;
                 };
+                let exact = MatchPolicy::Exact;
+                if !self.allowed(mesh, &realm, by.as_ref(), &procedure, Action::Call, exact) {
+                    refuse(
+                        errors::NOT_AUTHORIZED,
+                        format!("not authorized to call '{}'", Trunc(&procedure)),
+                    );
+                    return;
+                }
                 let link = self.link.clone();
                 let lr = self.realms.entry(realm.clone()).or_default();
                 let (caller, ret) = lr
@@ -655,6 +690,32 @@ impl LinkState {
                 tracing::debug!(peer = %self.link.node, "ignoring handshake frame on an established link: {other:?}");
             }
         }
+    }
+
+    /// Whether a peer's session may do `action` on `uri` here: this node's own authorizer
+    /// decides, against the identity the peer vouches for (its word is trusted: it proved the
+    /// mesh secret). An older peer that names nobody is authorized as role `""`, which no
+    /// rule grants anything protected. A refusal is logged at debug, values truncated.
+    fn allowed(
+        &self,
+        mesh: &Mesh,
+        realm: &str,
+        by: Option<&Principal>,
+        uri: &str,
+        action: Action,
+        policy: MatchPolicy,
+    ) -> bool {
+        let (authid, authrole) = by.map_or(("", ""), |p| (&p.authid, &p.authrole));
+        let authorizer = mesh.inner.router.authorizer();
+        let allowed = authorizer
+            .authorize_match(realm, authrole, authid, uri, action, policy)
+            .allow;
+        if !allowed {
+            tracing::debug!(peer = %self.link.node, authid = %Trunc(authid),
+                authrole = %Trunc(authrole), uri = %Trunc(uri),
+                "refused a forwarded {}: not authorized here", action.name());
+        }
+        allowed
     }
 
     /// The link ended: remove everything the peer had here. Callers waiting on its callees

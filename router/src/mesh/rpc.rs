@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::frame::Frame;
+use super::frame::{Frame, Principal};
 use super::link::LinkHandle;
+use crate::dealer::{ORIGIN_CALLER_AUTHID, ORIGIN_CALLER_AUTHROLE};
 use crate::id::random_id;
 use crate::outbound::Closed;
 use crate::session::{Link, MeshSink, PeerFeatures, Session, SessionHandle, SessionInfo};
@@ -54,7 +55,7 @@ impl MeshSink for ProxyCallee {
         match msg {
             Message::Invocation {
                 request,
-                details,
+                mut details,
                 payload,
                 ..
             } => {
@@ -63,6 +64,14 @@ impl MeshSink for ProxyCallee {
                     .and_then(Value::as_str)
                     .unwrap_or(&self.pattern)
                     .to_owned();
+                let mut take = |key: &str| match details.remove(key) {
+                    Some(Value::String(s)) => s,
+                    _ => String::new(),
+                };
+                let by = Principal {
+                    authid: take(ORIGIN_CALLER_AUTHID),
+                    authrole: take(ORIGIN_CALLER_AUTHROLE),
+                };
                 self.link.send(&Frame::Call {
                     realm: self.realm.clone(),
                     proxy: self.proxy,
@@ -72,6 +81,7 @@ impl MeshSink for ProxyCallee {
                     procedure,
                     details,
                     payload,
+                    by: Some(by),
                 })
             }
             Message::Interrupt { request, options } => {
