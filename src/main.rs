@@ -478,7 +478,7 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         },
     };
     // `--no-master` keeps the `[master]` section: the engine does not run, but the node still
-    // authenticates the configured workers and guards the master's realm (docs/security.md).
+    // guards the master's realm (docs/security.md).
     if let Some(m) = file.master.as_mut() {
         if let Some(db) = args.db.clone() {
             m.db = Some(db);
@@ -558,7 +558,7 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
     let run_engine = !args.no_master && section.as_ref().is_some_and(|m| m.enabled);
     let prepared = match section {
         Some(m) if run_engine => prepare_master(m, &file, embedded).map(|p| (Some(p), None)),
-        other => NodeTrust::router_only(other.as_ref(), embedded).map(|t| (None, Some(t))),
+        other => Ok((None, Some(NodeTrust::router_only(other.as_ref())))),
     };
     let (master_config, trust) = match prepared {
         Ok((Some(p), _)) => {

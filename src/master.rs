@@ -71,31 +71,17 @@ impl NodeTrust {
     }
 
     /// A node that runs no engine (`--no-master`, `enabled = false`, or no `[master]`
-    /// section: then the default realm `buildbot` is guarded and no worker can join). The
-    /// workers' passwords are read, never generated; with the embedded default a missing
-    /// password file only means no worker can join here.
-    pub fn router_only(section: Option<&MasterConfig>, embedded: bool) -> Result<Self, String> {
-        let Some(m) = section else {
-            return Ok(NodeTrust {
-                realm: MasterConfig::embedded_default().realm,
-                passwords: Vec::new(),
-                trusted_roles: Vec::new(),
-            });
-        };
-        m.validate().map_err(|e| e.to_string())?;
-        let passwords = match worker_passwords(m, false) {
-            Ok(p) => p,
-            Err(e) if embedded => {
-                tracing::debug!("router-only node: no worker can join ({e})");
-                Vec::new()
-            }
-            Err(e) => return Err(e.to_string()),
-        };
-        Ok(NodeTrust {
+    /// section: then the default realm `buildbot` is guarded). It guards the master's realm
+    /// like any node but accepts no worker: masters learn of workers from their own node's
+    /// registrations, so a worker is refused here with a message saying where to connect.
+    pub fn router_only(section: Option<&MasterConfig>) -> NodeTrust {
+        let default = MasterConfig::embedded_default();
+        let m = section.unwrap_or(&default);
+        NodeTrust {
             realm: m.realm.clone(),
-            passwords,
+            passwords: Vec::new(),
             trusted_roles: m.trusted_roles.clone(),
-        })
+        }
     }
 
     pub fn router(&self, config: RouterConfig) -> Router {

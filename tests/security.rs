@@ -171,6 +171,19 @@ async fn anonymous_clients_on_any_node_change_nothing() {
             .any(|w| !w["connected_to"].as_array().unwrap().is_empty())
             .then_some(())
     });
+    // A router-only node guards the realm but takes no worker (no master there would see
+    // it): it says where to connect instead.
+    let stray = Worker::start(dir.path(), "w1", "pw-w1", &[r.ws_url()]);
+    wait_until(
+        Duration::from_secs(20),
+        "the stray worker's refusal",
+        || {
+            let log = std::fs::read_to_string(&stray.log).unwrap_or_default();
+            log.contains("connect workers to a node whose master lists them")
+                .then_some(())
+        },
+    );
+    drop(stray);
     let masterid = list(a.addr(), "masters", "")[0]["masterid"]
         .as_i64()
         .unwrap();

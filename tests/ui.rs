@@ -54,7 +54,10 @@ fn ui_node_with_api(dir: &Path, name: &str, extra: &str, api: &str) -> Node {
         // Configured, but run by no master here (run_builders below): its requests wait.
         ("orphan", "echo never"),
     ];
-    let extra = if extra.contains("run_builders") || extra.contains("roles") {
+    let sets_roles = extra
+        .lines()
+        .any(|l| l.starts_with("roles") || l.starts_with("run_builders"));
+    let extra = if sets_roles {
         extra.to_owned()
     } else {
         format!("{extra}\nrun_builders = [\"ui-demo\", \"long\"]")
@@ -627,6 +630,8 @@ fn flood(url: &str, n: usize, size: usize, last: &str) {
                 };
                 let mut options = Dict::new();
                 options.insert("exclude_me".into(), W::Bool(false));
+                // The stream shows what trusted publishers published: say who publishes.
+                options.insert("disclose_me".into(), W::Bool(true));
                 tokio::time::timeout(
                     Duration::from_secs(10),
                     client.publish_acknowledged(
@@ -670,7 +675,10 @@ fn stalled_client(addr: SocketAddr) -> SseClient {
 #[test]
 fn a_stalled_event_client_costs_bounded_memory_and_gets_resync() {
     let dir = TempDir::new("ui-events-slow");
-    let node = ui_node(dir.path(), "slow-1", "");
+    // The flood comes from an anonymous client: this node trusts anonymous publishers like
+    // masters (docs/security.md), as a Buildbot bus would, so that the flood reaches the
+    // event stream whose memory is measured.
+    let node = ui_node(dir.path(), "slow-1", "trusted_roles = [\"anonymous\"]");
     let pid = node.child.as_ref().unwrap().id();
     let url = format!("ws://{}/ws", node.addr());
     let (n, size) = (6000, 16 << 10);

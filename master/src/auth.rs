@@ -77,6 +77,13 @@ impl Authenticator for MasterAuthenticator {
         let offered = hello.authmethods();
         for method in &offered {
             match *method {
+                "wampcra" if self.workers.users.is_empty() => {
+                    return AuthDecision::deny(
+                        errors::NO_SUCH_PRINCIPAL,
+                        "this node knows no worker (it runs no build master, or its [master] \
+                         section lists none): connect workers to a node whose master lists them",
+                    )
+                }
                 "wampcra" => return self.workers.hello(hello),
                 "anonymous" => return self.anonymous.hello(hello),
                 _ => {}
