@@ -309,9 +309,11 @@ async fn shared_registrations_count_callees_across_nodes() {
     full_mesh(&[&a, &b, &c]).await;
     let rr = opts(&[("invoke", "roundrobin".into())]);
     let (mut ka, _) = a.client().await;
-    ka.register("proc.rr", rr.clone()).await;
+    let reg_a = ka.register("proc.rr", rr.clone()).await;
     let (mut kb, _) = b.client().await;
-    kb.register("proc.rr", rr.clone()).await;
+    let reg_b = kb.register("proc.rr", rr.clone()).await;
+    // One registration ID on every node, as on one router.
+    assert_eq!(reg_a, reg_b);
     eventually("c sees both callees", || c.callees("proc.rr") == 2).await;
     let (mut caller, _) = c.client().await;
     let mut counts = [0u32; 2];
@@ -926,8 +928,9 @@ async fn meta_api_answers_for_the_whole_mesh() {
     let pre_c = sc
         .subscribe("mm", opts(&[("match", "prefix".into())]))
         .await;
-    assert_ne!(sub_b, sub_c);
-    // On a: b's ID (the smaller node name), whose subscribers are on b and c.
+    // One subscription ID for (realm, policy, topic) on every node, as on one router.
+    assert_eq!(sub_b, sub_c);
+    // On a: that ID, whose subscribers are on b and c.
     let found = meta_until(
         &mut ma,
         "wamp.subscription.lookup",

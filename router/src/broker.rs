@@ -70,6 +70,8 @@ impl Subscription {
 
 #[derive(Default)]
 struct State {
+    /// The realm's name: subscription IDs are derived from it (see `id::scoped_id`).
+    scope: String,
     subscriptions: HashMap<Id, Subscription>,
     index: UriIndex<Id>,
     hook: Option<Arc<dyn BrokerHook>>,
@@ -168,6 +170,24 @@ pub trait BrokerHook: Send + Sync {
 #[derive(Default)]
 pub struct Broker {
     state: RwLock<State>,
+}
+
+impl Broker {
+    /// The broker of realm `name` (its subscription IDs are derived from the name).
+    pub fn for_realm(name: &str) -> Broker {
+        let b = Broker::default();
+        b.state.write().scope = name.to_owned();
+        b
+    }
+}
+
+impl State {
+    /// The mesh-wide ID of the subscription for (`policy`, `topic`).
+    fn new_id(&self, policy: MatchPolicy, topic: &str) -> Id {
+        crate::id::scoped_id(&self.scope, "subscription", policy, topic, |id| {
+            self.subscriptions.contains_key(&id)
+        })
+    }
 }
 
 /// What a subscription looks like from outside (meta API, tests).
@@ -331,7 +351,7 @@ impl Broker {
             Some(id) => *id,
             None => {
                 created = true;
-                let id = random_id();
+                let id = st.new_id(policy, topic);
                 let sub = Subscription::new(id, policy, topic, false);
                 if let Some(hook) = &st.hook {
                     hook.interest(&sub.interest(), true);
@@ -535,7 +555,7 @@ impl Broker {
         let id = match st.index.get(policy, uri) {
             Some(id) => *id,
             None => {
-                let id = random_id();
+                let id = st.new_id(policy, uri);
                 let sub = Subscription::new(id, policy, uri, true);
                 if let Some(hook) = &st.hook {
                     hook.interest(&sub.interest(), true);

@@ -21,7 +21,6 @@ use parking_lot::Mutex;
 use rand::Rng;
 
 use crate::broker::bool_option;
-use crate::id::random_id;
 use crate::matcher::UriIndex;
 use crate::session::SessionHandle;
 use crate::uri::{errors, MatchPolicy};
@@ -191,6 +190,8 @@ type CallKey = (Id, Id); // (caller session, call request)
 
 #[derive(Default)]
 struct State {
+    /// The realm's name: registration IDs are derived from it (see `id::scoped_id`).
+    scope: String,
     registrations: HashMap<Id, Registration>,
     index: UriIndex<Id>,
     pending: HashMap<InvocationKey, Pending>,
@@ -210,6 +211,15 @@ pub const DEFAULT_CALLS_IN_FLIGHT: usize = 10_000;
 #[derive(Default, Clone)]
 pub struct Dealer {
     state: Arc<Mutex<State>>,
+}
+
+impl Dealer {
+    /// The dealer of realm `name` (its registration IDs are derived from the name).
+    pub fn for_realm(name: &str) -> Dealer {
+        let d = Dealer::default();
+        d.state.lock().scope = name.to_owned();
+        d
+    }
 }
 
 /// What a registration looks like from outside (meta API, tests).
@@ -327,7 +337,9 @@ impl Dealer {
             });
             return Ok((id, false));
         }
-        let id = random_id();
+        let id = crate::id::scoped_id(&st.scope, "registration", policy, procedure, |id| {
+            st.registrations.contains_key(&id)
+        });
         st.index.insert(policy, procedure, id);
         let reg = Registration {
             id,

@@ -33,14 +33,15 @@ pub struct Realm {
 
 impl Realm {
     pub fn new(config: RealmConfig) -> Arc<Realm> {
-        let broker = Broker::default();
+        let broker = Broker::for_realm(&config.name);
+        let dealer = Dealer::for_realm(&config.name);
         for h in &config.event_history {
             broker.keep_history(h.policy, &h.uri, h.limit);
         }
         Arc::new(Realm {
             config,
             broker,
-            dealer: Dealer::default(),
+            dealer,
             sessions: DashMap::new(),
             meta: OnceLock::new(),
             mesh: OnceLock::new(),

@@ -7,14 +7,16 @@
 //! sessions vanish from `wamp.session.count` as soon as its link is dropped, and a returning
 //! peer's resync rebuilds them from scratch.
 //!
-//! Session and subscription IDs are drawn uniformly at random in [1, 2^53] by every node, as
-//! the WAMP spec asks, so a mesh is as likely to see two equal IDs as one node with as many
-//! sessions (about n²/2^54: 1 in 180 million for 10,000 sessions). Should two peers ever
-//! announce the same ID, the first announcement is kept and the other is ignored; the meta
-//! API prefers this node's own session or subscription over both.
+//! Session IDs are drawn uniformly at random in [1, 2^53] by every node, as the WAMP spec
+//! asks, so a mesh is as likely to see two equal IDs as one node with as many sessions (about
+//! n²/2^54: 1 in 180 million for 10,000 sessions). Should two peers ever announce the same
+//! session ID, the first announcement is kept and the other is ignored. Subscription IDs are
+//! derived from (realm, policy, topic) (`crate::id::scoped_id`), so every node announces the
+//! same ID for the same subscription, as one router would have one: an ID names the
+//! subscription with its subscribers on every node.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use indexmap::IndexSet;
@@ -88,23 +90,23 @@ struct Tables {
     /// Session ID → (owning link, session).
     sessions: HashMap<Id, (u64, RemoteSession)>,
     topics: UriIndex<Topic>,
-    /// Remote subscription ID → (owning link, policy, topic).
-    sub_ids: HashMap<Id, (u64, MatchPolicy, String)>,
+    /// Remote subscription ID → (policy, topic), and the links that announced it.
+    sub_ids: HashMap<Id, (MatchPolicy, String, HashSet<u64>)>,
     /// Stand-in session ID → the remote callee it stands for.
     callees: HashMap<Id, RemoteCallee>,
 }
 
 impl Tables {
     fn sub_mut(&mut self, link: u64, id: Id) -> Option<&mut RemoteSub> {
-        let (owner, policy, topic) = self.sub_ids.get(&id)?;
-        if *owner != link {
+        let (policy, topic, links) = self.sub_ids.get(&id)?;
+        if !links.contains(&link) {
             return None;
         }
         self.topics
             .get_mut(*policy, topic)?
             .subs
             .iter_mut()
-            .find(|s| s.id == id)
+            .find(|s| s.link == link)
     }
 
     /// Subscribers whose sessions this node knows (the others are hidden on their own node,
@@ -146,8 +148,8 @@ impl Directory {
         }
     }
 
-    /// Records a peer's subscription; `false` if its ID is taken or the link announced the
-    /// same (policy, topic) already.
+    /// Records a peer's subscription; `false` if its ID names another (policy, topic) here
+    /// (a collision) or the link announced the same (policy, topic) already.
     pub(crate) fn add_subscription(
         &self,
         link: u64,
@@ -157,7 +159,10 @@ impl Directory {
         created: String,
     ) -> bool {
         let mut t = self.t.write();
-        if t.sub_ids.contains_key(&id) {
+        if t.sub_ids
+            .get(&id)
+            .is_some_and(|(p, tp, _)| *p != policy || tp != topic)
+        {
             return false;
         }
         let sub = RemoteSub {
@@ -186,7 +191,11 @@ impl Directory {
                 );
             }
         }
-        t.sub_ids.insert(id, (link, policy, topic.to_owned()));
+        t.sub_ids
+            .entry(id)
+            .or_insert_with(|| (policy, topic.to_owned(), HashSet::new()))
+            .2
+            .insert(link);
         true
     }
 
@@ -204,7 +213,12 @@ impl Directory {
         if tp.subs.is_empty() {
             t.topics.remove(policy, topic);
         }
-        t.sub_ids.remove(&sub.id);
+        if let Some((_, _, links)) = t.sub_ids.get_mut(&sub.id) {
+            links.remove(&link);
+            if links.is_empty() {
+                t.sub_ids.remove(&sub.id);
+            }
+        }
         sub.subscribers.len()
     }
 
@@ -254,7 +268,7 @@ impl Directory {
     /// A peer's subscription by its ID.
     pub fn subscription(&self, id: Id) -> Option<SubscriptionView> {
         let t = self.t.read();
-        let (_, policy, topic) = t.sub_ids.get(&id)?;
+        let (policy, topic, _) = t.sub_ids.get(&id)?;
         let tp = t.topics.get(*policy, topic)?;
         let sub = tp.subs.iter().find(|s| s.id == id)?;
         Some(tp.view(*policy, sub))
@@ -295,7 +309,7 @@ impl Directory {
     pub fn subscriptions(&self) -> Vec<(SubscriptionView, usize)> {
         let t = self.t.read();
         let mut out = Vec::new();
-        for (id, (_, policy, topic)) in &t.sub_ids {
+        for (id, (policy, topic, _)) in &t.sub_ids {
             let Some(tp) = t.topics.get(*policy, topic) else {
                 continue;
             };
