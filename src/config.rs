@@ -179,6 +179,14 @@ pub struct LimitsSection {
     pub goodbye_timeout_ms: Option<u64>,
     /// Most calls one session may have in flight (default 10000).
     pub max_calls_in_flight: Option<usize>,
+    /// How long an HTTP request body may take to arrive (default 30000).
+    pub http_body_timeout_ms: Option<u64>,
+    /// How long an HTTP request may take until its response starts (default 30000).
+    pub http_request_timeout_ms: Option<u64>,
+    /// Most subscriptions one session may hold (default 10000).
+    pub max_subscriptions_per_session: Option<usize>,
+    /// Most registrations one session may hold (default 10000).
+    pub max_registrations_per_session: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,6 +336,22 @@ impl FileConfig {
             max_calls_in_flight: l
                 .max_calls_in_flight
                 .unwrap_or(d.max_calls_in_flight)
+                .max(1),
+            http_body_timeout: l
+                .http_body_timeout_ms
+                .map(|v| ms(v.max(1)))
+                .unwrap_or(d.http_body_timeout),
+            http_request_timeout: l
+                .http_request_timeout_ms
+                .map(|v| ms(v.max(1)))
+                .unwrap_or(d.http_request_timeout),
+            max_subscriptions_per_session: l
+                .max_subscriptions_per_session
+                .unwrap_or(d.max_subscriptions_per_session)
+                .max(1),
+            max_registrations_per_session: l
+                .max_registrations_per_session
+                .unwrap_or(d.max_registrations_per_session)
                 .max(1),
         };
         for p in &self.transport.websocket_paths {

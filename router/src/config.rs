@@ -57,6 +57,15 @@ pub struct Limits {
     pub goodbye_timeout: Duration,
     /// Most calls one session may have in flight; more get `wamp.error.unavailable`.
     pub max_calls_in_flight: usize,
+    /// How long an HTTP request's body may take to arrive once its head is read.
+    pub http_body_timeout: Duration,
+    /// How long an HTTP request may take from its head to its response head (a streamed
+    /// response body, Server-Sent Events, is not bounded by it).
+    pub http_request_timeout: Duration,
+    /// Most subscriptions one network session may hold; more get an ERROR.
+    pub max_subscriptions_per_session: usize,
+    /// Most registrations one network session may hold; more get an ERROR.
+    pub max_registrations_per_session: usize,
 }
 
 impl Default for Limits {
@@ -70,6 +79,10 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             goodbye_timeout: Duration::from_secs(2),
             max_calls_in_flight: crate::dealer::DEFAULT_CALLS_IN_FLIGHT,
+            http_body_timeout: Duration::from_secs(30),
+            http_request_timeout: Duration::from_secs(30),
+            max_subscriptions_per_session: 10_000,
+            max_registrations_per_session: 10_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! an HTTP request. Each accepted connection runs in its own task, tracked by the router's
 //! [`crate::Shutdown`].
 
+pub mod body;
 pub mod bridge;
 pub mod files;
 pub mod http;
@@ -19,6 +20,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+pub use body::{read_body, BodyDeadline, BodyError};
 
 use crate::auth::Authenticator;
 use crate::config::Limits;
