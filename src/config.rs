@@ -387,6 +387,9 @@ impl FileConfig {
         {
             return invalid("mesh.node_name may only contain letters, digits, '-', '_' and '.'");
         }
+        if name.len() > switchyard_router::mesh::handshake::MAX_NODE_NAME_BYTES {
+            return invalid("mesh.node_name may be at most 128 bytes long");
+        }
         let Some(secret) = m.secret.clone().filter(|s| !s.is_empty()) else {
             return invalid("mesh.secret (or --mesh-secret) is required for a mesh");
         };

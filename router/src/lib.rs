@@ -11,6 +11,7 @@
 //! - [`auth`]: Accept/Deny/Challenge authentication (anonymous, ticket, WAMP-CRA, cryptosign)
 //!   and role-based authorization;
 //! - [`meta`]: the session/subscription/registration meta APIs, served in-process;
+//! - [`logsafe`]: bounded display of client-provided strings in log lines;
 //! - [`metrics`]: counters and the Prometheus `/metrics` endpoint;
 //! - [`service`]: in-process clients for router services (the HTTP bridge);
 //! - [`shutdown`]: the one shutdown mechanism every task watches;
@@ -24,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod dealer;
 mod id;
+pub mod logsafe;
 pub mod matcher;
 pub mod mesh;
 pub mod meta;

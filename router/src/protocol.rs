@@ -20,6 +20,7 @@ use crate::auth::{
     Action, AuthDecision, Authenticator, Authorization, Hello, Identity, PendingAuth,
 };
 use crate::id::random_id;
+use crate::logsafe::Trunc;
 use crate::outbound::Closed;
 use crate::realm::Realm;
 use crate::session::{Link, PeerFeatures, Session, SessionHandle, SessionInfo};
@@ -78,6 +79,28 @@ pub struct Connection {
     authenticator: Arc<dyn Authenticator>,
     /// A deferred authentication decision the transport awaits ([`Connection::deferred`]).
     deferred: Option<tokio::sync::oneshot::Receiver<AuthDecision>>,
+}
+
+/// Longest realm name, `authid` and `authrole` a HELLO may carry, in bytes.
+pub const MAX_HELLO_NAME_BYTES: usize = 256;
+
+/// Refuses a HELLO whose realm, `authid` or `authrole` is longer than
+/// [`MAX_HELLO_NAME_BYTES`], before any authenticator sees (or logs) them.
+fn hello_sizes(realm: &str, details: &Dict) -> Result<(), String> {
+    let long = |what: &str, len: usize| {
+        format!("HELLO {what} is {len} bytes; at most {MAX_HELLO_NAME_BYTES} are accepted")
+    };
+    if realm.len() > MAX_HELLO_NAME_BYTES {
+        return Err(long("realm", realm.len()));
+    }
+    for key in ["authid", "authrole"] {
+        if let Some(Value::String(v)) = details.get(key) {
+            if v.len() > MAX_HELLO_NAME_BYTES {
+                return Err(long(key, v.len()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn features_dict(names: &[&str]) -> Value {
@@ -185,7 +208,7 @@ impl Connection {
     /// Answers a protocol violation: ABORT with the reason, log, close.
     pub fn protocol_violation(&mut self, text: impl Into<String>) -> Flow {
         let text = text.into();
-        tracing::info!(transport = %self.transport, session = ?self.session().map(|s| s.id()), "protocol violation: {text}");
+        tracing::info!(transport = %self.transport, session = ?self.session().map(|s| s.id()), "protocol violation: {}", Trunc(&text));
         self.close_with(Message::abort(errors::PROTOCOL_VIOLATION, text))
     }
 
@@ -334,6 +357,10 @@ impl Connection {
     }
 
     fn hello(&mut self, realm_name: String, details: Dict) -> Flow {
+        if let Err(text) = hello_sizes(&realm_name, &details) {
+            tracing::info!(transport = %self.transport, "HELLO refused: {text}");
+            return self.abort(errors::INVALID_ARGUMENT, text);
+        }
         if !uri::is_valid(&realm_name, uri::UriCheck::Loose, MatchPolicy::Exact) {
             return self.abort(
                 errors::INVALID_URI,
@@ -344,7 +371,7 @@ impl Connection {
             return self.protocol_violation("HELLO.Details.roles must be a non-empty dict");
         }
         let Some(realm) = self.router.realm(&realm_name) else {
-            tracing::info!(transport = %self.transport, "HELLO for unknown realm '{realm_name}'");
+            tracing::info!(transport = %self.transport, "HELLO for unknown realm '{}'", Trunc(&realm_name));
             self.router.metrics().auth_failure(errors::NO_SUCH_REALM);
             return self.abort(
                 errors::NO_SUCH_REALM,
@@ -391,8 +418,8 @@ impl Connection {
                     .authorizer()
                     .has_role(realm.name(), &identity.authrole)
                 {
-                    tracing::info!(transport = %self.transport, realm = realm.name(), authid = %identity.authid,
-                        authrole = %identity.authrole, "authentication refused: no such role");
+                    tracing::info!(transport = %self.transport, realm = realm.name(), authid = %Trunc(&identity.authid),
+                        authrole = %Trunc(&identity.authrole), "authentication refused: no such role");
                     self.router.metrics().auth_failure(errors::NO_SUCH_ROLE);
                     return self.abort(
                         errors::NO_SUCH_ROLE,
@@ -403,13 +430,13 @@ impl Connection {
                         ),
                     );
                 }
-                tracing::debug!(transport = %self.transport, realm = realm.name(), authid = %identity.authid,
+                tracing::debug!(transport = %self.transport, realm = realm.name(), authid = %Trunc(&identity.authid),
                     authmethod = %identity.authmethod, "authenticated");
                 self.welcome(realm, features, identity, session)
             }
             AuthDecision::Deny { reason, message } => {
                 // The message names no secret, so it may be logged as it is sent.
-                tracing::info!(transport = %self.transport, realm = realm.name(), "authentication refused: {reason}: {message}");
+                tracing::info!(transport = %self.transport, realm = realm.name(), "authentication refused: {}: {}", Trunc(&reason), Trunc(&message));
                 self.router.metrics().auth_failure(&reason);
                 self.abort(&reason, message)
             }
@@ -516,8 +543,8 @@ impl Connection {
                 action,
             );
             if !a.allow {
-                tracing::debug!(session = j.session.id(), authrole = %j.session.info.authrole,
-                    "not authorized to {} '{uri}'", action.name());
+                tracing::debug!(session = j.session.id(), authrole = %Trunc(&j.session.info.authrole),
+                    "not authorized to {} '{}'", action.name(), Trunc(uri));
             }
             a
         };
@@ -792,7 +819,11 @@ impl Connection {
                 return Flow::Close;
             }
             Message::Goodbye { reason, .. } => {
-                tracing::debug!(session = j.session.id(), "GOODBYE from peer: {reason}");
+                tracing::debug!(
+                    session = j.session.id(),
+                    "GOODBYE from peer: {}",
+                    Trunc(&reason)
+                );
                 j.session.send(Message::Goodbye {
                     details: Dict::new(),
                     reason: errors::GOODBYE_AND_OUT.into(),
@@ -802,7 +833,11 @@ impl Connection {
                 self.state = State::AwaitHello;
             }
             Message::Abort { reason, .. } => {
-                tracing::debug!(session = j.session.id(), "ABORT from peer: {reason}");
+                tracing::debug!(
+                    session = j.session.id(),
+                    "ABORT from peer: {}",
+                    Trunc(&reason)
+                );
                 self.leave();
                 self.state = State::Closed;
                 self.link.close(Closed::Normal, false);

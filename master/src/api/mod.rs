@@ -295,7 +295,7 @@ async fn serve(
     let text = match axum::body::to_bytes(body, MAX_ERROR_TEXT).await {
         Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
         Err(e) => {
-            tracing::debug!(%peer, %path, error = %e, "API error text not read");
+            tracing::debug!(%peer, path = %switchyard_router::logsafe::Trunc(&path), error = %e, "API error text not read");
             String::new()
         }
     };
