@@ -288,6 +288,7 @@ impl FileConfig {
             realms.push(RealmConfig {
                 meta_api: true,
                 event_history: Vec::new(),
+                disclosure_by_role: false,
                 name: r.name.clone(),
                 uri_check: match r.uri_check {
                     UriCheckName::Loose => UriCheck::Loose,

@@ -17,6 +17,9 @@ pub struct RealmConfig {
     /// Topics whose last events are kept for `wamp.subscription.get_events` (Crossbar's
     /// `store.event-history`): pattern, match policy, how many events.
     pub event_history: Vec<EventHistory>,
+    /// Disclosure of callers and publishers is decided by the roles only (Crossbar's rule:
+    /// a client's `disclose_me` is ignored); set for the realms of a Crossbar config.
+    pub disclosure_by_role: bool,
 }
 
 /// One `event-history` entry.
@@ -34,6 +37,7 @@ impl RealmConfig {
             uri_check: UriCheck::Loose,
             meta_api: true,
             event_history: Vec::new(),
+            disclosure_by_role: false,
         }
     }
 }

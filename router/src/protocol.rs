@@ -103,6 +103,30 @@ fn hello_sizes(realm: &str, details: &Dict) -> Result<(), String> {
     Ok(())
 }
 
+/// The ERROR for a SUBSCRIBE or REGISTER past a per-session cap (`what`: "subscriptions" or
+/// "registrations"): `wamp.error.unavailable`, as for too many calls in flight.
+fn cap_error(what: &str, max: usize) -> WampError {
+    WampError::new(
+        errors::UNAVAILABLE,
+        format!(
+            "this session holds {max} {what}, the most one session may hold \
+             (limits.max_{what}_per_session)"
+        ),
+    )
+}
+
+/// Sets `disclose_me` on a PUBLISH's options, or a CALL's of `procedure`, as the realm
+/// decides: a role may force disclosure; on a realm of a Crossbar config the role alone
+/// decides (the client's own `disclose_me` is overridden, as Crossbar does). Calls of the
+/// router's own `wamp.` procedures always disclose (kill_all spares its caller).
+fn disclosure(options: &mut Dict, realm: &Realm, auth: Authorization, procedure: Option<&str>) {
+    if auth.disclose || procedure.is_some_and(uri::is_reserved) {
+        options.insert("disclose_me".into(), Value::Bool(true));
+    } else if realm.config.disclosure_by_role {
+        options.insert("disclose_me".into(), Value::Bool(false));
+    }
+}
+
 fn features_dict(names: &[&str]) -> Value {
     let mut f = Dict::new();
     for n in names {
@@ -220,14 +244,24 @@ impl Connection {
     /// The router is going away: say GOODBYE and wait for the peer's (see `goodbye_timeout`).
     /// Connections without a session are closed at once.
     pub fn begin_goodbye(&mut self, reason: &str) -> Flow {
+        self.say_goodbye(Message::Goodbye {
+            details: Dict::new(),
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Where a kill of the joined session is requested (`None` before it joins).
+    pub fn kill_switch(&self) -> Option<Arc<crate::session::KillSwitch>> {
+        self.session().map(|s| s.kill_switch())
+    }
+
+    /// Sends the router's `goodbye` (a shutdown's, a kill's) and waits for the peer's reply
+    /// (the transport bounds the wait with `goodbye_timeout`).
+    pub fn say_goodbye(&mut self, goodbye: Message) -> Flow {
         match &mut self.state {
             State::Established(j) if !j.goodbye_sent => {
                 j.goodbye_sent = true;
-                let msg = Message::Goodbye {
-                    details: Dict::new(),
-                    reason: reason.to_owned(),
-                };
-                let _ = self.link.send(msg);
+                let _ = self.link.send(goodbye);
                 Flow::Continue
             }
             State::Established(_) => Flow::Continue,
@@ -531,6 +565,8 @@ impl Connection {
             unreachable!("checked by handle")
         };
         let internal = self.internal;
+        let max_subs = self.router.limits().max_subscriptions_per_session;
+        let max_regs = self.router.limits().max_registrations_per_session;
         let authorization = |j: &Joined, uri: &str, action: Action| {
             if internal {
                 return Authorization::ALLOW;
@@ -577,10 +613,7 @@ impl Connection {
                             format!("not authorized to publish to '{topic}'"),
                         ))
                     } else {
-                        if auth.disclose {
-                            // The role forces disclosure: as if the publisher had asked.
-                            options.insert("disclose_me".into(), Value::Bool(true));
-                        }
+                        disclosure(&mut options, &j.realm, auth, None);
                         j.realm
                             .broker
                             .publish(&j.session, &topic, &options, payload)
@@ -618,6 +651,9 @@ impl Connection {
                         errors::NOT_AUTHORIZED,
                         format!("not authorized to subscribe to '{topic}'"),
                     )),
+                    Some(_) if !internal && j.subscriptions.len() >= max_subs => {
+                        Err(cap_error("subscriptions", max_subs))
+                    }
                     Some(p) => Ok(j.realm.broker.subscribe_tracked(
                         &j.session,
                         request,
@@ -697,6 +733,9 @@ impl Connection {
                         errors::NOT_AUTHORIZED,
                         format!("not authorized to register '{procedure}'"),
                     )),
+                    Some(_) if !internal && j.registrations.len() >= max_regs => {
+                        Err(cap_error("registrations", max_regs))
+                    }
                     Some(p) => j
                         .realm
                         .dealer
@@ -766,12 +805,7 @@ impl Connection {
                             format!("not authorized to call '{procedure}'"),
                         ))
                     } else {
-                        // The role forces disclosure (as if the caller had asked), and the
-                        // meta API needs to know its caller (kill_all spares it); only the
-                        // router itself registers under `wamp.`.
-                        if auth.disclose || uri::is_reserved(&procedure) {
-                            options.insert("disclose_me".into(), Value::Bool(true));
-                        }
+                        disclosure(&mut options, &j.realm, auth, Some(&procedure));
                         j.realm
                             .dealer
                             .call(&j.session, request, &options, &procedure, payload)

@@ -223,6 +223,17 @@ impl Endpoint {
     }
 }
 
+/// Waits for a kill of the connection's session (`wamp.session.kill`); never returns before
+/// the connection has a session.
+pub(crate) async fn kill_requested(
+    switch: Option<&crate::session::KillSwitch>,
+) -> crate::wire::Message {
+    match switch {
+        Some(s) => s.requested().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Accepts connections until the router shuts down.
 pub async fn serve(listener: TcpListener, router: Router, config: ListenerConfig) {
     let mut bridges = HashMap::new();
