@@ -19,6 +19,8 @@ use crate::Router;
 
 type Body = HttpBody;
 
+use crate::mesh::frame::SUBPROTOCOL as MESH_SUBPROTOCOL;
+
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(full_body(body.into()));
     *r.status_mut() = status;
@@ -197,7 +199,15 @@ fn handle(
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
         && header_has_token(&req, header::UPGRADE, "websocket");
     if let Some(mesh) = &config.mesh {
-        if path == mesh.path() {
+        // A peer may dial the mesh path or any WebSocket path (the WAMP URL people know,
+        // `ws://host:port/ws`): the mesh subprotocol tells a peer link from a WAMP client.
+        let peer_link = is_upgrade
+            && header_has_token(&req, header::SEC_WEBSOCKET_PROTOCOL, MESH_SUBPROTOCOL)
+            && config
+                .websocket_paths
+                .iter()
+                .any(|p| p == &path || p == "*");
+        if path == mesh.path() || peer_link {
             return mesh_upgrade(req, peer, router, mesh.clone(), is_upgrade);
         }
         if path == format!("{}/status", mesh.path()) && !is_upgrade {
