@@ -273,7 +273,8 @@ fn handle(
             .get(header::ORIGIN)
             .map(|v| v.to_str().unwrap_or("invalid"));
         if !policy.allows(origin) {
-            tracing::info!(%peer, ?origin, "WebSocket upgrade refused: origin not allowed");
+            let shown = origin.map(crate::logsafe::Trunc);
+            tracing::info!(%peer, origin = ?shown, "WebSocket upgrade refused: origin not allowed");
             return text(StatusCode::FORBIDDEN, "origin not allowed\n");
         }
     }
@@ -283,7 +284,7 @@ fn handle(
         // A client that offers no subprotocol gets JSON, as Crossbar does.
         Ok(None) => (Codec::plain(crate::wire::Serializer::Json), false),
         Err(e) => {
-            tracing::info!(%peer, "WebSocket upgrade refused: {e}");
+            tracing::info!(%peer, "WebSocket upgrade refused: {}", crate::logsafe::Trunc(&e));
             return text(StatusCode::BAD_REQUEST, format!("{e}\n"));
         }
     };
