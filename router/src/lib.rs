@@ -4,6 +4,7 @@
 //! - [`wire`]: values, messages, serializers, batched framing (no I/O);
 //! - [`transport`]: TCP listener, WebSocket and RawSocket on one port, HTTP;
 //! - [`protocol`]: the per-connection session state machine (HELLO → WELCOME → ... → GOODBYE);
+//! - [`admission`]: checks on a client's requests (HELLO sizes, per-session caps, disclosure);
 //! - [`router`], [`realm`]: realms, each owning a [`broker::Broker`] and a [`dealer::Dealer`];
 //! - [`matcher`]: the exact/prefix/wildcard URI index both of them use;
 //! - [`session`], [`outbound`]: what routing code sends to, and the bounded queue behind it;
@@ -19,6 +20,7 @@
 //!
 //! See ARCHITECTURE.md at the repository root for how a message flows from socket to socket.
 
+pub mod admission;
 pub mod auth;
 pub mod broker;
 pub mod client;
