@@ -19,6 +19,7 @@ pub struct RealmConfig {
     pub event_history: Vec<EventHistory>,
     /// Disclosure of callers and publishers is decided by the roles only (Crossbar's rule:
     /// a client's `disclose_me` is ignored); set for the realms of a Crossbar config.
+    /// In-process sessions keep their own `disclose_me`.
     pub disclosure_by_role: bool,
 }
 

@@ -568,7 +568,8 @@ impl Connection {
                             format!("not authorized to publish to '{topic}'"),
                         ))
                     } else {
-                        disclosure(&mut options, &j.realm, auth, None);
+                        let by_role = j.realm.config.disclosure_by_role && !internal;
+                        disclosure(&mut options, by_role, auth, None);
                         j.realm
                             .broker
                             .publish(&j.session, &topic, &options, payload)
@@ -760,7 +761,8 @@ impl Connection {
                             format!("not authorized to call '{procedure}'"),
                         ))
                     } else {
-                        disclosure(&mut options, &j.realm, auth, Some(&procedure));
+                        let by_role = j.realm.config.disclosure_by_role && !internal;
+                        disclosure(&mut options, by_role, auth, Some(&procedure));
                         j.realm
                             .dealer
                             .call(&j.session, request, &options, &procedure, payload)
