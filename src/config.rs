@@ -179,6 +179,14 @@ pub struct LimitsSection {
     pub goodbye_timeout_ms: Option<u64>,
     /// Most calls one session may have in flight (default 10000).
     pub max_calls_in_flight: Option<usize>,
+    /// How long an HTTP request body may take to arrive (default 30000).
+    pub http_body_timeout_ms: Option<u64>,
+    /// How long an HTTP request may take until its response starts (default 30000).
+    pub http_request_timeout_ms: Option<u64>,
+    /// Most subscriptions one session may hold (default 10000).
+    pub max_subscriptions_per_session: Option<usize>,
+    /// Most registrations one session may hold (default 10000).
+    pub max_registrations_per_session: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +288,7 @@ impl FileConfig {
             realms.push(RealmConfig {
                 meta_api: true,
                 event_history: Vec::new(),
+                disclosure_by_role: false,
                 name: r.name.clone(),
                 uri_check: match r.uri_check {
                     UriCheckName::Loose => UriCheck::Loose,
@@ -329,6 +338,22 @@ impl FileConfig {
                 .max_calls_in_flight
                 .unwrap_or(d.max_calls_in_flight)
                 .max(1),
+            http_body_timeout: l
+                .http_body_timeout_ms
+                .map(|v| ms(v.max(1)))
+                .unwrap_or(d.http_body_timeout),
+            http_request_timeout: l
+                .http_request_timeout_ms
+                .map(|v| ms(v.max(1)))
+                .unwrap_or(d.http_request_timeout),
+            max_subscriptions_per_session: l
+                .max_subscriptions_per_session
+                .unwrap_or(d.max_subscriptions_per_session)
+                .max(1),
+            max_registrations_per_session: l
+                .max_registrations_per_session
+                .unwrap_or(d.max_registrations_per_session)
+                .max(1),
         };
         for p in &self.transport.websocket_paths {
             if !p.starts_with('/') {
@@ -362,6 +387,9 @@ impl FileConfig {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             return invalid("mesh.node_name may only contain letters, digits, '-', '_' and '.'");
+        }
+        if name.len() > switchyard_router::mesh::handshake::MAX_NODE_NAME_BYTES {
+            return invalid("mesh.node_name may be at most 128 bytes long");
         }
         let Some(secret) = m.secret.clone().filter(|s| !s.is_empty()) else {
             return invalid("mesh.secret (or --mesh-secret) is required for a mesh");

@@ -129,7 +129,8 @@ fn hostname() -> String {
 }
 
 /// Opens the store and starts the master. Its name: `[master] name`, else the mesh node
-/// name, else `<hostname>:<absolute data folder>` (Buildbot's `hostname:basedir`).
+/// name, else the host name: short, and no path of this machine in the UI and API. Two
+/// live masters sharing a database cannot share a name (the second is refused, saying so).
 pub async fn start_master(
     router: &Router,
     prepared: PreparedMaster,
@@ -143,10 +144,7 @@ pub async fn start_master(
     }
     .map_err(|e| format!("master database: {e}"))?;
     let meshed = node_name.is_some();
-    let name = config.name.clone().or(node_name).unwrap_or_else(|| {
-        let dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
-        format!("{}:{}", hostname(), dir.display())
-    });
+    let name = config.name.clone().or(node_name).unwrap_or_else(hostname);
     let master = Master::start(
         router,
         config.clone(),

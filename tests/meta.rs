@@ -151,6 +151,14 @@ async fn session_count_list_get_and_join_leave_events() {
     assert_eq!(left[0].as_u64(), Some(other_id));
 }
 
+/// A client's answer to the router's GOODBYE.
+fn goodbye_reply() -> Message {
+    Message::Goodbye {
+        details: Dict::new(),
+        reason: "wamp.close.goodbye_and_out".into(),
+    }
+}
+
 #[tokio::test]
 async fn kill_kill_by_authid_authrole_and_kill_all() {
     let r = TestRouter::start().await;
@@ -173,6 +181,8 @@ async fn kill_kill_by_authid_authrole_and_kill_all() {
         }
         other => panic!("{other:?}"),
     }
+    // The router waits for the victim's GOODBYE reply (goodbye_timeout), then closes.
+    victim.send(&goodbye_reply()).await;
     victim.expect_closed().await;
 
     // By authid: the anonymous authid is the one the client asked for.
@@ -194,6 +204,8 @@ async fn kill_kill_by_authid_authrole_and_kill_all() {
         Message::Goodbye { reason, .. } => assert_eq!(reason, "wamp.close.killed"),
         other => panic!("{other:?}"),
     }
+    named.send(&goodbye_reply()).await;
+    named.expect_closed().await;
 
     // By authrole and kill_all spare the caller.
     let (mut a, _) = r.joined("wamp.2.json").await;
@@ -205,12 +217,17 @@ async fn kill_kill_by_authid_authrole_and_kill_all() {
     )
     .await;
     assert_eq!(first(&killed).as_list().unwrap().len(), 2);
-    assert!(matches!(a.recv().await, Message::Goodbye { .. }));
-    assert!(matches!(b.recv().await, Message::Goodbye { .. }));
+    for s in [&mut a, &mut b] {
+        assert!(matches!(s.recv().await, Message::Goodbye { .. }));
+        s.send(&goodbye_reply()).await;
+        s.expect_closed().await;
+    }
     let (mut c, _) = r.joined("wamp.2.json").await;
     let n = call(&mut admin, "wamp.session.kill_all", vec![]).await;
     assert_eq!(first(&n).as_u64(), Some(1));
     assert!(matches!(c.recv().await, Message::Goodbye { .. }));
+    c.send(&goodbye_reply()).await;
+    c.expect_closed().await;
     // The admin is still there.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let count = call(&mut admin, "wamp.session.count", vec![]).await;

@@ -17,6 +17,10 @@ pub struct RealmConfig {
     /// Topics whose last events are kept for `wamp.subscription.get_events` (Crossbar's
     /// `store.event-history`): pattern, match policy, how many events.
     pub event_history: Vec<EventHistory>,
+    /// Disclosure of callers and publishers is decided by the roles only (Crossbar's rule:
+    /// a client's `disclose_me` is ignored); set for the realms of a Crossbar config.
+    /// In-process sessions keep their own `disclose_me`.
+    pub disclosure_by_role: bool,
 }
 
 /// One `event-history` entry.
@@ -34,6 +38,7 @@ impl RealmConfig {
             uri_check: UriCheck::Loose,
             meta_api: true,
             event_history: Vec::new(),
+            disclosure_by_role: false,
         }
     }
 }
@@ -57,6 +62,15 @@ pub struct Limits {
     pub goodbye_timeout: Duration,
     /// Most calls one session may have in flight; more get `wamp.error.unavailable`.
     pub max_calls_in_flight: usize,
+    /// How long an HTTP request's body may take to arrive once its head is read.
+    pub http_body_timeout: Duration,
+    /// How long an HTTP request may take from its head to its response head (a streamed
+    /// response body, Server-Sent Events, is not bounded by it).
+    pub http_request_timeout: Duration,
+    /// Most subscriptions one network session may hold; more get an ERROR.
+    pub max_subscriptions_per_session: usize,
+    /// Most registrations one network session may hold; more get an ERROR.
+    pub max_registrations_per_session: usize,
 }
 
 impl Default for Limits {
@@ -70,6 +84,10 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             goodbye_timeout: Duration::from_secs(2),
             max_calls_in_flight: crate::dealer::DEFAULT_CALLS_IN_FLIGHT,
+            http_body_timeout: Duration::from_secs(30),
+            http_request_timeout: Duration::from_secs(30),
+            max_subscriptions_per_session: 10_000,
+            max_registrations_per_session: 10_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`wire`]: values, messages, serializers, batched framing (no I/O);
 //! - [`transport`]: TCP listener, WebSocket and RawSocket on one port, HTTP;
 //! - [`protocol`]: the per-connection session state machine (HELLO → WELCOME → ... → GOODBYE);
+//! - [`admission`]: checks on a client's requests (HELLO sizes, per-session caps, disclosure);
 //! - [`router`], [`realm`]: realms, each owning a [`broker::Broker`] and a [`dealer::Dealer`];
 //! - [`matcher`]: the exact/prefix/wildcard URI index both of them use;
 //! - [`session`], [`outbound`]: what routing code sends to, and the bounded queue behind it;
@@ -11,6 +12,7 @@
 //! - [`auth`]: Accept/Deny/Challenge authentication (anonymous, ticket, WAMP-CRA, cryptosign)
 //!   and role-based authorization;
 //! - [`meta`]: the session/subscription/registration meta APIs, served in-process;
+//! - [`logsafe`]: bounded display of client-provided strings in log lines;
 //! - [`metrics`]: counters and the Prometheus `/metrics` endpoint;
 //! - [`service`]: in-process clients for router services (the HTTP bridge);
 //! - [`shutdown`]: the one shutdown mechanism every task watches;
@@ -18,6 +20,7 @@
 //!
 //! See ARCHITECTURE.md at the repository root for how a message flows from socket to socket.
 
+pub mod admission;
 pub mod auth;
 pub mod broker;
 pub mod client;

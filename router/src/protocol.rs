@@ -16,10 +16,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::admission::{cap_error, disclosure, hello_sizes};
 use crate::auth::{
     Action, AuthDecision, Authenticator, Authorization, Hello, Identity, PendingAuth,
 };
 use crate::id::random_id;
+use crate::logsafe::Trunc;
 use crate::outbound::Closed;
 use crate::realm::Realm;
 use crate::session::{Link, PeerFeatures, Session, SessionHandle, SessionInfo};
@@ -185,7 +187,7 @@ impl Connection {
     /// Answers a protocol violation: ABORT with the reason, log, close.
     pub fn protocol_violation(&mut self, text: impl Into<String>) -> Flow {
         let text = text.into();
-        tracing::info!(transport = %self.transport, session = ?self.session().map(|s| s.id()), "protocol violation: {text}");
+        tracing::info!(transport = %self.transport, session = ?self.session().map(|s| s.id()), "protocol violation: {}", Trunc(&text));
         self.close_with(Message::abort(errors::PROTOCOL_VIOLATION, text))
     }
 
@@ -197,14 +199,24 @@ impl Connection {
     /// The router is going away: say GOODBYE and wait for the peer's (see `goodbye_timeout`).
     /// Connections without a session are closed at once.
     pub fn begin_goodbye(&mut self, reason: &str) -> Flow {
+        self.say_goodbye(Message::Goodbye {
+            details: Dict::new(),
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Where a kill of the joined session is requested (`None` before it joins).
+    pub fn kill_switch(&self) -> Option<Arc<crate::session::KillSwitch>> {
+        self.session().map(|s| s.kill_switch())
+    }
+
+    /// Sends the router's `goodbye` (a shutdown's, a kill's) and waits for the peer's reply
+    /// (the transport bounds the wait with `goodbye_timeout`).
+    pub fn say_goodbye(&mut self, goodbye: Message) -> Flow {
         match &mut self.state {
             State::Established(j) if !j.goodbye_sent => {
                 j.goodbye_sent = true;
-                let msg = Message::Goodbye {
-                    details: Dict::new(),
-                    reason: reason.to_owned(),
-                };
-                let _ = self.link.send(msg);
+                let _ = self.link.send(goodbye);
                 Flow::Continue
             }
             State::Established(_) => Flow::Continue,
@@ -334,6 +346,10 @@ impl Connection {
     }
 
     fn hello(&mut self, realm_name: String, details: Dict) -> Flow {
+        if let Err(text) = hello_sizes(&realm_name, &details) {
+            tracing::info!(transport = %self.transport, "HELLO refused: {text}");
+            return self.abort(errors::INVALID_ARGUMENT, text);
+        }
         if !uri::is_valid(&realm_name, uri::UriCheck::Loose, MatchPolicy::Exact) {
             return self.abort(
                 errors::INVALID_URI,
@@ -344,7 +360,7 @@ impl Connection {
             return self.protocol_violation("HELLO.Details.roles must be a non-empty dict");
         }
         let Some(realm) = self.router.realm(&realm_name) else {
-            tracing::info!(transport = %self.transport, "HELLO for unknown realm '{realm_name}'");
+            tracing::info!(transport = %self.transport, "HELLO for unknown realm '{}'", Trunc(&realm_name));
             self.router.metrics().auth_failure(errors::NO_SUCH_REALM);
             return self.abort(
                 errors::NO_SUCH_REALM,
@@ -391,8 +407,8 @@ impl Connection {
                     .authorizer()
                     .has_role(realm.name(), &identity.authrole)
                 {
-                    tracing::info!(transport = %self.transport, realm = realm.name(), authid = %identity.authid,
-                        authrole = %identity.authrole, "authentication refused: no such role");
+                    tracing::info!(transport = %self.transport, realm = realm.name(), authid = %Trunc(&identity.authid),
+                        authrole = %Trunc(&identity.authrole), "authentication refused: no such role");
                     self.router.metrics().auth_failure(errors::NO_SUCH_ROLE);
                     return self.abort(
                         errors::NO_SUCH_ROLE,
@@ -403,13 +419,13 @@ impl Connection {
                         ),
                     );
                 }
-                tracing::debug!(transport = %self.transport, realm = realm.name(), authid = %identity.authid,
+                tracing::debug!(transport = %self.transport, realm = realm.name(), authid = %Trunc(&identity.authid),
                     authmethod = %identity.authmethod, "authenticated");
                 self.welcome(realm, features, identity, session)
             }
             AuthDecision::Deny { reason, message } => {
                 // The message names no secret, so it may be logged as it is sent.
-                tracing::info!(transport = %self.transport, realm = realm.name(), "authentication refused: {reason}: {message}");
+                tracing::info!(transport = %self.transport, realm = realm.name(), "authentication refused: {}: {}", Trunc(&reason), Trunc(&message));
                 self.router.metrics().auth_failure(&reason);
                 self.abort(&reason, message)
             }
@@ -504,6 +520,8 @@ impl Connection {
             unreachable!("checked by handle")
         };
         let internal = self.internal;
+        let max_subs = self.router.limits().max_subscriptions_per_session;
+        let max_regs = self.router.limits().max_registrations_per_session;
         let authorization = |j: &Joined, uri: &str, action: Action, policy: MatchPolicy| {
             if internal {
                 return Authorization::ALLOW;
@@ -517,8 +535,8 @@ impl Connection {
                 policy,
             );
             if !a.allow {
-                tracing::debug!(session = j.session.id(), authrole = %j.session.info.authrole,
-                    "not authorized to {} '{uri}'", action.name());
+                tracing::debug!(session = j.session.id(), authrole = %Trunc(&j.session.info.authrole),
+                    "not authorized to {} '{}'", action.name(), Trunc(uri));
             }
             a
         };
@@ -552,10 +570,8 @@ impl Connection {
                             format!("not authorized to publish to '{topic}'"),
                         ))
                     } else {
-                        if auth.disclose {
-                            // The role forces disclosure: as if the publisher had asked.
-                            options.insert("disclose_me".into(), Value::Bool(true));
-                        }
+                        let by_role = j.realm.config.disclosure_by_role && !internal;
+                        disclosure(&mut options, by_role, auth, None);
                         j.realm
                             .broker
                             .publish(&j.session, &topic, &options, payload)
@@ -593,6 +609,9 @@ impl Connection {
                         errors::NOT_AUTHORIZED,
                         format!("not authorized to subscribe to '{topic}'"),
                     )),
+                    Some(_) if !internal && j.subscriptions.len() >= max_subs => {
+                        Err(cap_error("subscriptions", max_subs))
+                    }
                     Some(p) => Ok(j.realm.broker.subscribe_tracked(
                         &j.session,
                         request,
@@ -674,6 +693,9 @@ impl Connection {
                             format!("not authorized to register '{procedure}'"),
                         ))
                     }
+                    Some(_) if !internal && j.registrations.len() >= max_regs => {
+                        Err(cap_error("registrations", max_regs))
+                    }
                     Some(p) => j
                         .realm
                         .dealer
@@ -743,12 +765,8 @@ impl Connection {
                             format!("not authorized to call '{procedure}'"),
                         ))
                     } else {
-                        // The role forces disclosure (as if the caller had asked), and the
-                        // meta API needs to know its caller (kill_all spares it); only the
-                        // router itself registers under `wamp.`.
-                        if auth.disclose || uri::is_reserved(&procedure) {
-                            options.insert("disclose_me".into(), Value::Bool(true));
-                        }
+                        let by_role = j.realm.config.disclosure_by_role && !internal;
+                        disclosure(&mut options, by_role, auth, Some(&procedure));
                         j.realm
                             .dealer
                             .call(&j.session, request, &options, &procedure, payload)
@@ -796,7 +814,11 @@ impl Connection {
                 return Flow::Close;
             }
             Message::Goodbye { reason, .. } => {
-                tracing::debug!(session = j.session.id(), "GOODBYE from peer: {reason}");
+                tracing::debug!(
+                    session = j.session.id(),
+                    "GOODBYE from peer: {}",
+                    Trunc(&reason)
+                );
                 j.session.send(Message::Goodbye {
                     details: Dict::new(),
                     reason: errors::GOODBYE_AND_OUT.into(),
@@ -806,7 +828,11 @@ impl Connection {
                 self.state = State::AwaitHello;
             }
             Message::Abort { reason, .. } => {
-                tracing::debug!(session = j.session.id(), "ABORT from peer: {reason}");
+                tracing::debug!(
+                    session = j.session.id(),
+                    "ABORT from peer: {}",
+                    Trunc(&reason)
+                );
                 self.leave();
                 self.state = State::Closed;
                 self.link.close(Closed::Normal, false);

@@ -124,7 +124,7 @@ impl Realm {
                 .broker
                 .publish(&handle, &t.topic, &t.options, t.payload)
             {
-                tracing::info!(session, topic = %t.topic, "testament not published: {e}");
+                tracing::info!(session, topic = %crate::logsafe::Trunc(&t.topic), "testament not published: {e}");
             }
         }
         for id in subscriptions {

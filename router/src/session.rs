@@ -185,9 +185,36 @@ pub struct Session {
     next_request: AtomicU64,
     /// Publications made on the session's behalf when it goes away (testament meta API).
     testaments: parking_lot::Mutex<Vec<Testament>>,
+    /// A kill asked for by the meta API, for the session's connection task to carry out.
+    kill: Arc<KillSwitch>,
 }
 
 pub type SessionHandle = Arc<Session>;
+
+/// A kill request handed from whoever kills a session to the task owning its connection,
+/// which says GOODBYE and waits (bounded) for the peer's reply before closing.
+#[derive(Default)]
+pub struct KillSwitch {
+    request: parking_lot::Mutex<Option<Message>>,
+    notify: tokio::sync::Notify,
+}
+
+impl KillSwitch {
+    /// Waits until a kill is requested; returns its GOODBYE (once).
+    pub async fn requested(&self) -> Message {
+        loop {
+            if let Some(goodbye) = self.request.lock().take() {
+                return goodbye;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    fn request(&self, goodbye: Message) {
+        *self.request.lock() = Some(goodbye);
+        self.notify.notify_one();
+    }
+}
 
 /// A publication to make when its session leaves (`wamp.session.add_testament`).
 #[derive(Clone, Debug)]
@@ -208,6 +235,7 @@ impl Session {
             link,
             next_request: AtomicU64::new(0),
             testaments: parking_lot::Mutex::new(Vec::new()),
+            kill: Arc::default(),
         })
     }
 
@@ -247,17 +275,28 @@ impl Session {
         let _ = self.link.send_cached(cache);
     }
 
-    /// Ends the session from the router's side (`wamp.session.kill`): GOODBYE with `reason`,
-    /// then the transport closes; its task then removes the session from the realm.
+    /// Ends the session from the router's side (`wamp.session.kill`): its connection task
+    /// sends GOODBYE with `reason`, waits for the peer's GOODBYE (`goodbye_timeout`), then
+    /// closes the transport and removes the session from the realm. An in-process session
+    /// gets the GOODBYE and its queue closes behind it.
     pub fn kill(&self, reason: &str, message: Option<String>) {
         let mut details = Dict::new();
         if let Some(m) = message {
             details.insert("message".into(), Value::String(m));
         }
-        self.link.send_and_close(Message::Goodbye {
+        let goodbye = Message::Goodbye {
             details,
             reason: reason.to_owned(),
-        });
+        };
+        match &self.link {
+            Link::Remote { .. } => self.kill.request(goodbye),
+            Link::Local { .. } | Link::Mesh(_) => self.link.send_and_close(goodbye),
+        }
+    }
+
+    /// Where a kill of this session is requested (watched by its connection task).
+    pub fn kill_switch(&self) -> Arc<KillSwitch> {
+        self.kill.clone()
     }
 
     /// Router-internal and `trusted` sessions: hidden from the meta API and never killed by it

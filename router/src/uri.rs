@@ -54,10 +54,16 @@ pub fn is_valid(uri: &str, check: UriCheck, policy: MatchPolicy) -> bool {
         // An empty prefix would match everything; Crossbar refuses it too.
         return false;
     }
-    let allow_empty = policy != MatchPolicy::Exact;
-    uri.split('.').all(|c| {
+    // Wildcard patterns may have empty components anywhere, prefixes only as the last one
+    // (`com.example.`), as Crossbar decides.
+    let components = uri.split('.').count();
+    uri.split('.').enumerate().all(|(i, c)| {
         if c.is_empty() {
-            allow_empty
+            match policy {
+                MatchPolicy::Wildcard => true,
+                MatchPolicy::Prefix => i + 1 == components,
+                MatchPolicy::Exact => false,
+            }
         } else {
             component_ok(c, check)
         }
@@ -125,6 +131,9 @@ mod tests {
             Wildcard
         ));
         assert!(is_valid("com.example.", Loose, Prefix));
+        assert!(!is_valid("conf..bad", Loose, Prefix));
+        assert!(!is_valid(".com.example", Loose, Prefix));
+        assert!(is_valid("conf..bad", Loose, Wildcard));
     }
 
     #[test]

@@ -317,6 +317,8 @@ fn read_realm(
         );
     }
     let mut config = RealmConfig::new(name.clone());
+    // Crossbar discloses callers and publishers by the role's `disclose` only.
+    config.disclosure_by_role = true;
     if let Some(opts) = obj.get("options") {
         let opath = format!("{path}.options");
         if let Some(o) = w.object(opts, &opath) {

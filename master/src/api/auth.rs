@@ -76,7 +76,8 @@ pub fn for_control(headers: &HeaderMap, api: &ApiConfig) -> Result<Principal, Au
 /// Logs a refusal (never the credentials).
 pub fn log_refusal(peer: Option<SocketAddr>, path: &str, e: &AuthError) {
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
-    tracing::info!(peer, path, reason = %e, "API request refused");
+    let path = switchyard_router::logsafe::Trunc(path);
+    tracing::info!(peer, %path, reason = %e, "API request refused");
 }
 
 /// The principal the `Authorization` header proves: `None` without the header, an error

@@ -215,7 +215,7 @@ async fn call(
         ),
         Err(e) => {
             if e.status.is_server_error() {
-                tracing::warn!(?target, method, code = e.code, "control call failed");
+                tracing::warn!(on = %switchyard_router::logsafe::Trunc(&format!("{target:?}")), method = %switchyard_router::logsafe::Trunc(&method), code = e.code, "control call failed");
             }
             error_response(&id, &e)
         }

@@ -35,8 +35,9 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use switchyard_router::transport::BodyError;
 use switchyard_router::transport::{full_body, HttpBody, HttpFuture, HttpMount, HttpService};
 use tower::ServiceExt;
 
@@ -263,16 +264,12 @@ async fn serve(
         return too_large();
     }
     let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+    let bytes = match switchyard_router::transport::read_body(&parts, body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(_)) => return too_large(),
         Err(e) => {
             tracing::debug!(%peer, error = %e, "API request body not read");
-            return error_response(
-                rpc,
-                StatusCode::BAD_REQUEST,
-                "the request body could not be read",
-            );
+            return error_response(rpc, e.status(), &e.to_string());
         }
     };
     let mut req = Request::from_parts(parts, Body::from(bytes));
@@ -298,7 +295,7 @@ async fn serve(
     let text = match axum::body::to_bytes(body, MAX_ERROR_TEXT).await {
         Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
         Err(e) => {
-            tracing::debug!(%peer, %path, error = %e, "API error text not read");
+            tracing::debug!(%peer, path = %switchyard_router::logsafe::Trunc(&path), error = %e, "API error text not read");
             String::new()
         }
     };

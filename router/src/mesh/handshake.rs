@@ -24,6 +24,30 @@ type HmacSha256 = Hmac<Sha256>;
 
 pub const NONCE_LEN: usize = 32;
 
+/// Longest node name a peer may announce in HELLO or CHALLENGE, in bytes.
+pub const MAX_NODE_NAME_BYTES: usize = 128;
+/// Longest URL a peer may announce, in bytes.
+pub const MAX_PEER_URL_BYTES: usize = 2048;
+
+/// Checks what a peer announces about itself before it has proved anything: a node name of
+/// at most [`MAX_NODE_NAME_BYTES`], a URL of at most [`MAX_PEER_URL_BYTES`]. The error says
+/// which limit was passed (it is sent to the peer and logged).
+pub fn check_announced(node: &str, url: &str) -> Result<(), String> {
+    if node.is_empty() || node.len() > MAX_NODE_NAME_BYTES {
+        return Err(format!(
+            "node name of {} bytes; 1 to {MAX_NODE_NAME_BYTES} are accepted",
+            node.len()
+        ));
+    }
+    if url.len() > MAX_PEER_URL_BYTES {
+        return Err(format!(
+            "node URL of {} bytes; at most {MAX_PEER_URL_BYTES} are accepted",
+            url.len()
+        ));
+    }
+    Ok(())
+}
+
 pub fn nonce() -> Bytes {
     let mut n = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut n);

@@ -32,6 +32,7 @@ use super::frame::{self, Frame, FrameError, FEATURE_META, SUBPROTOCOL};
 use super::handshake;
 use super::realm::LinkState;
 use super::{Attach, Mesh};
+use crate::logsafe::Trunc;
 use crate::outbound::{Closed, Queue, Taken};
 use crate::tls;
 
@@ -60,9 +61,24 @@ pub enum LinkError {
     SelfUrl,
     #[error("timed out")]
     Timeout,
+    #[error("the peer announced {0}")]
+    Invalid(String),
 }
 
 impl LinkError {
+    /// A frame out of place, described within a log line's bounds.
+    fn unexpected(frame: &Frame) -> LinkError {
+        LinkError::Unexpected(Trunc(&format!("{frame:?}")).to_string())
+    }
+
+    /// A peer's refusal; its words (not yet authenticated) cut to a log line's bounds.
+    fn refused(code: &str, reason: &str) -> LinkError {
+        LinkError::Refused {
+            code: Trunc(code).to_string(),
+            reason: Trunc(reason).to_string(),
+        }
+    }
+
     /// Nothing listens there (yet): the usual state of a peer that is down or starting, not
     /// worth more than a debug line per attempt.
     fn is_unreachable(&self) -> bool {
@@ -219,9 +235,12 @@ async fn dial(
             features,
         } => (node, incarnation, url, nonce, features),
         Frame::Refuse { code, .. } if code == "self" => return Err(LinkError::SelfUrl),
-        Frame::Refuse { code, reason } => return Err(LinkError::Refused { code, reason }),
-        other => return Err(LinkError::Unexpected(format!("{other:?}"))),
+        Frame::Refuse { code, reason } => return Err(LinkError::refused(&code, &reason)),
+        other => return Err(LinkError::unexpected(&other)),
     };
+    if let Err(reason) = handshake::check_announced(&node, &peer_url) {
+        return Err(LinkError::Invalid(reason));
+    }
     if node == *me {
         return Err(LinkError::SelfUrl);
     }
@@ -233,8 +252,8 @@ async fn dial(
             let _ = reason;
             return Err(LinkError::WrongSecret);
         }
-        Frame::Refuse { code, reason } => return Err(LinkError::Refused { code, reason }),
-        other => return Err(LinkError::Unexpected(format!("{other:?}"))),
+        Frame::Refuse { code, reason } => return Err(LinkError::refused(&code, &reason)),
+        other => return Err(LinkError::unexpected(&other)),
     };
     if !handshake::verify(&cfg.secret, "acceptor", &nd, &na, &node, me, &proof) {
         // The acceptor accepted our proof without knowing the secret: not a mesh node.
@@ -291,7 +310,10 @@ pub(crate) async fn dial_loop(mesh: Mesh, url: String) {
                 break;
             }
             Err(e) => {
-                let refused = matches!(e, LinkError::WrongSecret | LinkError::Refused { .. });
+                let refused = matches!(
+                    e,
+                    LinkError::WrongSecret | LinkError::Refused { .. } | LinkError::Invalid(_)
+                );
                 let new_cause = mesh
                     .dial_update(&url, |d| d.failed(e.to_string(), refused))
                     .unwrap_or(true);
@@ -351,8 +373,17 @@ where
             nonce,
             features,
         } => (node, incarnation, url, nonce, features),
-        other => return Err(LinkError::Unexpected(format!("{other:?}"))),
+        other => return Err(LinkError::unexpected(&other)),
     };
+    if let Err(reason) = handshake::check_announced(&node, &url) {
+        tracing::info!(%addr, "refusing mesh peer: {reason}");
+        let refuse = Frame::Refuse {
+            code: "invalid".into(),
+            reason: reason.clone(),
+        };
+        send(ws, &refuse).await?;
+        return Err(LinkError::Invalid(reason));
+    }
     if node == *me {
         let (code, reason) = if incarnation == mesh.inner.incarnation {
             ("self", "this is the dialing node itself".to_owned())
@@ -387,7 +418,7 @@ where
     .await?;
     let proof = match recv(ws).await? {
         Frame::Auth { proof } => proof,
-        other => return Err(LinkError::Unexpected(format!("{other:?}"))),
+        other => return Err(LinkError::unexpected(&other)),
     };
     if !handshake::verify(&cfg.secret, "dialer", &na, &nd, &node, me, &proof) {
         tracing::warn!(%addr, peer = %node, "refusing mesh peer '{node}' from {addr}: wrong mesh secret");

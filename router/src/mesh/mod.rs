@@ -141,7 +141,13 @@ pub struct MeshStatus {
     pub incarnation: u64,
     pub url: String,
     pub peers: Vec<PeerStatus>,
+    /// Set while none of the configured peers is linked: this node runs alone, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
+
+/// How often a node none of whose configured peers is linked says so at WARN.
+pub const ALONE_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the dialer for one URL last saw.
 #[derive(Clone, Debug, Default)]
@@ -257,9 +263,53 @@ impl Mesh {
     /// Starts dialing the configured peers.
     pub fn start(&self) {
         let peers: Vec<String> = self.inner.config.peers.clone();
+        let configured = !peers.is_empty();
         for url in peers {
             self.ensure_dialer(&peer_url(&url, &self.inner.config.path));
         }
+        if configured {
+            let mesh = self.clone();
+            let shutdown = self.inner.router.shutdown().clone();
+            shutdown.clone().spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(ALONE_WARNING_EVERY) => {}
+                        _ = shutdown.requested() => break,
+                    }
+                    if let Some(w) = mesh.alone() {
+                        tracing::warn!("{w}");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Why this node runs alone, when it has configured peers and none is linked.
+    pub fn alone(&self) -> Option<String> {
+        if self.inner.config.peers.is_empty() {
+            return None;
+        }
+        let peers = self.inner.peers.lock();
+        if !peers.active.is_empty() {
+            return None;
+        }
+        let mut causes: Vec<String> = peers
+            .dialers
+            .iter()
+            .filter(|(_, d)| !d.is_self)
+            .map(|(url, d)| {
+                let cause = d.last_error.as_deref().unwrap_or("connecting");
+                format!("{url}: {cause}")
+            })
+            .collect();
+        if causes.is_empty() {
+            return None;
+        }
+        causes.sort();
+        Some(format!(
+            "mesh: none of this node's peers is linked; it runs alone ({})",
+            causes.join("; ")
+        ))
     }
 
     pub fn node_name(&self) -> &str {
@@ -438,6 +488,7 @@ impl Mesh {
 
     /// Peers and their state, for `switchyard mesh status`.
     pub fn status(&self) -> MeshStatus {
+        let warning = self.alone();
         let peers = self.inner.peers.lock();
         let now = Instant::now();
         let mut out: Vec<PeerStatus> = peers
@@ -486,6 +537,7 @@ impl Mesh {
             incarnation: self.inner.incarnation,
             url: self.inner.url.clone(),
             peers: out,
+            warning,
         }
     }
 }

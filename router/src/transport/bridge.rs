@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -121,21 +121,10 @@ impl HttpBridge {
                 return deny(StatusCode::BAD_REQUEST, "body must be UTF-8");
             }
         }
-        let body = match Limited::new(req.into_body(), self.config.post_body_limit)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return deny(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
-                        "request body larger than {} bytes",
-                        self.config.post_body_limit
-                    ),
-                )
-            }
-            Err(_) => return deny(StatusCode::BAD_REQUEST, "could not read the request body"),
+        let (parts, body) = req.into_parts();
+        let body = match super::read_body(&parts, body, self.config.post_body_limit).await {
+            Ok(b) => b,
+            Err(e) => return deny(e.status(), &e.to_string()),
         };
         let parsed = ValueSeed(BinaryForm::Base64String)
             .deserialize(&mut serde_json::Deserializer::from_slice(&body));

@@ -12,11 +12,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::body::BodyDeadline;
 use super::{boxed, full_body, websocket, Bridges, Endpoint, HttpBody, ListenerConfig};
 use crate::wire::Codec;
 use crate::Router;
 
 type Body = HttpBody;
+
+use crate::mesh::frame::SUBPROTOCOL as MESH_SUBPROTOCOL;
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(full_body(body.into()));
@@ -38,22 +41,29 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeout = router.limits().handshake_timeout;
+    let limits = config.limits.as_ref().unwrap_or(router.limits());
+    let timeout = limits.handshake_timeout;
+    let (body_limit, request_limit) = (limits.http_body_timeout, limits.http_request_timeout);
     let shutdown = router.shutdown().clone();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let (router, config, bridges) = (router.clone(), config.clone(), bridges.clone());
-        async move {
+        req.extensions_mut().insert(BodyDeadline {
+            at: tokio::time::Instant::now() + body_limit,
+            limit: body_limit,
+        });
+        let answer = async move {
             if let Some(b) = bridges.get(req.uri().path()) {
-                return Ok::<_, Infallible>(b.serve(req).await.map(boxed));
+                return b.serve(req).await.map(boxed);
             }
             if let Some(m) = mount_for(&req, &config) {
-                return Ok(m.service.call(req, peer).await);
+                return m.service.call(req, peer).await;
             }
             if let Some(r) = serve_static(&req, &config).await {
-                return Ok(r.map(boxed));
+                return r.map(boxed);
             }
-            Ok::<_, Infallible>(handle(req, peer, router, &config))
-        }
+            handle(req, peer, router, &config)
+        };
+        within(request_limit, peer, answer)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -72,6 +82,32 @@ pub async fn serve<S>(
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn).await;
         }
     }
+}
+
+/// Bounds the time from a request's head to its response head (a streamed body goes on
+/// unbounded); past it the client gets 408 and the connection closes, so a request whose
+/// body stalls costs a connection for `limit`, not forever.
+async fn within(
+    limit: std::time::Duration,
+    peer: SocketAddr,
+    answer: impl std::future::Future<Output = Response<Body>>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(match tokio::time::timeout(limit, answer).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::debug!(%peer, "HTTP request timed out after {limit:?}");
+            let mut r = text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request not complete within {} ms (limits.http_request_timeout_ms)\n",
+                    limit.as_millis()
+                ),
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    })
 }
 
 /// The mounted service owning a plain request's path (the longest prefix wins). WebSocket
@@ -163,7 +199,15 @@ fn handle(
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
         && header_has_token(&req, header::UPGRADE, "websocket");
     if let Some(mesh) = &config.mesh {
-        if path == mesh.path() {
+        // A peer may dial the mesh path or any WebSocket path (the WAMP URL people know,
+        // `ws://host:port/ws`): the mesh subprotocol tells a peer link from a WAMP client.
+        let peer_link = is_upgrade
+            && header_has_token(&req, header::SEC_WEBSOCKET_PROTOCOL, MESH_SUBPROTOCOL)
+            && config
+                .websocket_paths
+                .iter()
+                .any(|p| p == &path || p == "*");
+        if path == mesh.path() || peer_link {
             return mesh_upgrade(req, peer, router, mesh.clone(), is_upgrade);
         }
         if path == format!("{}/status", mesh.path()) && !is_upgrade {
@@ -229,7 +273,8 @@ fn handle(
             .get(header::ORIGIN)
             .map(|v| v.to_str().unwrap_or("invalid"));
         if !policy.allows(origin) {
-            tracing::info!(%peer, ?origin, "WebSocket upgrade refused: origin not allowed");
+            let shown = origin.map(crate::logsafe::Trunc);
+            tracing::info!(%peer, origin = ?shown, "WebSocket upgrade refused: origin not allowed");
             return text(StatusCode::FORBIDDEN, "origin not allowed\n");
         }
     }
@@ -239,7 +284,7 @@ fn handle(
         // A client that offers no subprotocol gets JSON, as Crossbar does.
         Ok(None) => (Codec::plain(crate::wire::Serializer::Json), false),
         Err(e) => {
-            tracing::info!(%peer, "WebSocket upgrade refused: {e}");
+            tracing::info!(%peer, "WebSocket upgrade refused: {}", crate::logsafe::Trunc(&e));
             return text(StatusCode::BAD_REQUEST, format!("{e}\n"));
         }
     };

@@ -4,6 +4,7 @@
 //! an HTTP request. Each accepted connection runs in its own task, tracked by the router's
 //! [`crate::Shutdown`].
 
+pub mod body;
 pub mod bridge;
 pub mod files;
 pub mod http;
@@ -19,6 +20,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+pub use body::{read_body, BodyDeadline, BodyError};
 
 use crate::auth::Authenticator;
 use crate::config::Limits;
@@ -217,6 +220,17 @@ impl Endpoint {
         self.serializers
             .as_ref()
             .is_none_or(|s| s.contains(&serializer))
+    }
+}
+
+/// Waits for a kill of the connection's session (`wamp.session.kill`); never returns before
+/// the connection has a session.
+pub(crate) async fn kill_requested(
+    switch: Option<&crate::session::KillSwitch>,
+) -> crate::wire::Message {
+    match switch {
+        Some(s) => s.requested().await,
+        None => std::future::pending().await,
     }
 }
 

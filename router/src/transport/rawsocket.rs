@@ -194,10 +194,20 @@ where
         } else {
             handshake_deadline
         });
+        // The joined session's (a transport may carry a new session after GOODBYE).
+        let kill = conn.kill_switch();
         tokio::select! {
             _ = shutdown.requested(), if !said_goodbye => {
                 said_goodbye = true;
                 if conn.begin_goodbye(errors::SYSTEM_SHUTDOWN) == Flow::Close {
+                    break;
+                }
+                goodbye_deadline = Some(tokio::time::Instant::now() + limits.goodbye_timeout);
+            }
+            goodbye = super::kill_requested(kill.as_deref()), if !said_goodbye => {
+                // Killed (meta API): the peer gets goodbye_timeout to answer GOODBYE.
+                said_goodbye = true;
+                if conn.say_goodbye(goodbye) == Flow::Close {
                     break;
                 }
                 goodbye_deadline = Some(tokio::time::Instant::now() + limits.goodbye_timeout);

@@ -80,10 +80,20 @@ where
 
     loop {
         let wake = handshake_deadline.map_or(deadline, |h| h.min(deadline));
+        // The joined session's (a transport may carry a new session after GOODBYE).
+        let kill = conn.kill_switch();
         tokio::select! {
             _ = shutdown.requested(), if !said_goodbye => {
                 said_goodbye = true;
                 if conn.begin_goodbye(errors::SYSTEM_SHUTDOWN) == Flow::Close {
+                    break;
+                }
+                deadline = Instant::now() + limits.goodbye_timeout;
+            }
+            goodbye = super::kill_requested(kill.as_deref()), if !said_goodbye => {
+                // Killed (meta API): the peer gets goodbye_timeout to answer GOODBYE.
+                said_goodbye = true;
+                if conn.say_goodbye(goodbye) == Flow::Close {
                     break;
                 }
                 deadline = Instant::now() + limits.goodbye_timeout;
