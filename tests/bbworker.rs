@@ -402,3 +402,187 @@ fn a_stock_buildbot_worker_runs_shell_git_failing_timed_out_and_cancelled_steps(
     });
     drop(w);
 }
+
+/// The stock worker SIGKILLed mid-build: the build ends RETRY, and the request runs again,
+/// once, on a switchyard worker of the same builder.
+#[test]
+fn a_stock_worker_killed_mid_build_retries_on_a_switchyard_worker() {
+    let dir = TempDir::new("bbworker-kill");
+    let (port, bbport) = (free_port(), free_port());
+    let mut config = head(port, bbport);
+    config.push_str("[[master.workers]]\nname = \"bb1\"\npassword = \"pw-bb1\"\n");
+    config.push_str("[[master.workers]]\nname = \"w1\"\npassword = \"pw-w1\"\n");
+    config.push_str(&builder(
+        "long",
+        "\"bb1\", \"w1\"",
+        &shell_step("nap", "echo begin; sleep 4; echo end", ""),
+    ));
+    config.push_str(&force_scheduler(&["long"]));
+    let node = Node::start(dir.path(), "solo", port, &config);
+    let addr = node.addr();
+    let mut bb = StockWorker::create(dir.path(), "bb1", "bb1", "pw-bb1", bbport);
+    bb.start();
+    wait_connected(addr, &bb, "bb1");
+    let brid = force(addr, "long");
+    let first = wait_until(Duration::from_secs(30), "the build to start", || {
+        builds_of(addr, brid).first().cloned()
+    });
+    let bid = first["buildid"].as_i64().unwrap();
+    wait_until(Duration::from_secs(30), "the step's first output", || {
+        steps(addr, bid)
+            .first()
+            .is_some_and(|_| step_log(addr, bid, "nap").contains("begin"))
+            .then_some(())
+    });
+    bb.kill();
+    let first = wait_until(Duration::from_secs(30), "the build to end", || {
+        builds_of(addr, brid)
+            .first()
+            .filter(|b| b["complete"] == true)
+            .cloned()
+    });
+    assert_eq!(first["results"], 5, "RETRY: {first}");
+    let w = Worker::start(dir.path(), "w1", "pw-w1", &[node.ws_url()]);
+    w.wait_connected(1, Duration::from_secs(30));
+    let r = wait_request(addr, brid, Duration::from_secs(60));
+    assert_eq!(r["results"], 0, "{r}");
+    let builds = builds_of(addr, brid);
+    let runs: Vec<i64> = builds
+        .iter()
+        .map(|b| b["results"].as_i64().unwrap())
+        .collect();
+    assert_eq!(runs, [5, 0], "one RETRY, then one SUCCESS");
+    let w1 = list(addr, "workers", "")
+        .into_iter()
+        .find(|w| w["name"] == "w1")
+        .unwrap()["workerid"]
+        .clone();
+    assert_eq!(
+        builds[1]["workerid"], w1,
+        "the retry ran on the switchyard worker"
+    );
+}
+
+/// A TCP forwarder in front of `backends`: each connection goes to the first that accepts.
+fn forwarder(backends: Vec<SocketAddr>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Some(server) = backends
+                .iter()
+                .find_map(|b| TcpStream::connect_timeout(b, Duration::from_secs(1)).ok())
+            else {
+                continue; // dropped: the client retries
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if to.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// Two meshed nodes behind a TCP forwarder; the one the stock worker is connected to is
+/// stopped gracefully mid-build: the build finishes, the worker reconnects through the
+/// forwarder to the other node and builds again.
+#[test]
+fn a_graceful_stop_finishes_the_build_and_the_stock_worker_moves_to_the_other_node() {
+    let dir = TempDir::new("bbworker-move");
+    let db = PgDb::create();
+    let (pa, pb, bba, bbb) = (free_port(), free_port(), free_port(), free_port());
+    let builders = [("slow", "echo start; sleep 3; echo done")];
+    let section = |name: &str, bbport: u16| {
+        master_section(
+            name,
+            &db.url,
+            1,
+            1,
+            &builders,
+            &format!("[master.buildbot_workers]\nlisten = \"127.0.0.1:{bbport}\"\n"),
+        )
+    };
+    let mut a = Node::start(
+        dir.path(),
+        "a",
+        pa,
+        &(node_head("a", pa, &[pb]) + &section("a", bba)),
+    );
+    let b = Node::start(
+        dir.path(),
+        "b",
+        pb,
+        &(node_head("b", pb, &[pa]) + &section("b", bbb)),
+    );
+    let front = forwarder(vec![
+        format!("127.0.0.1:{bba}").parse().unwrap(),
+        format!("127.0.0.1:{bbb}").parse().unwrap(),
+    ]);
+    let mut w = StockWorker::create(dir.path(), "w1", "w1", "pw-w1", front.port());
+    w.start();
+    wait_connected(a.addr(), &w, "w1");
+    let master_id = |addr: SocketAddr, name: &str| {
+        list(addr, "masters", "")
+            .into_iter()
+            .find(|m| m["name"] == name)
+            .unwrap()["masterid"]
+            .clone()
+    };
+    let (ida, idb) = (master_id(b.addr(), "a"), master_id(b.addr(), "b"));
+    assert_eq!(
+        connections(b.addr(), "w1")[0]["masterid"],
+        ida,
+        "behind the forwarder, on a"
+    );
+
+    let first = force(b.addr(), "slow");
+    let build = wait_until(Duration::from_secs(30), "the build to start", || {
+        builds_of(b.addr(), first).first().cloned()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let exit = a.terminate(Duration::from_secs(60));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{exit:?}\n{}",
+        a.log_text()
+    );
+    // a's bridge closed the connection once the build was done (the master's redirect).
+    assert!(
+        a.log_text().contains("drained for a reconnect"),
+        "{}",
+        a.log_text()
+    );
+    let r = wait_request(b.addr(), first, Duration::from_secs(30));
+    assert_eq!(r["results"], 0, "the build finished: {r}");
+    assert_eq!(builds_of(b.addr(), first).len(), 1, "no retry");
+    assert_eq!(build["workerid"], builds_of(b.addr(), first)[0]["workerid"]);
+
+    wait_until(Duration::from_secs(60), "the worker on b", || {
+        connections(b.addr(), "w1")
+            .iter()
+            .any(|c| c["masterid"] == idb)
+            .then_some(())
+    });
+    let second = force(b.addr(), "slow");
+    let r = wait_request(b.addr(), second, Duration::from_secs(60));
+    assert_eq!(r["results"], 0, "{r}");
+    assert_eq!(builds_of(b.addr(), second)[0]["masterid"], idb);
+}
