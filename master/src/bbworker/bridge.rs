@@ -392,11 +392,11 @@ impl Bridge {
                 _ = stop.cancelled() => Err("the master stopped".to_string()),
                 _ = writer_dead.cancelled() => Err("cannot write to the worker".to_string()),
                 m = next_message(stream) => match m {
-                    Ok(m) => self.from_worker(m),
+                    Ok(m) => self.on_worker(m),
                     Err(e) => Err(e),
                 },
                 m = self.session.recv() => match m {
-                    Some(m) => self.from_router(m),
+                    Some(m) => self.on_router(m),
                     None => Err("the router closed the session".to_string()),
                 },
                 _ = keepalive.tick() => self.keepalive(),
@@ -415,7 +415,7 @@ impl Bridge {
         send_frame(&self.out, codec::request(op, seq, rest))
     }
 
-    fn to_router(&mut self, msg: Message) -> Result<(), End> {
+    fn send_to_router(&mut self, msg: Message) -> Result<(), End> {
         match self.session.send(msg) {
             Flow::Continue => Ok(()),
             Flow::Close => Err("the router closed the session".into()),
@@ -423,7 +423,7 @@ impl Bridge {
     }
 
     fn yield_result(&mut self, request: Id, options: Dict, kwargs: Dict) -> Result<(), End> {
-        self.to_router(Message::Yield {
+        self.send_to_router(Message::Yield {
             request,
             options,
             payload: kwargs_payload(kwargs),
@@ -431,7 +431,7 @@ impl Bridge {
     }
 
     fn yield_error(&mut self, request: Id, error: &str, message: &str) -> Result<(), End> {
-        self.to_router(Message::Error {
+        self.send_to_router(Message::Error {
             request_type: code::INVOCATION,
             request,
             details: Dict::new(),
@@ -455,7 +455,7 @@ impl Bridge {
 
     // ---- the worker's side ----
 
-    fn from_worker(&mut self, msg: FromWorker) -> Result<(), End> {
+    fn on_worker(&mut self, msg: FromWorker) -> Result<(), End> {
         match msg {
             FromWorker::Response {
                 seq,
@@ -630,7 +630,7 @@ impl Bridge {
 
     // ---- the router's side ----
 
-    fn from_router(&mut self, msg: Message) -> Result<(), End> {
+    fn on_router(&mut self, msg: Message) -> Result<(), End> {
         match msg {
             Message::Invocation {
                 request,

@@ -189,6 +189,8 @@ pub async fn serve(listener: TcpListener, opts: BuildbotWorkers, stop: Cancellat
 async fn connection(port: Arc<Port>, io: impl Io, peer: SocketAddr, stop: CancellationToken) {
     let mut outcome: Result<String, (StatusCode, String)> =
         Err((StatusCode::BAD_REQUEST, "no handshake".into()));
+    // The callback's type is tungstenite's (its error is an HTTP response).
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let header = req.headers().get("authorization").map(|v| v.as_bytes());
         let result = if port.closing.load(Ordering::Relaxed) {
