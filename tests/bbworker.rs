@@ -215,6 +215,39 @@ fn force_scheduler(builders: &[&str]) -> String {
     format!("[[master.schedulers]]\nname = \"force\"\ntype = \"force\"\nbuilders = [{list}]\n")
 }
 
+/// Connects with valid credentials, sends a frame that is not msgpack, and expects the
+/// connection closed.
+fn garbage_client(bbport: u16, name: &str, password: &str) {
+    use base64::Engine as _;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = format!("ws://127.0.0.1:{bbport}/")
+            .into_client_request()
+            .unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+        req.headers_mut()
+            .insert("authorization", format!("Basic {auth}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        ws.send(Message::Binary(vec![0xc1, 0xff, 0x00].into()))
+            .await
+            .unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the connection was not closed");
+    });
+}
+
 /// Shell output streamed in order with nothing lost, a failing command, a timeout, a git
 /// checkout of a local repository, a cancel that kills the process on the worker; the
 /// worker's info in the API; a wrong password refused (and not logged); an anonymous WAMP
@@ -296,6 +329,15 @@ fn a_stock_buildbot_worker_runs_shell_git_failing_timed_out_and_cancelled_steps(
     assert_eq!(info["version"], "4.3.0", "{info}");
     assert_eq!(info["kind"], "buildbot-worker", "{info}");
     assert!(info.get("environ").is_none(), "{info}");
+
+    // Garbage from an authenticated client drops that connection only.
+    garbage_client(bbport, "bb1", "pw-bb1");
+    wait_until(
+        Duration::from_secs(10),
+        "the malformed frame logged",
+        || node.log_text().contains("malformed frame").then_some(()),
+    );
+    assert_eq!(connections(addr, "bb1").len(), 1, "the real worker stays");
 
     let out = force(addr, "out");
     let fail = force(addr, "fail");
