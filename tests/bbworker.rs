@@ -41,9 +41,25 @@ impl StockWorker {
     /// `buildbot-worker create-worker --protocol msgpack_experimental_v7 DIR 127.0.0.1:PORT
     /// NAME PASSWORD`.
     fn create(parent: &Path, tag: &str, name: &str, password: &str, port: u16) -> StockWorker {
+        Self::create_with(parent, tag, name, password, port, "msgpack_experimental_v7")
+    }
+
+    /// A worker with Buildbot's default protocol, Perspective Broker.
+    fn create_pb(parent: &Path, tag: &str, name: &str, password: &str, port: u16) -> StockWorker {
+        Self::create_with(parent, tag, name, password, port, "pb")
+    }
+
+    fn create_with(
+        parent: &Path,
+        tag: &str,
+        name: &str,
+        password: &str,
+        port: u16,
+        protocol: &str,
+    ) -> StockWorker {
         let dir = parent.join(format!("bbw-{tag}"));
         let out = Command::new(buildbot_worker_bin())
-            .args(["create-worker", "--protocol", "msgpack_experimental_v7"])
+            .args(["create-worker", "--protocol", protocol])
             .arg(&dir)
             .arg(format!("127.0.0.1:{port}"))
             .args([name, password])
@@ -318,6 +334,9 @@ fn a_stock_buildbot_worker_runs_shell_git_failing_timed_out_and_cancelled_steps(
         .is_some());
     let mut w = StockWorker::create(dir.path(), "good", "bb1", "pw-bb1", bbport);
     w.start();
+    // A worker left on Buildbot's default protocol (Perspective Broker) is told what to do.
+    let mut pb = StockWorker::create_pb(dir.path(), "pb", "bb1", "pw-bb1", bbport);
+    pb.start();
     wait_connected(addr, &w, "bb1");
 
     // Its info, from get_worker_info.
@@ -442,6 +461,16 @@ fn a_stock_buildbot_worker_runs_shell_git_failing_timed_out_and_cancelled_steps(
             );
         }
     });
+    wait_until(
+        Duration::from_secs(20),
+        "the hint for the pb worker",
+        || {
+            node.log_text()
+                .contains("--protocol msgpack_experimental_v7")
+                .then_some(())
+        },
+    );
+    pb.kill();
     drop(w);
 }
 

@@ -10,7 +10,9 @@
 //! `[[master.workers]]` (the same entry a `switchyard worker` of that name would use). The
 //! password is checked in constant time (SHA-256 of both sides, compared with `subtle`); a
 //! refusal is answered `401` and logged with the peer address and the offered name, never
-//! the password. TLS and the WebSocket handshake each have 10 s; at most
+//! the password. TLS and the WebSocket handshake each have 10 s (a connection that sends
+//! nothing — what a Perspective Broker worker, Buildbot's default protocol, does — is closed
+//! then with a log line saying to use `--protocol msgpack_experimental_v7`); at most
 //! [`MAX_CONNECTIONS`] connections are served at once (more are closed at once).
 //!
 //! # A worker like any other
@@ -232,7 +234,15 @@ async fn connection(port: Arc<Port>, io: impl Io, peer: SocketAddr, stop: Cancel
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "buildbot worker port: WebSocket handshake timed out");
+            // A Perspective Broker client waits for the server to speak first, so it sends
+            // nothing at all: the likely case of a silent connection.
+            tracing::warn!(
+                %peer,
+                "buildbot worker port: no WebSocket handshake within {HANDSHAKE_TIMEOUT:?}; a \
+                 worker using Perspective Broker (pb, buildbot-worker's default) sends nothing \
+                 and is not served here: create it with --protocol msgpack_experimental_v7 (or \
+                 set protocol = 'msgpack_experimental_v7' in its buildbot.tac)"
+            );
             return;
         }
     };
