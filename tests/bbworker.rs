@@ -657,3 +657,60 @@ fn a_graceful_stop_finishes_the_build_and_the_stock_worker_moves_to_the_other_no
     assert_eq!(r["results"], 0, "{r}");
     assert_eq!(builds_of(b.addr(), second)[0]["masterid"], idb);
 }
+
+/// With `[transport.tls]` the port serves TLS: a stock worker with a Twisted `tls:`
+/// connection string (trusting the node's certificate) connects and is seen by the master.
+#[test]
+fn a_stock_worker_connects_over_tls() {
+    let dir = TempDir::new("bbworker-tls");
+    let cert = common::tls::TestCert::generate();
+    let ca = dir.path().join("ca");
+    std::fs::create_dir_all(&ca).unwrap();
+    std::fs::write(ca.join("node.pem"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("node.pem"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("node.key"), &cert.key_pem).unwrap();
+    let (port, bbport) = (free_port(), free_port());
+    let mut config = format!("[transport.tls]\ncert = \"node.pem\"\nkey = \"node.key\"\n");
+    config.push_str(&head(port, bbport).replacen(
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
+        "",
+        1,
+    ));
+    config.insert_str(0, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    config.push_str("[[master.workers]]\nname = \"bb1\"\npassword = \"pw-bb1\"\n");
+    let node = Node::start(dir.path(), "solo", port, &config);
+    let dirw = dir.path().join("bbw-tls");
+    let out = Command::new(buildbot_worker_bin())
+        .args(["create-worker", "--protocol", "msgpack_experimental_v7"])
+        .arg(format!(
+            "--connection-string=tls:host=127.0.0.1:port={bbport}:trustRoots={}",
+            ca.display()
+        ))
+        .arg(&dirw)
+        .arg(format!("127.0.0.1:{bbport}"))
+        .args(["bb1", "pw-bb1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut w = StockWorker {
+        dir: dirw,
+        child: None,
+    };
+    w.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The engine's presence: the bridged session registered and answered `info`.
+    while !node.log_text().contains("engine: worker connected") {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not connect over TLS; node log:\n{}\nworker log:\n{}",
+            node.log_text(),
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(node.log_text().contains("buildbot worker connected"));
+}
