@@ -670,13 +670,11 @@ fn a_stock_worker_connects_over_tls() {
     std::fs::write(dir.path().join("node.pem"), &cert.cert_pem).unwrap();
     std::fs::write(dir.path().join("node.key"), &cert.key_pem).unwrap();
     let (port, bbport) = (free_port(), free_port());
-    let mut config = format!("[transport.tls]\ncert = \"node.pem\"\nkey = \"node.key\"\n");
-    config.push_str(&head(port, bbport).replacen(
-        &format!("listen = \"127.0.0.1:{port}\"\n"),
-        "",
-        1,
-    ));
-    config.insert_str(0, &format!("listen = \"127.0.0.1:{port}\"\n"));
+    // The listen line, the node's TLS, then the master (whose head starts with `listen`).
+    let master = head(port, bbport);
+    let (listen, rest) = master.split_once('\n').unwrap();
+    let mut config =
+        format!("{listen}\n[transport.tls]\ncert = \"node.pem\"\nkey = \"node.key\"\n{rest}");
     config.push_str("[[master.workers]]\nname = \"bb1\"\npassword = \"pw-bb1\"\n");
     let node = Node::start(dir.path(), "solo", port, &config);
     let dirw = dir.path().join("bbw-tls");
