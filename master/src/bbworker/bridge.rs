@@ -2,8 +2,9 @@
 //! worker role that answers the worker procedures by speaking Buildbot's msgpack protocol to
 //! the worker.
 //!
-//! At start the bridge asks the worker `get_worker_info` and sends `set_worker_settings`
-//! (output flushed every 100 ms), 10 s for both; then it joins the realm and registers
+//! At start ([`super::startup`]) the bridge asks the worker `get_worker_info` and sends
+//! `set_worker_settings` (output flushed every 100 ms), 10 s for both; then it joins the realm
+//! and registers
 //! `info`, `reconnect`, `shutdown` and, last, `run` (the engine's presence watches `run`). A
 //! name already registered (the same worker connected elsewhere) closes the connection: the
 //! name is never taken over.
@@ -52,44 +53,27 @@ use switchyard_router::LocalSession;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, FromWorker};
+use super::startup::{clip, next_message, send_frame, start, End, Proc, Started, Ws, OUT_QUEUE};
 use super::{Io, Port};
-use crate::auth::{worker_procedure, WORKER_ROLE};
 use crate::engine::events::to_wamp;
 use crate::worker::command::{CommandLine, RunRequest};
 
-/// The start-up exchange and the registrations, each at most.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Commands one worker runs at once.
 pub const MAX_COMMANDS: usize = 32;
-/// Frames queued to the worker.
-pub const OUT_QUEUE: usize = 1024;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After Buildbot's `shutdown` op, how long the worker gets to answer and go.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// After interrupting the commands at a drain deadline, how long they get to complete.
 const INTERRUPT_WAIT: Duration = Duration::from_secs(10);
-/// Longest string kept from the worker's info.
-const MAX_INFO_STRING: usize = 1024;
 
 const BUSY: &str = "switchyard.error.busy";
 const DRAINING: &str = "switchyard.error.draining";
 const SPAWN_FAILED: &str = "switchyard.error.spawn_failed";
 const CANCELED: &str = "wamp.error.canceled";
-
-type Ws<S> = WebSocketStream<S>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proc {
-    Info,
-    Run,
-    Reconnect,
-    Shutdown,
-}
 
 /// What a request to the worker was, awaiting its response.
 enum Pending {
@@ -149,9 +133,6 @@ struct Bridge {
     keepalive_sent: Option<Instant>,
 }
 
-/// Why the bridge ends: the reason is logged.
-type End = String;
-
 pub(super) async fn run<S: Io>(
     port: Arc<Port>,
     ws: Ws<S>,
@@ -165,7 +146,10 @@ pub(super) async fn run<S: Io>(
     let writer = tokio::spawn(write_loop(sink, out_rx, writer_dead.clone()));
     let end = match start(&port, &name, &out, &mut stream).await {
         Err(e) => e,
-        Ok(mut bridge) => bridge.serve(&mut stream, &stop, &writer_dead).await,
+        Ok(started) => {
+            let mut bridge = Bridge::new(port, &name, out.clone(), started);
+            bridge.serve(&mut stream, &stop, &writer_dead).await
+        }
     };
     tracing::info!(worker = %name, %peer, reason = %end, "buildbot worker disconnected");
     let _ = out.try_send(WsMessage::Close(None));
@@ -194,190 +178,32 @@ async fn write_loop<S: Io>(
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
 }
 
-fn send_frame(out: &mpsc::Sender<WsMessage>, bytes: Vec<u8>) -> Result<(), End> {
-    out.try_send(WsMessage::Binary(bytes.into()))
-        .map_err(|_| format!("the worker does not read ({OUT_QUEUE} frames queued)"))
-}
-
-/// The next frame from the worker as a message.
-async fn next_message<S: Io>(
-    stream: &mut futures_util::stream::SplitStream<Ws<S>>,
-) -> Result<FromWorker, End> {
-    loop {
-        match stream.next().await {
-            None => return Err("the worker closed the connection".into()),
-            Some(Err(e)) => return Err(format!("connection error: {e}")),
-            Some(Ok(WsMessage::Binary(b))) => {
-                return codec::decode(&b)
-                    .map_err(|e| format!("malformed frame from the worker: {e}"))
-            }
-            Some(Ok(WsMessage::Close(_))) => return Err("the worker closed the connection".into()),
-            Some(Ok(WsMessage::Text(_))) => {
-                return Err("the worker sent a text frame (the protocol uses binary frames)".into())
-            }
-            Some(Ok(_)) => {} // ping, pong
-        }
-    }
-}
-
-/// Start-up: the worker's info and settings, then the session and its registrations.
-async fn start<S: Io>(
-    port: &Arc<Port>,
-    name: &str,
-    out: &mpsc::Sender<WsMessage>,
-    stream: &mut futures_util::stream::SplitStream<Ws<S>>,
-) -> Result<Bridge, End> {
-    send_frame(out, codec::request("get_worker_info", 0, json!({})))?;
-    // Output is forwarded as it comes: flushed every 100 ms (Buildbot's master uses 5 s).
-    let settings = json!({"args": {"newline_re": r"(\r\n|\r(?=.))", "max_line_length": 4096,
-        "buffer_timeout": 0.1, "buffer_size": 64 * 1024}});
-    send_frame(out, codec::request("set_worker_settings", 1, settings))?;
-    let mut worker_info = None;
-    let mut settings_done = false;
-    let exchange = async {
-        while worker_info.is_none() || !settings_done {
-            match next_message(stream).await? {
-                FromWorker::Response {
-                    seq,
-                    result,
-                    is_exception,
-                } => {
-                    if is_exception {
-                        return Err(format!(
-                            "the worker refused request {seq}: {}",
-                            clip(&result.to_string(), 200)
-                        ));
-                    }
-                    match seq {
-                        0 => worker_info = Some(result),
-                        1 => settings_done = true,
-                        _ => {}
-                    }
-                }
-                other => return Err(format!("unexpected message during start-up: {other:?}")),
-            }
-        }
-        Ok(())
-    };
-    tokio::time::timeout(REPLY_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("no answer to get_worker_info within {REPLY_TIMEOUT:?}"))??;
-    let raw = worker_info.unwrap_or_default();
-    let Some(basedir) = raw.get("basedir").and_then(Json::as_str).map(str::to_owned) else {
-        return Err("the worker's info has no basedir".into());
-    };
-    let info = info_kwargs(name, &raw);
-    let separator = if raw.get("system").and_then(Json::as_str) == Some("nt") {
-        '\\'
-    } else {
-        '/'
-    };
-    let mut session = port
-        .router
-        .connect_local_untrusted(&port.realm, name, WORKER_ROLE)
-        .map_err(|e| format!("cannot join realm {:?}: {e}", port.realm))?;
-    let registrations = register(&mut session, name).await?;
-    Ok(Bridge {
-        port: port.clone(),
-        name: name.to_owned(),
-        out: out.clone(),
-        session,
-        seq: 2,
-        pending: HashMap::new(),
-        commands: HashMap::new(),
-        by_invocation: HashMap::new(),
-        next_command: 1,
-        registrations,
-        info,
-        basedir,
-        separator,
-        drain: None,
-        keepalive_sent: None,
-    })
-}
-
-fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
-/// The `info` result from Buildbot's worker info (without its environment).
-fn info_kwargs(name: &str, raw: &Json) -> Dict {
-    let text = |k: &str| {
-        raw.get(k)
-            .and_then(Json::as_str)
-            .map(|s| Json::from(clip(s.trim(), MAX_INFO_STRING)))
-            .unwrap_or(Json::Null)
-    };
-    let os = match raw.get("system").and_then(Json::as_str) {
-        Some("nt") => "windows",
-        _ => "posix",
-    };
-    let info = json!({
-        "name": name,
-        "kind": "buildbot-worker",
-        "version": text("version"),
-        "os": os,
-        "hostname": text("host"),
-        "host": text("host"),
-        "admin": text("admin"),
-        "access_uri": text("access_uri"),
-        "basedir": text("basedir"),
-        "numcpus": raw.get("numcpus").and_then(Json::as_u64),
-    });
-    match to_wamp(&info) {
-        Value::Dict(d) => d,
-        _ => Dict::new(),
-    }
-}
-
-/// Registers the worker procedures, `run` last.
-async fn register(session: &mut LocalSession, name: &str) -> Result<HashMap<Id, Proc>, End> {
-    let mut registrations = HashMap::new();
-    let procs = [
-        (Proc::Info, "info"),
-        (Proc::Reconnect, "reconnect"),
-        (Proc::Shutdown, "shutdown"),
-        (Proc::Run, "run"),
-    ];
-    for (i, (proc, suffix)) in procs.into_iter().enumerate() {
-        let request = i as Id + 1;
-        let procedure = worker_procedure(name, suffix);
-        if let Flow::Close = session.send(Message::Register {
-            request,
-            options: Dict::new(),
-            procedure: procedure.clone(),
-        }) {
-            return Err("the router closed the session".into());
-        }
-        let answer = tokio::time::timeout(REPLY_TIMEOUT, session.recv())
-            .await
-            .map_err(|_| format!("no answer to registering {procedure}"))?;
-        match answer {
-            Some(Message::Registered { registration, .. }) => {
-                registrations.insert(registration, proc);
-            }
-            Some(Message::Error { error, .. })
-                if error == "wamp.error.procedure_already_exists" =>
-            {
-                return Err(format!(
-                    "{procedure} is already registered: a worker named {name:?} is connected \
-                     elsewhere (closing this connection; the name is never taken over)"
-                ))
-            }
-            other => return Err(format!("cannot register {procedure}: {other:?}")),
-        }
-    }
-    Ok(registrations)
-}
-
 fn kwargs_payload(kwargs: Dict) -> Payload {
     Payload::new(Vec::new(), kwargs)
 }
 
 impl Bridge {
+    fn new(port: Arc<Port>, name: &str, out: mpsc::Sender<WsMessage>, s: Started) -> Bridge {
+        Bridge {
+            port,
+            name: name.to_owned(),
+            out,
+            session: s.session,
+            // 0 and 1 were get_worker_info and set_worker_settings.
+            seq: 2,
+            pending: HashMap::new(),
+            commands: HashMap::new(),
+            by_invocation: HashMap::new(),
+            next_command: 1,
+            registrations: s.registrations,
+            info: s.info,
+            basedir: s.basedir,
+            separator: s.separator,
+            drain: None,
+            keepalive_sent: None,
+        }
+    }
+
     async fn serve<S: Io>(
         &mut self,
         stream: &mut futures_util::stream::SplitStream<Ws<S>>,
@@ -702,7 +528,7 @@ impl Bridge {
             Ok(r) => r,
             Err(e) => return self.yield_error(request, e.uri, &e.message),
         };
-        let args = self.shell_args(&req);
+        let args = shell_args(&self.basedir, self.separator, &req);
         let cid = self.next_command.to_string();
         self.next_command += 1;
         let progress = details.get("receive_progress").and_then(Value::as_bool) == Some(true);
@@ -729,39 +555,6 @@ impl Bridge {
             json!({"command_id": cid, "command_name": "shell", "args": args}),
             Pending::Start(cid.clone()),
         )
-    }
-
-    /// Buildbot `shell` arguments for a checked `run` request.
-    fn shell_args(&self, req: &RunRequest) -> Json {
-        let command = match &req.command {
-            CommandLine::Shell(s) => Json::from(s.as_str()),
-            CommandLine::Argv(v) => Json::from(v.clone()),
-        };
-        let mut workdir = self.basedir.clone();
-        for c in req.workdir.components() {
-            if let std::path::Component::Normal(s) = c {
-                if !workdir.ends_with(self.separator) {
-                    workdir.push(self.separator);
-                }
-                workdir.push_str(&s.to_string_lossy());
-            }
-        }
-        let env: Map<String, Json> = req
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), Json::from(v.as_str())))
-            .collect();
-        json!({
-            "command": command,
-            "workdir": workdir,
-            "env": env,
-            "maxTime": req.timeout.map(|t| t.as_secs_f64()),
-            "timeout": null,
-            "want_stdout": true,
-            "want_stderr": true,
-            "usePTY": false,
-            "logEnviron": false,
-        })
     }
 
     fn start_drain(&mut self, payload: &Payload, then: Then) -> Result<(), End> {
@@ -836,35 +629,72 @@ impl Bridge {
     }
 }
 
+/// Buildbot `shell` arguments for a checked `run` request.
+fn shell_args(basedir: &str, separator: char, req: &RunRequest) -> Json {
+    let command = match &req.command {
+        CommandLine::Shell(s) => Json::from(s.as_str()),
+        CommandLine::Argv(v) => Json::from(v.clone()),
+    };
+    let mut workdir = basedir.to_owned();
+    for c in req.workdir.components() {
+        if let std::path::Component::Normal(s) = c {
+            if !workdir.ends_with(separator) {
+                workdir.push(separator);
+            }
+            workdir.push_str(&s.to_string_lossy());
+        }
+    }
+    let env: Map<String, Json> = req
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Json::from(v.as_str())))
+        .collect();
+    json!({
+        "command": command,
+        "workdir": workdir,
+        "env": env,
+        "maxTime": req.timeout.map(|t| t.as_secs_f64()),
+        "timeout": null,
+        "want_stdout": true,
+        "want_stderr": true,
+        "usePTY": false,
+        "logEnviron": false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_router::wire::Payload;
 
-    #[test]
-    fn info_keeps_no_environment_and_bounds_strings() {
-        let raw = json!({"basedir": "/w", "system": "posix", "version": "4.3.0",
-            "environ": {"SECRET": "x"}, "admin": "a".repeat(5000), "host": "h\n", "numcpus": 4});
-        let info = info_kwargs("w1", &raw);
-        assert!(!info.contains_key("environ"));
-        assert_eq!(info.get("hostname").and_then(Value::as_str), Some("h"));
-        assert_eq!(info.get("os").and_then(Value::as_str), Some("posix"));
-        assert!(
-            info.get("admin")
-                .and_then(Value::as_str)
-                .unwrap()
-                .chars()
-                .count()
-                <= MAX_INFO_STRING + 1
-        );
-        assert_eq!(
-            info.get("kind").and_then(Value::as_str),
-            Some("buildbot-worker")
-        );
+    fn request(kwargs: Json) -> RunRequest {
+        let Value::Dict(d) = to_wamp(&kwargs) else {
+            panic!()
+        };
+        RunRequest::parse(&Payload::new(Vec::new(), d)).unwrap()
     }
 
     #[test]
-    fn clip_keeps_whole_characters() {
-        assert_eq!(clip("ééé", 2), "éé…");
-        assert_eq!(clip("ab", 5), "ab");
+    fn run_maps_to_buildbot_shell_arguments() {
+        let req = request(json!({"command": ["make", "-j2"], "workdir": "app/build",
+            "env": {"CI": "1"}, "timeout": 90}));
+        let a = shell_args("/var/w", '/', &req);
+        assert_eq!(a["command"], json!(["make", "-j2"]));
+        assert_eq!(a["workdir"], "/var/w/app/build");
+        assert_eq!(a["env"], json!({"CI": "1"}));
+        assert_eq!(a["maxTime"], json!(90.0));
+        assert_eq!(
+            a["timeout"],
+            Json::Null,
+            "no idle timeout: switchyard's is wall clock"
+        );
+        assert_eq!(a["usePTY"], false);
+        let req = request(json!({"command": "echo hi"}));
+        let a = shell_args("C:\\w\\", '\\', &req);
+        assert_eq!(a["command"], "echo hi");
+        assert_eq!(a["workdir"], "C:\\w\\");
+        assert_eq!(a["maxTime"], Json::Null);
+        let req = request(json!({"command": "x", "workdir": "./a/b"}));
+        assert_eq!(shell_args("C:\\w", '\\', &req)["workdir"], "C:\\w\\a\\b");
     }
 }

@@ -36,6 +36,7 @@
 
 mod bridge;
 mod codec;
+mod startup;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
