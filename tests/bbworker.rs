@@ -471,7 +471,47 @@ fn a_stock_buildbot_worker_runs_shell_git_failing_timed_out_and_cancelled_steps(
         },
     );
     pb.kill();
-    drop(w);
+
+    // Pause and unpause, then stop: Buildbot's `shutdown` ends the worker process.
+    let wid = list(addr, "workers", "")
+        .into_iter()
+        .find(|w| w["name"] == "bb1")
+        .unwrap()["workerid"]
+        .as_i64()
+        .unwrap();
+    let act = |method: &str| {
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method});
+        let (status, v) = http(
+            addr,
+            "POST",
+            &format!("/api/v2/workers/{wid}"),
+            Some(TOKEN),
+            Some(&body),
+        );
+        assert_eq!(status, 200, "{method}: {v}");
+    };
+    act("pause");
+    let paused = force(addr, "fail");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        builds_of(addr, paused).is_empty(),
+        "a paused worker gets no build"
+    );
+    act("unpause");
+    assert_eq!(
+        wait_request(addr, paused, Duration::from_secs(30))["results"],
+        2
+    );
+    act("stop");
+    let child = w.child.as_mut().unwrap();
+    wait_until(Duration::from_secs(20), "the stock worker to exit", || {
+        child.try_wait().ok().flatten()
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the worker shown disconnected",
+        || connections(addr, "bb1").is_empty().then_some(()),
+    );
 }
 
 /// The stock worker SIGKILLed mid-build: the build ends RETRY, and the request runs again,
