@@ -612,37 +612,31 @@ fn forwarder(backends: Vec<SocketAddr>) -> SocketAddr {
     addr
 }
 
-/// Two meshed nodes behind a TCP forwarder; the one the stock worker is connected to is
-/// stopped gracefully mid-build: the build finishes, the worker reconnects through the
-/// forwarder to the other node and builds again.
+/// Two meshed nodes behind a TCP forwarder; the one the stock worker is connected to (whose
+/// build the other node's master runs through the mesh) is stopped gracefully mid-build: the
+/// build finishes, the worker reconnects through the forwarder to the other node and builds
+/// again.
 #[test]
 fn a_graceful_stop_finishes_the_build_and_the_stock_worker_moves_to_the_other_node() {
     let dir = TempDir::new("bbworker-move");
     let db = PgDb::create();
     let (pa, pb, bba, bbb) = (free_port(), free_port(), free_port(), free_port());
     let builders = [("slow", "echo start; sleep 3; echo done")];
-    let section = |name: &str, bbport: u16| {
+    // a runs no builder itself: b's master drives the stock worker through a's node.
+    let section = |name: &str, bbport: u16, run: &str| {
         master_section(
             name,
             &db.url,
             1,
             1,
             &builders,
-            &format!("[master.buildbot_workers]\nlisten = \"127.0.0.1:{bbport}\"\n"),
+            &format!("{run}[master.buildbot_workers]\nlisten = \"127.0.0.1:{bbport}\"\n"),
         )
     };
-    let mut a = Node::start(
-        dir.path(),
-        "a",
-        pa,
-        &(node_head("a", pa, &[pb]) + &section("a", bba)),
-    );
-    let b = Node::start(
-        dir.path(),
-        "b",
-        pb,
-        &(node_head("b", pb, &[pa]) + &section("b", bbb)),
-    );
+    let config_a = node_head("a", pa, &[pb]) + &section("a", bba, "run_builders = []\n");
+    let config_b = node_head("b", pb, &[pa]) + &section("b", bbb, "");
+    let mut a = Node::start(dir.path(), "a", pa, &config_a);
+    let b = Node::start(dir.path(), "b", pb, &config_b);
     let front = forwarder(vec![
         format!("127.0.0.1:{bba}").parse().unwrap(),
         format!("127.0.0.1:{bbb}").parse().unwrap(),
@@ -668,6 +662,10 @@ fn a_graceful_stop_finishes_the_build_and_the_stock_worker_moves_to_the_other_no
     let build = wait_until(Duration::from_secs(30), "the build to start", || {
         builds_of(b.addr(), first).first().cloned()
     });
+    assert_eq!(
+        build["masterid"], idb,
+        "b runs it, on the worker connected to a"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let exit = a.terminate(Duration::from_secs(60));
     assert!(
