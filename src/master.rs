@@ -155,6 +155,9 @@ pub async fn start_master(
         }
     }
     let buildbot_workers = CancellationToken::new();
+    if config.buildbot_workers.is_some() && !config.has_role(Role::Builders) {
+        tracing::warn!("[master.buildbot_workers] is set, but this node has no `builders` role: the port is not served");
+    }
     if let Some(bw) = config
         .buildbot_workers
         .as_ref()
