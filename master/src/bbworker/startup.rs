@@ -65,8 +65,12 @@ pub(super) async fn next_message<S: Io>(
             None => return Err("the worker closed the connection".into()),
             Some(Err(e)) => return Err(format!("connection error: {e}")),
             Some(Ok(WsMessage::Binary(b))) => {
-                return codec::decode(&b)
-                    .map_err(|e| format!("malformed frame from the worker: {e}"))
+                return codec::decode(&b).map_err(|e| {
+                    format!(
+                        "malformed frame from the worker: {}",
+                        clip(&e.to_string(), 200)
+                    )
+                })
             }
             Some(Ok(WsMessage::Close(_))) => return Err("the worker closed the connection".into()),
             Some(Ok(WsMessage::Text(_))) => {
@@ -111,7 +115,12 @@ pub(super) async fn start<S: Io>(
                         _ => {}
                     }
                 }
-                other => return Err(format!("unexpected message during start-up: {other:?}")),
+                other => {
+                    return Err(format!(
+                        "unexpected message during start-up: {}",
+                        clip(&format!("{other:?}"), 200)
+                    ))
+                }
             }
         }
         Ok(())
