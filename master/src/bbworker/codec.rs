@@ -224,6 +224,27 @@ mod tests {
     }
 
     #[test]
+    fn random_and_truncated_frames_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let valid = pack(json!({"op": "update", "seq_number": 3, "command_id": "7",
+            "args": [["stdout", ["a\nb\n", [1, 3], [0.5, 0.5]]], ["rc", 0]]}));
+        for i in 0..valid.len() {
+            let _ = decode(&valid[..i]);
+        }
+        for _ in 0..5000 {
+            let n = rng.random_range(0..64);
+            let mut frame: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            let _ = decode(&frame);
+            // Valid frames with one byte flipped.
+            frame = valid.clone();
+            let at = rng.random_range(0..frame.len());
+            frame[at] = rng.random();
+            let _ = decode(&frame);
+        }
+    }
+
+    #[test]
     fn encodes_requests_and_responses() {
         let r: Json = rmp_serde::from_slice(&request(
             "interrupt_command",
