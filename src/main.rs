@@ -206,6 +206,10 @@ struct StartArgs {
     /// This master's name (default: the mesh node name, else <hostname>:<data folder>).
     #[arg(long)]
     master_name: Option<String>,
+    /// Serve stock buildbot-workers (Buildbot's msgpack worker protocol) on this host:port,
+    /// e.g. 127.0.0.1:9989 (overrides [master.buildbot_workers] listen; `builders` nodes).
+    #[arg(long, value_name = "ADDR")]
+    buildbot_workers: Option<String>,
 }
 
 fn init_logging(level: Option<&str>) {
@@ -488,6 +492,9 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         }
         if let Some(n) = args.master_name.clone() {
             m.name = Some(n);
+        }
+        if let Some(listen) = args.buildbot_workers.clone() {
+            m.buildbot_workers = Some(switchyard_master::config::BuildbotWorkersConfig { listen });
         }
     }
     if let Some(l) = args.listen {

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use switchyard_master::api::{self, ApiState};
 use switchyard_master::auth::{BusTrust, MasterAuthenticator, WorkerGuard};
+use switchyard_master::bbworker::{self, BuildbotWorkers};
 use switchyard_master::config::{MasterConfig, Role};
 use switchyard_master::control::Control;
 use switchyard_master::engine::secrets::{load_api_token, worker_passwords};
 use switchyard_master::engine::{Master, MasterOptions};
 use switchyard_master::ui;
+use switchyard_master::worker::CancellationToken;
 use switchyard_master::Store;
 use switchyard_router::auth::AllowAll;
 use switchyard_router::config::RouterConfig;
@@ -23,6 +25,8 @@ use crate::config::FileConfig;
 pub struct PreparedMaster {
     pub config: Arc<MasterConfig>,
     pub passwords: Vec<(String, String)>,
+    /// The node's TLS, for the stock-worker port (when both are configured).
+    pub buildbot_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Checks the master section against the rest of the file and loads the worker passwords
@@ -45,9 +49,17 @@ pub fn prepare_master(
     }
     let passwords = worker_passwords(&config, embedded).map_err(|e| e.to_string())?;
     load_api_token(&mut config, embedded).map_err(|e| e.to_string())?;
+    let buildbot_tls = match (&config.buildbot_workers, &file.transport.tls) {
+        (Some(_), Some(tls)) => Some(
+            switchyard_router::tls::server_config(&tls.cert, &tls.key)
+                .map_err(|e| format!("[transport.tls] for the buildbot worker port: {e}"))?,
+        ),
+        _ => None,
+    };
     Ok(PreparedMaster {
         config: Arc::new(config),
         passwords,
+        buildbot_tls,
     })
 }
 
@@ -103,6 +115,8 @@ impl NodeTrust {
 pub struct RunningMaster {
     master: Master,
     mounts: Vec<HttpMount>,
+    /// Stops the stock-worker port and its connections.
+    buildbot_workers: CancellationToken,
 }
 
 impl RunningMaster {
@@ -111,6 +125,7 @@ impl RunningMaster {
     }
 
     pub async fn stop(self) {
+        self.buildbot_workers.cancel();
         self.master.stop().await;
     }
 
@@ -137,7 +152,7 @@ pub async fn start_master(
     node_name: Option<String>,
     peer_urls: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
 ) -> Result<RunningMaster, String> {
-    let config = prepared.config;
+    let config = prepared.config.clone();
     let store = match &config.db {
         Some(url) => Store::connect(url).await,
         None => Store::open_data_dir(&config.data_dir).await,
@@ -188,5 +203,46 @@ pub async fn start_master(
             }
         }
     }
-    Ok(RunningMaster { master, mounts })
+    let buildbot_workers = CancellationToken::new();
+    if config.buildbot_workers.is_some() && !config.has_role(Role::Builders) {
+        tracing::warn!("[master.buildbot_workers] is set, but this node has no `builders` role: the port is not served");
+    }
+    if let Some(bw) = config
+        .buildbot_workers
+        .as_ref()
+        .filter(|_| config.has_role(Role::Builders))
+    {
+        let listener = match tokio::net::TcpListener::bind(&bw.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                master.stop().await;
+                return Err(format!(
+                    "cannot listen for buildbot workers on {}: {e}",
+                    bw.listen
+                ));
+            }
+        };
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| bw.listen.clone());
+        tracing::info!(%local, tls = prepared.buildbot_tls.is_some(), "buildbot worker port listening");
+        // Tests and scripts read this line to learn the port.
+        println!("switchyard buildbot workers listening on {local}");
+        tokio::spawn(bbworker::serve(
+            listener,
+            BuildbotWorkers {
+                router: router.clone(),
+                realm: config.realm.clone(),
+                passwords: prepared.passwords.clone(),
+                tls: prepared.buildbot_tls.clone(),
+            },
+            buildbot_workers.clone(),
+        ));
+    }
+    Ok(RunningMaster {
+        master,
+        mounts,
+        buildbot_workers,
+    })
 }

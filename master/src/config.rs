@@ -79,6 +79,17 @@ pub struct MasterConfig {
     pub builders: Vec<BuilderConfig>,
     #[serde(default)]
     pub schedulers: Vec<SchedulerConfig>,
+    /// `[master.buildbot_workers]`: a port for stock `buildbot-worker`s (off by default).
+    pub buildbot_workers: Option<BuildbotWorkersConfig>,
+}
+
+/// `[master.buildbot_workers]`: where stock Buildbot workers connect (Buildbot's msgpack
+/// worker protocol, see `bbworker`). Served on nodes with the `builders` role only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildbotWorkersConfig {
+    /// host:port, e.g. `127.0.0.1:9989` (Buildbot's conventional worker port).
+    pub listen: String,
 }
 
 /// `[master.api]`: who may read and who may control.
@@ -351,6 +362,7 @@ impl MasterConfig {
                 reason: None,
                 properties: BTreeMap::new(),
             }],
+            buildbot_workers: None,
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bbworker;
 pub mod config;
 pub mod control;
 pub mod engine;

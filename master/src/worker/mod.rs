@@ -93,7 +93,7 @@
 //! Cancelling the `shutdown` token given to [`run_worker`] leaves the session (GOODBYE), kills
 //! the running commands and returns `Ok(())`.
 
-mod command;
+pub(crate) mod command;
 mod session;
 
 use std::fmt;
