@@ -208,6 +208,10 @@ struct StartArgs {
     /// This master's name (default: the mesh node name, else <hostname>:<data folder>).
     #[arg(long)]
     master_name: Option<String>,
+    /// Serve Buildbot's own web UI at /buildbot/ from this folder: the `static` folder of an
+    /// installed buildbot-www package (as `[master.ui] buildbot_www`).
+    #[arg(long)]
+    buildbot_www: Option<PathBuf>,
 }
 
 fn init_logging(level: Option<&str>) {
@@ -491,6 +495,9 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         }
         if let Some(n) = args.master_name.clone() {
             m.name = Some(n);
+        }
+        if let Some(d) = args.buildbot_www.clone() {
+            m.ui.buildbot_www = Some(std::env::current_dir().map(|c| c.join(&d)).unwrap_or(d));
         }
     }
     if let Some(l) = args.listen {

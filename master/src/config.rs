@@ -68,11 +68,27 @@ pub struct MasterConfig {
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
+    pub ui: UiConfig,
+    #[serde(default)]
     pub workers: Vec<WorkerConfig>,
     #[serde(default)]
     pub builders: Vec<BuilderConfig>,
     #[serde(default)]
     pub schedulers: Vec<SchedulerConfig>,
+}
+
+/// `[master.ui]`: the web UIs of `ui` nodes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// The `static` folder of an installed `buildbot-www` package: Buildbot's own UI is then
+    /// served at `/buildbot/` (and `/` redirects there).
+    pub buildbot_www: Option<PathBuf>,
+    /// The title Buildbot's UI shows (default `switchyard`).
+    pub title: Option<String>,
+    /// The UI's public URL (`https://ci.example.org/buildbot/`), which Buildbot's UI compares
+    /// with the address bar; default `http://<the request's Host>/buildbot/`.
+    pub buildbot_url: Option<String>,
 }
 
 /// `[master.api]`: who may read and who may control.
@@ -312,6 +328,7 @@ impl MasterConfig {
                 token_file: Some(PathBuf::from("api.token")),
                 ..ApiConfig::default()
             },
+            ui: UiConfig::default(),
             workers: vec![WorkerConfig {
                 name: DEFAULT_WORKER.into(),
                 password: None,

@@ -65,11 +65,28 @@ const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 const RETRY_MS: u64 = 3000;
 
 /// One event as every client sends it.
-struct BusEvent {
+pub struct BusEvent {
     /// The routing key (`builds.7.new`), for `?prefix=` filters.
     key: String,
     /// `event: ...\ndata: ...\n\n`.
     frame: Bytes,
+}
+
+impl BusEvent {
+    /// The routing key (`builds.7.new`); empty for a `resync` marker (events were missed).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The event's data as one line of JSON text (`None` for a `resync` marker).
+    pub fn data(&self) -> Option<&str> {
+        if self.key.is_empty() {
+            return None;
+        }
+        let text = std::str::from_utf8(&self.frame).ok()?;
+        let (_, rest) = text.split_once("\ndata: ")?;
+        rest.strip_suffix("\n\n")
+    }
 }
 
 /// The node's event fan-out: one bus subscription, many SSE clients.
@@ -99,6 +116,18 @@ impl EventHub {
         let (router, realm) = (router.clone(), realm.to_owned());
         tokio::spawn(async move { pump(router, realm, subscription, ring).await });
         Ok(hub)
+    }
+
+    /// A new reader of the ring, holding one of the [`MAX_CLIENTS`] places (`None` when
+    /// all are taken): for other renderings of the same events (Buildbot's WebSocket).
+    pub fn subscribe(&self) -> Option<(broadcast::Receiver<Arc<BusEvent>>, OwnedSemaphorePermit)> {
+        let permit = self.clients.clone().try_acquire_owned().ok()?;
+        Some((self.ring.subscribe(), permit))
+    }
+
+    /// The node's shutdown signal.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
     }
 
     /// How many event streams are open.
