@@ -250,7 +250,8 @@ pub(super) fn change_json(c: &ChangeRow) -> Value {
     json!({
         "changeid": c.id,
         "author": c.author,
-        "committer": c.committer,
+        // Buildbot declares a string: without a committer, the author committed.
+        "committer": c.committer.as_ref().unwrap_or(&c.author),
         "comments": c.comments,
         "branch": c.branch,
         "revision": c.revision,

@@ -151,7 +151,18 @@ impl Www {
         if let Some(user) = user {
             req.extensions_mut().insert(auth::SessionUser(user));
         }
-        self.api.call(req, peer)
+        let answer = self.api.call(req, peer);
+        Box::pin(async move {
+            let mut r = answer.await;
+            // A browser meets a Basic challenge on a script's request with a password
+            // prompt (headless: a request that never ends). The UI logs in through
+            // `auth/login`; a refused action here is a 403, as Buildbot answers it.
+            if r.status() == StatusCode::UNAUTHORIZED {
+                r.headers_mut().remove(header::WWW_AUTHENTICATE);
+                *r.status_mut() = StatusCode::FORBIDDEN;
+            }
+            r
+        })
     }
 
     /// The config the UI boots with (Buildbot's `get_www_frontend_config_dict`).
