@@ -465,6 +465,11 @@ mod tests {
             text,
             "event: logs.3.append\ndata: {\"content\":\"a\\nb\\r\\n\",\"first_line\":0}\n\n"
         );
+        assert_eq!(ev.key(), "logs.3.append");
+        assert_eq!(
+            ev.data(),
+            Some("{\"content\":\"a\\nb\\r\\n\",\"first_line\":0}")
+        );
         assert!(render("other.topic", &Json::Null).is_none());
         assert!(render("org.buildbot.mq.", &Json::Null).is_none());
         assert!(render("org.buildbot.mq.a\nb", &Json::Null).is_none());
