@@ -290,6 +290,14 @@ await step("the workers and masters pages list them", async () => {
   await shot(page, "masters");
 });
 
+await step("the changes, schedulers, worker and about pages load", async () => {
+  await open(page, "/changes", /^\d+ changes?$/);
+  await open(page, "/schedulers", "force");
+  const w = (await api("workers")).workers[0];
+  await open(page, `/workers/${w.workerid}`, opts.worker);
+  await open(page, "/about", "switchyard version");
+});
+
 await step("no error in the browser beyond what Buildbot 4.3's UI shows", async () => {
   check(errors.length === 0, errors.join("\n"));
 });
