@@ -400,3 +400,87 @@ fn every_field_of_buildbot_s_data_api_is_answered_with_its_type() {
     assert!(errors.is_empty(), "{}", errors.join("\n"));
     drop(worker);
 }
+
+/// Buildbot's WebSocket protocol on `/buildbot/ws`, from a raw client: commands answered,
+/// a forced build's events as `{k, m}` with the whole entity, nothing for paths not
+/// consumed, bad frames answered with an error on a connection that stays up, and another
+/// site's page refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildbot_s_websocket_protocol_carries_whole_entities() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = TempDir::new("bbwww-ws");
+    let node = tokio::task::block_in_place(|| www_node(dir.path(), "ws-1"));
+    let addr = node.addr();
+    let worker = Worker::start(dir.path(), "w1", "pw-w1", &[node.ws_url()]);
+    tokio::task::block_in_place(|| worker.wait_connected(1, Duration::from_secs(30)));
+    let url = format!("ws://{addr}/buildbot/ws");
+
+    let mut evil = url.as_str().into_client_request().unwrap();
+    evil.headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(evil).await.is_err());
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    async fn recv(
+        ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+    ) -> Value {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a frame within 30 s")
+            .expect("the connection stays open")
+            .unwrap();
+        serde_json::from_str(m.to_text().unwrap()).unwrap()
+    }
+    for (frame, code) in [
+        (
+            r#"{"cmd":"startConsuming","path":"builds/*/*","_id":1}"#,
+            200,
+        ),
+        (r#"{"cmd":"ping","_id":2}"#, 200),
+        ("not json", 400),
+        (r#"{"cmd":"launch","_id":3}"#, 404),
+        (r#"{"cmd":"stopConsuming","path":"steps/*/*","_id":4}"#, 400),
+    ] {
+        ws.send(Message::text(frame)).await.unwrap();
+        let answer = recv(&mut ws).await;
+        assert_eq!(answer["code"], code, "{frame}: {answer}");
+    }
+    tokio::task::block_in_place(|| force(addr, "quick"));
+    let mut seen = Vec::new();
+    while !seen.iter().any(|k: &String| k.ends_with("/finished")) {
+        let ev = recv(&mut ws).await;
+        let key = ev["k"].as_str().expect("an event").to_owned();
+        assert!(key.starts_with("builds/"), "a path not consumed: {ev}");
+        let m = &ev["m"];
+        for field in [
+            "buildid",
+            "number",
+            "builderid",
+            "buildrequestid",
+            "workerid",
+            "masterid",
+            "started_at",
+            "complete",
+            "complete_at",
+            "locks_duration_s",
+            "state_string",
+            "results",
+        ] {
+            assert!(m.get(field).is_some(), "{key} lacks {field}: {m}");
+        }
+        if key.ends_with("/finished") {
+            assert_eq!(
+                (m["complete"].clone(), m["results"].clone()),
+                (Value::Bool(true), Value::from(0))
+            );
+        }
+        seen.push(key);
+    }
+    assert!(seen[0].ends_with("/new"), "{seen:?}");
+    drop(worker);
+}
