@@ -172,6 +172,9 @@ impl Www {
         } else {
             "UserPasswordAuth"
         };
+        // Without public_read, only a logged-in user may see anything (the UI then shows
+        // its login page to everyone else).
+        let any_access = self.config.api.public_read || user.is_some();
         let user = match user {
             Some(u) => json!({"anonymous": false, "username": u}),
             None => json!({"anonymous": true}),
@@ -193,7 +196,7 @@ impl Www {
             "avatar_methods": [],
             "plugins": {},
             "user": user,
-            "user_any_access_allowed": self.config.api.public_read,
+            "user_any_access_allowed": any_access,
             "project_widgets": [],
             "port": "",
         })
