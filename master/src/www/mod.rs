@@ -258,12 +258,19 @@ impl Www {
         };
         match principal {
             Ok(auth::Principal::User(user)) => {
+                let secure = self
+                    .config
+                    .ui
+                    .buildbot_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://"));
                 let token = self.sessions.create(&user);
                 tracing::info!(user, "web UI login");
                 let mut r = redirect(&after_auth(query));
                 r.headers_mut().insert(
                     header::SET_COOKIE,
-                    self.sessions.set_cookie(&token, &format!("{PREFIX}/")),
+                    self.sessions
+                        .set_cookie(&token, &format!("{PREFIX}/"), secure),
                 );
                 r
             }

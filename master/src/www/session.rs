@@ -88,11 +88,13 @@ impl Sessions {
         token_of(headers).and_then(|t| self.user(&t))
     }
 
-    /// `Set-Cookie` for a new session, scoped to `path`.
-    pub fn set_cookie(&self, token: &str, path: &str) -> HeaderValue {
+    /// `Set-Cookie` for a new session, scoped to `path`; `secure` when the UI is served
+    /// over https.
+    pub fn set_cookie(&self, token: &str, path: &str, secure: bool) -> HeaderValue {
         let v = format!(
-            "{COOKIE}={token}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict",
-            self.ttl.as_secs()
+            "{COOKIE}={token}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict{}",
+            self.ttl.as_secs(),
+            if secure { "; Secure" } else { "" }
         );
         HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
@@ -145,7 +147,12 @@ mod tests {
         let expired = Sessions::new(Duration::ZERO, 10);
         let t = expired.create("dave");
         assert_eq!(expired.user(&t), None);
-        let cookie = s.set_cookie(&b, "/buildbot/");
+        assert!(s
+            .set_cookie(&b, "/buildbot/", true)
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure"));
+        let cookie = s.set_cookie(&b, "/buildbot/", false);
         let cookie = cookie.to_str().unwrap();
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
         assert!(cookie.contains("Max-Age=60"));
