@@ -398,6 +398,20 @@ fn every_field_of_buildbot_s_data_api_is_answered_with_its_type() {
         }
     }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
+    // `property=` fills them (Buildbot's build properties, e.g. `workername`), and only
+    // the names asked for.
+    let (_, v) = http(
+        addr,
+        "GET",
+        "/api/v2/builds?property=workername",
+        None,
+        None,
+    );
+    for b in v["builds"].as_array().unwrap() {
+        let names: Vec<&String> = b["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(names, ["workername"], "{b}");
+        assert_eq!(b["properties"]["workername"][0], "w1", "{b}");
+    }
     drop(worker);
 }
 

@@ -21,8 +21,8 @@ use crate::store::{Selection, Table};
 type St = State<Arc<ApiState>>;
 use std::sync::Arc;
 
-/// Most builds whose properties one answer includes (each costs a query).
-const MAX_PROPERTY_BUILDS: usize = 200;
+/// Most builds whose properties one answer includes.
+const MAX_PROPERTY_BUILDS: usize = 5000;
 
 /// Adds `properties` (`{"name": [value, source]}`, only the names asked for, `*` for all)
 /// to each build row, as Buildbot's `property=` does.
@@ -40,18 +40,24 @@ pub(super) async fn add_build_properties(
         )));
     }
     let all = names.iter().any(|n| n == "*");
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r.get("buildid").and_then(Value::as_i64))
+        .collect();
+    let mut by_build: std::collections::HashMap<i64, Map<String, Value>> = Default::default();
+    for (build, p) in st.store.builds_properties(&ids).await? {
+        if all || names.contains(&p.name) {
+            by_build
+                .entry(build)
+                .or_default()
+                .insert(p.name, json!([p.value, p.source]));
+        }
+    }
     for row in rows.iter_mut() {
         let Some(id) = row.get("buildid").and_then(Value::as_i64) else {
             continue;
         };
-        let props: Map<String, Value> = st
-            .store
-            .build_properties(id)
-            .await?
-            .into_iter()
-            .filter(|p| all || names.contains(&p.name))
-            .map(|p| (p.name, json!([p.value, p.source])))
-            .collect();
+        let props = by_build.remove(&id).unwrap_or_default();
         if let Value::Object(map) = row {
             map.insert("properties".into(), Value::Object(props));
         }

@@ -700,6 +700,17 @@ mod tests {
     }
 
     #[test]
+    fn property_arguments_apply_where_there_are_properties() {
+        let q = "property=owners&property=*&property=owners";
+        let s = ResultSpec::parse(Some(q), &BUILDS, true).unwrap();
+        assert_eq!(s.properties, vec!["owners".to_owned(), "*".to_owned()]);
+        let e = ResultSpec::parse(Some("property=x"), &MASTERS, true).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("unrecognized query parameter 'property'"));
+    }
+
+    #[test]
     fn bad_arguments_say_what_is_wrong() {
         for (q, want) in [
             ("field=nope", "no such field 'nope'"),

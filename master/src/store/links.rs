@@ -1,11 +1,16 @@
 //! The links between builds, buildsets and changes that Buildbot's web UI follows
 //! (`builds/<id>/changes`, `changes/<id>/builds`, a buildset's rebuilt build): small id
-//! lookups, bounded by [`MAX_LINKS`].
+//! lookups, bounded by [`MAX_LINKS`]; and the properties of many builds at once (the UI's
+//! `property=` on build lists).
 
+use serde_json::Value;
 use sqlx::Row;
 
-use super::Store;
+use super::{PropertyRow, Store};
 use crate::StoreError;
+
+/// Builds per query of [`Store::builds_properties`].
+const IDS_PER_QUERY: usize = 500;
 
 /// Most ids one lookup returns.
 pub const MAX_LINKS: i64 = 1000;
@@ -49,5 +54,42 @@ impl Store {
                 .collect::<Result<_, _>>()?)
         })
         .await
+    }
+
+    /// The properties of each of `builds` (`(buildid, property)` pairs).
+    pub async fn builds_properties(
+        &self,
+        builds: &[i64],
+    ) -> Result<Vec<(i64, PropertyRow)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in builds.chunks(IDS_PER_QUERY) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT buildid, name, value, source FROM build_properties \
+                 WHERE buildid IN ({}) ORDER BY buildid, name",
+                marks.join(", ")
+            );
+            let rows = self
+                .retrying("builds_properties", || async {
+                    let mut q = sqlx::query(&sql);
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    Ok(q.fetch_all(&self.pool).await?)
+                })
+                .await?;
+            for r in rows {
+                let text: String = r.try_get("value").map_err(StoreError::from)?;
+                out.push((
+                    r.try_get("buildid").map_err(StoreError::from)?,
+                    PropertyRow {
+                        name: r.try_get("name").map_err(StoreError::from)?,
+                        value: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                        source: r.try_get("source").map_err(StoreError::from)?,
+                    },
+                ));
+            }
+        }
+        Ok(out)
     }
 }
