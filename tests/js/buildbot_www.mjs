@@ -236,6 +236,10 @@ await step("Rebuild (logged in) starts a new build of the same builder", async (
     return all.meta.total > before ? all.builds[0] : null;
   });
   check(rebuilt.builderid === builderId["ui-demo"], JSON.stringify(rebuilt));
+  // Buildbot's link from a build to its rebuild: the rebuild's buildset names the build.
+  const sets = await api(`buildsets?rebuilt_buildid=${build.buildid}`);
+  check(sets.meta.total === 1 && sets.buildsets[0].rebuilt_buildid === build.buildid,
+    `buildsets?rebuilt_buildid=${build.buildid}: ${JSON.stringify(sets)}`);
   await waitFor("the rebuild to finish", async () =>
     (await api(`builds/${rebuilt.buildid}`)).builds[0].complete);
 });

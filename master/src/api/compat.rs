@@ -105,6 +105,75 @@ fn small(resource: &Resource, q: Option<String>, rows: Vec<Value>) -> Result<Res
     Ok(collection(resource, rows, total))
 }
 
+/// `buildsets`, with `rebuilt_buildid` (field and filter) from the rebuilds' `rebuild_of`
+/// property: a `rebuilt_buildid` filter becomes a filter on the rebuilds' `bsid`s.
+pub(super) async fn buildsets(st: &ApiState, q: Option<String>) -> Result<Response, ApiError> {
+    let mut spec = ResultSpec::parse(q.as_deref(), &query::BUILDSETS, true)?;
+    let (rebuilt, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut spec.filters)
+        .into_iter()
+        .partition(|f| f.field == "rebuilt_buildid");
+    spec.filters = rest;
+    if !rebuilt.is_empty() {
+        let bsids: Vec<Value> = st
+            .store
+            .rebuilt_builds(None)
+            .await?
+            .into_iter()
+            .filter(|(_, b)| {
+                let row = json!({ "rebuilt_buildid": b });
+                rebuilt.iter().all(|f| f.matches(&row))
+            })
+            .map(|(bsid, _)| json!(bsid))
+            .collect();
+        if bsids.is_empty() {
+            return Ok(collection(&query::BUILDSETS, Vec::new(), 0));
+        }
+        spec.filters.push(query::Filter {
+            field: "bsid",
+            op: query::Op::Eq,
+            values: bsids,
+        });
+    }
+    let store = &st.store;
+    let (mut rows, total) = super::data::big_rows(
+        &query::BUILDSETS,
+        Table::Buildsets,
+        &spec,
+        Vec::new(),
+        |s| async move { store.select_buildsets(&s).await },
+        super::data::buildset_json,
+    )
+    .await?;
+    fill_rebuilt(st, &mut rows).await?;
+    Ok(collection(&query::BUILDSETS, rows, total))
+}
+
+/// Sets `rebuilt_buildid` in buildset rows that show it (one query for all of them).
+pub(super) async fn fill_rebuilt(st: &ApiState, rows: &mut [Value]) -> Result<(), ApiError> {
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.get("rebuilt_buildid").is_some())
+        .filter_map(|r| r.get("bsid").and_then(Value::as_i64))
+        .collect();
+    let mut rebuilt = std::collections::HashMap::new();
+    for chunk in ids.chunks(500) {
+        rebuilt.extend(st.store.rebuilt_builds(Some(chunk)).await?);
+    }
+    for row in rows.iter_mut() {
+        let Some(build) = row
+            .get("bsid")
+            .and_then(Value::as_i64)
+            .and_then(|b| rebuilt.get(&b))
+        else {
+            continue;
+        };
+        if let Some(slot) = row.get_mut("rebuilt_buildid") {
+            *slot = json!(build);
+        }
+    }
+    Ok(())
+}
+
 /// `builders/<id>/forceschedulers`: the force schedulers that can start this builder.
 pub async fn builder_forceschedulers(
     State(st): St,
@@ -328,12 +397,14 @@ pub(crate) async fn entity(st: &ApiState, coll: &str, id: i64) -> Result<Option<
             .rows
             .first()
             .map(buildrequest_json),
-        "buildsets" => store
-            .select_buildsets(&Selection::id(Table::Buildsets, id))
-            .await?
-            .rows
-            .first()
-            .map(buildset_json),
+        "buildsets" => {
+            let page = store
+                .select_buildsets(&Selection::id(Table::Buildsets, id))
+                .await?;
+            let mut rows: Vec<Value> = page.rows.iter().map(buildset_json).collect();
+            fill_rebuilt(st, &mut rows).await?;
+            rows.pop()
+        }
         "workers" => worker_values(st)
             .await?
             .into_iter()

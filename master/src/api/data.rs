@@ -173,7 +173,7 @@ pub(super) fn buildset_json(s: &BuildsetRow) -> Value {
         "results": s.results,
         "parent_buildid": s.parent_buildid,
         "parent_relationship": s.parent_relationship,
-        // Rebuilds are recorded as the buildset property `rebuild_of`; see `compat`.
+        // Filled from the buildset property `rebuild_of` (`compat::fill_rebuilt`).
         "rebuilt_buildid": null,
         // switchyard keeps no source stamps of its own (a change's is derived from it).
         "sourcestamps": [],
@@ -495,16 +495,7 @@ pub async fn worker(
 // ---- buildsets, build requests, builds ----
 
 pub async fn buildsets(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let store = &st.store;
-    big_collection(
-        &query::BUILDSETS,
-        Table::Buildsets,
-        q,
-        Vec::new(),
-        |s| async move { store.select_buildsets(&s).await },
-        buildset_json,
-    )
-    .await
+    super::compat::buildsets(&st, q).await
 }
 
 pub async fn buildset(
@@ -517,12 +508,11 @@ pub async fn buildset(
         .store
         .select_buildsets(&Selection::id(Table::Buildsets, id))
         .await?;
-    one(
-        &query::BUILDSETS,
-        q,
-        page.rows.first().map(buildset_json),
-        || format!("no buildset {id}"),
-    )
+    let mut rows: Vec<Value> = page.rows.iter().map(buildset_json).collect();
+    super::compat::fill_rebuilt(&st, &mut rows).await?;
+    one(&query::BUILDSETS, q, rows.pop(), || {
+        format!("no buildset {id}")
+    })
 }
 
 pub async fn buildrequests(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {

@@ -540,7 +540,7 @@ impl ResultSpec {
 }
 
 impl Filter {
-    fn matches(&self, row: &Value) -> bool {
+    pub fn matches(&self, row: &Value) -> bool {
         let actual = row.get(self.field).unwrap_or(&Value::Null);
         let eq = |v: &Value| compare(actual, v) == Some(Ordering::Equal);
         match self.op {

@@ -92,4 +92,50 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// `(buildset, rebuilt build)` of the rebuilds among `buildsets` (the buildset property
+    /// `rebuild_of` the engine sets), or of the newest [`MAX_LINKS`] rebuilds when
+    /// `buildsets` is `None`.
+    pub async fn rebuilt_builds(
+        &self,
+        buildsets: Option<&[i64]>,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let ids = buildsets.unwrap_or(&[]);
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = match buildsets {
+            Some(_) if ids.is_empty() => return Ok(Vec::new()),
+            Some(_) => format!(
+                "SELECT buildsetid, property_value FROM buildset_properties \
+                 WHERE property_name = 'rebuild_of' AND buildsetid IN ({})",
+                marks.join(", ")
+            ),
+            None => "SELECT buildsetid, property_value FROM buildset_properties \
+                     WHERE property_name = 'rebuild_of' ORDER BY buildsetid DESC LIMIT $1"
+                .to_owned(),
+        };
+        let rows = self
+            .retrying("rebuilt_builds", || async {
+                let mut q = sqlx::query(&sql);
+                if buildsets.is_none() {
+                    q = q.bind(MAX_LINKS);
+                }
+                for id in ids {
+                    q = q.bind(*id);
+                }
+                Ok(q.fetch_all(&self.pool).await?)
+            })
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let bsid: i64 = r.try_get("buildsetid").map_err(StoreError::from)?;
+            let text: String = r.try_get("property_value").map_err(StoreError::from)?;
+            // Stored as `[value, source]`.
+            if let Ok(Value::Array(pair)) = serde_json::from_str::<Value>(&text) {
+                if let Some(build) = pair.first().and_then(Value::as_i64) {
+                    out.push((bsid, build));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
