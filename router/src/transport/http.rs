@@ -75,8 +75,10 @@ pub async fn serve<S>(
 }
 
 /// The mounted service owning a plain request's path (the longest prefix wins). WebSocket
-/// upgrades stay with the router (except below a mount [`super::HttpMount::with_upgrades`]), and so do the plain requests on a WebSocket path unless a
-/// mount owns exactly that path ([`super::HttpMount::exact`]).
+/// upgrades stay with the router (except below a mount made
+/// [`super::HttpMount::with_upgrades`], off the WebSocket paths), and so do the plain
+/// requests on a WebSocket path unless a mount owns exactly that path
+/// ([`super::HttpMount::exact`]).
 fn mount_for<'a>(
     req: &Request<Incoming>,
     config: &'a ListenerConfig,
