@@ -210,6 +210,10 @@ struct StartArgs {
     /// e.g. 127.0.0.1:9989 (overrides [master.buildbot_workers] listen; `builders` nodes).
     #[arg(long, value_name = "ADDR")]
     buildbot_workers: Option<String>,
+    /// Serve Buildbot's own web UI at /buildbot/ from this folder: the `static` folder of an
+    /// installed buildbot-www package (as `[master.ui] buildbot_www`).
+    #[arg(long)]
+    buildbot_www: Option<PathBuf>,
 }
 
 fn init_logging(level: Option<&str>) {
@@ -495,6 +499,9 @@ fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
         }
         if let Some(listen) = args.buildbot_workers.clone() {
             m.buildbot_workers = Some(switchyard_master::config::BuildbotWorkersConfig { listen });
+        }
+        if let Some(d) = args.buildbot_www.clone() {
+            m.ui.buildbot_www = Some(std::env::current_dir().map(|c| c.join(&d)).unwrap_or(d));
         }
     }
     if let Some(l) = args.listen {

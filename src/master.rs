@@ -183,19 +183,20 @@ pub async fn start_master(
     );
     // The REST API and the web UI on `ui` nodes, the change hook on `scheduler` nodes.
     let control: Arc<dyn Control> = master.control();
-    let mut mounts: Vec<HttpMount> = api::mounts(ApiState {
+    let state = ApiState {
         store,
         config: config.clone(),
         control,
-    })
-    .into_iter()
-    .filter(|m| match m.prefix.as_str() {
-        "/change_hook" => config.has_role(Role::Scheduler),
-        _ => config.has_role(Role::Ui),
-    })
-    .collect();
+    };
+    let mut mounts: Vec<HttpMount> = api::mounts(state.clone())
+        .into_iter()
+        .filter(|m| match m.prefix.as_str() {
+            "/change_hook" => config.has_role(Role::Scheduler),
+            _ => config.has_role(Role::Ui),
+        })
+        .collect();
     if config.has_role(Role::Ui) {
-        match ui::mounts(router, &config).await {
+        match ui::mounts(router, state).await {
             Ok(m) => mounts.extend(m),
             Err(e) => {
                 master.stop().await;

@@ -74,6 +74,8 @@ pub struct MasterConfig {
     #[serde(default)]
     pub trusted_roles: Vec<String>,
     #[serde(default)]
+    pub ui: UiConfig,
+    #[serde(default)]
     pub workers: Vec<WorkerConfig>,
     #[serde(default)]
     pub builders: Vec<BuilderConfig>,
@@ -90,6 +92,20 @@ pub struct MasterConfig {
 pub struct BuildbotWorkersConfig {
     /// host:port, e.g. `127.0.0.1:9989` (Buildbot's conventional worker port).
     pub listen: String,
+}
+
+/// `[master.ui]`: the web UIs of `ui` nodes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// The `static` folder of an installed `buildbot-www` package: Buildbot's own UI is then
+    /// served at `/buildbot/` (and `/` redirects there).
+    pub buildbot_www: Option<PathBuf>,
+    /// The title Buildbot's UI shows (default `switchyard`).
+    pub title: Option<String>,
+    /// The UI's public URL (`https://ci.example.org/buildbot/`), which Buildbot's UI compares
+    /// with the address bar; default `http://<the request's Host>/buildbot/`.
+    pub buildbot_url: Option<String>,
 }
 
 /// `[master.api]`: who may read and who may control.
@@ -330,6 +346,7 @@ impl MasterConfig {
                 ..ApiConfig::default()
             },
             trusted_roles: Vec::new(),
+            ui: UiConfig::default(),
             workers: vec![WorkerConfig {
                 name: DEFAULT_WORKER.into(),
                 password: None,

@@ -17,6 +17,7 @@ mod results;
 pub mod store;
 pub mod ui;
 pub mod worker;
+pub mod www;
 
 pub use error::StoreError;
 pub use results::Results;

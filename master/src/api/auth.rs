@@ -73,6 +73,20 @@ pub fn for_control(headers: &HeaderMap, api: &ApiConfig) -> Result<Principal, Au
     }
 }
 
+/// A user proven by the web UI's login session: put on the request by the UI's own mount
+/// (`crate::www`) after it checked the session cookie, never read from the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionUser(pub String);
+
+/// Checks a control call made with a login session: the user must still be configured.
+pub fn for_session(user: String, api: &ApiConfig) -> Result<Principal, AuthError> {
+    if api.users.iter().any(|u| u.name == user) {
+        Ok(Principal::User(user))
+    } else {
+        Err(AuthError::Invalid)
+    }
+}
+
 /// Logs a refusal (never the credentials).
 pub fn log_refusal(peer: Option<SocketAddr>, path: &str, e: &AuthError) {
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();

@@ -137,50 +137,71 @@ pub async fn force(
     State(st): St,
     Path(name): Path<String>,
     peer: Option<Extension<Peer>>,
+    session: Option<Extension<auth::SessionUser>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    call(&st, Target::ForceScheduler(name), peer, &headers, &body).await
+    call(
+        &st,
+        Target::ForceScheduler(name),
+        peer,
+        session,
+        &headers,
+        &body,
+    )
+    .await
 }
 
 pub async fn build(
     State(st): St,
     Path(id): Path<String>,
     peer: Option<Extension<Peer>>,
+    session: Option<Extension<auth::SessionUser>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    call(&st, Target::Build(id), peer, &headers, &body).await
+    call(&st, Target::Build(id), peer, session, &headers, &body).await
 }
 
 pub async fn buildrequest(
     State(st): St,
     Path(id): Path<String>,
     peer: Option<Extension<Peer>>,
+    session: Option<Extension<auth::SessionUser>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    call(&st, Target::BuildRequest(id), peer, &headers, &body).await
+    call(
+        &st,
+        Target::BuildRequest(id),
+        peer,
+        session,
+        &headers,
+        &body,
+    )
+    .await
 }
 
 pub async fn worker(
     State(st): St,
     Path(key): Path<String>,
     peer: Option<Extension<Peer>>,
+    session: Option<Extension<auth::SessionUser>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    call(&st, Target::Worker(key), peer, &headers, &body).await
+    call(&st, Target::Worker(key), peer, session, &headers, &body).await
 }
 
 pub async fn master(
     State(st): St,
     Path(id): Path<String>,
     peer: Option<Extension<Peer>>,
+    session: Option<Extension<auth::SessionUser>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    call(&st, Target::Master(id), peer, &headers, &body).await
+    call(&st, Target::Master(id), peer, session, &headers, &body).await
 }
 
 /// Authenticates, decodes and runs one call.
@@ -188,10 +209,15 @@ async fn call(
     st: &ApiState,
     target: Target,
     peer: Option<Extension<Peer>>,
+    session: Option<Extension<auth::SessionUser>>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    let principal = match auth::for_control(headers, &st.config.api) {
+    let checked = match session {
+        Some(Extension(auth::SessionUser(user))) => auth::for_session(user, &st.config.api),
+        None => auth::for_control(headers, &st.config.api),
+    };
+    let principal = match checked {
         Ok(p) => p,
         Err(e) => {
             auth::log_refusal(peer.map(|p| p.0 .0), &format!("{target:?}"), &e);

@@ -35,7 +35,7 @@ const MAX_LOG_TEXT: usize = 32 << 20;
 /// Lines read from the store per query while assembling a log.
 const LOG_LINES_PER_READ: i64 = 50_000;
 
-fn collection(resource: &Resource, rows: Vec<Value>, total: usize) -> Response {
+pub(super) fn collection(resource: &Resource, rows: Vec<Value>, total: usize) -> Response {
     let mut body = Map::new();
     body.insert(resource.plural.to_owned(), Value::Array(rows));
     body.insert("meta".to_owned(), json!({ "total": total }));
@@ -70,7 +70,7 @@ fn one(
 }
 
 /// A collection of a table that can be huge: see the module doc.
-async fn big_collection<T, F, Fut>(
+pub(super) async fn big_collection<T, F, Fut>(
     resource: &Resource,
     table: Table,
     query: Option<String>,
@@ -83,13 +83,30 @@ where
     Fut: Future<Output = Result<Page<T>, StoreError>>,
 {
     let spec = ResultSpec::parse(query.as_deref(), resource, true)?;
+    let (rows, total) = big_rows(resource, table, &spec, path_conditions, select, to_json).await?;
+    Ok(collection(resource, rows, total))
+}
+
+/// The rows and total of [`big_collection`], for a parsed query.
+pub(super) async fn big_rows<T, F, Fut>(
+    resource: &Resource,
+    table: Table,
+    spec: &ResultSpec,
+    path_conditions: Vec<Condition>,
+    select: F,
+    to_json: fn(&T) -> Value,
+) -> Result<(Vec<Value>, usize), ApiError>
+where
+    F: FnOnce(Selection) -> Fut,
+    Fut: Future<Output = Result<Page<T>, StoreError>>,
+{
     let plan = spec.pushdown(table, path_conditions);
     let page = select(plan.selection).await?;
     let rows: Vec<Value> = page.rows.iter().map(to_json).collect();
     if plan.paged {
         let total = usize::try_from(page.total).unwrap_or(0);
         let rows = rows.into_iter().map(|r| plan.rest.project(r)).collect();
-        return Ok(collection(resource, rows, total));
+        return Ok((rows, total));
     }
     if rows.len() > MAX_SCAN {
         return Err(ApiError::BadRequest(format!(
@@ -100,18 +117,17 @@ where
             plural = resource.plural
         )));
     }
-    let (rows, total) = plan.rest.apply(rows);
-    Ok(collection(resource, rows, total))
+    Ok(plan.rest.apply(rows))
 }
 
 /// A path segment that must be an id; anything else names nothing (404).
-fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
+pub(super) fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::NotFound(format!("no {what} {raw:?}")))
 }
 
 /// `field = id` on `table`, for conditions the path implies.
-fn path_condition(table: Table, field: &str, id: i64) -> Result<Condition, ApiError> {
+pub(super) fn path_condition(table: Table, field: &str, id: i64) -> Result<Condition, ApiError> {
     table
         .condition(field, crate::store::Cmp::Eq, &[Value::from(id)])
         .ok_or_else(|| {
@@ -122,7 +138,7 @@ fn path_condition(table: Table, field: &str, id: i64) -> Result<Condition, ApiEr
 
 // ---- JSON shapes (Buildbot's field names) ----
 
-fn master_json(m: &MasterRow) -> Value {
+pub(super) fn master_json(m: &MasterRow) -> Value {
     json!({
         "masterid": m.id,
         "name": m.name,
@@ -132,17 +148,21 @@ fn master_json(m: &MasterRow) -> Value {
     })
 }
 
-fn builder_json(b: &BuilderRow) -> Value {
+pub(super) fn builder_json(b: &BuilderRow) -> Value {
     json!({
         "builderid": b.id,
         "name": b.name,
         "description": b.description,
         "masterids": b.masterids,
         "tags": [],
+        // Buildbot's projects and description formats are not configurable here.
+        "projectid": null,
+        "description_format": null,
+        "description_html": null,
     })
 }
 
-fn buildset_json(s: &BuildsetRow) -> Value {
+pub(super) fn buildset_json(s: &BuildsetRow) -> Value {
     json!({
         "bsid": s.id,
         "external_idstring": s.external_idstring,
@@ -153,10 +173,14 @@ fn buildset_json(s: &BuildsetRow) -> Value {
         "results": s.results,
         "parent_buildid": s.parent_buildid,
         "parent_relationship": s.parent_relationship,
+        // Filled from the buildset property `rebuild_of` (`compat::fill_rebuilt`).
+        "rebuilt_buildid": null,
+        // switchyard keeps no source stamps of its own (a change's is derived from it).
+        "sourcestamps": [],
     })
 }
 
-fn buildrequest_json(r: &BuildRequestRow) -> Value {
+pub(super) fn buildrequest_json(r: &BuildRequestRow) -> Value {
     json!({
         "buildrequestid": r.id,
         "buildsetid": r.buildsetid,
@@ -170,10 +194,12 @@ fn buildrequest_json(r: &BuildRequestRow) -> Value {
         "submitted_at": r.submitted_at,
         "complete_at": r.complete_at,
         "waited_for": r.waited_for,
+        // As Buildbot: only filled when asked for (not supported here).
+        "properties": null,
     })
 }
 
-fn build_json(b: &BuildRow) -> Value {
+pub(super) fn build_json(b: &BuildRow) -> Value {
     json!({
         "buildid": b.id,
         "number": b.number,
@@ -190,7 +216,7 @@ fn build_json(b: &BuildRow) -> Value {
     })
 }
 
-fn step_json(s: &StepRow) -> Value {
+pub(super) fn step_json(s: &StepRow) -> Value {
     json!({
         "stepid": s.id,
         "number": s.number,
@@ -203,10 +229,12 @@ fn step_json(s: &StepRow) -> Value {
         "results": s.results,
         "urls": s.urls,
         "hidden": s.hidden,
+        // switchyard has no locks: a step holds what it needs from its start.
+        "locks_acquired_at": s.started_at,
     })
 }
 
-fn log_json(l: &LogRow) -> Value {
+pub(super) fn log_json(l: &LogRow) -> Value {
     json!({
         "logid": l.id,
         "name": l.name,
@@ -218,11 +246,12 @@ fn log_json(l: &LogRow) -> Value {
     })
 }
 
-fn change_json(c: &ChangeRow) -> Value {
+pub(super) fn change_json(c: &ChangeRow) -> Value {
     json!({
         "changeid": c.id,
         "author": c.author,
-        "committer": c.committer,
+        // Buildbot declares a string: without a committer, the author committed.
+        "committer": c.committer.as_ref().unwrap_or(&c.author),
         "comments": c.comments,
         "branch": c.branch,
         "revision": c.revision,
@@ -235,12 +264,22 @@ fn change_json(c: &ChangeRow) -> Value {
         "properties": c.properties,
         "files": c.files,
         "parent_changeids": [],
+        "sourcestamp": {
+            "ssid": c.id,
+            "branch": c.branch,
+            "revision": c.revision,
+            "project": c.project,
+            "repository": c.repository,
+            "codebase": c.codebase,
+            "created_at": c.when_timestamp,
+            "patch": null,
+        },
     })
 }
 
 /// A worker; `configured_on` pairs each builder configured to use it with the masters
 /// serving that builder.
-fn worker_json(w: &WorkerRow, state: &ApiState, builders: &[BuilderRow]) -> Value {
+pub(super) fn worker_json(w: &WorkerRow, state: &ApiState, builders: &[BuilderRow]) -> Value {
     let configured_on: Vec<Value> = state
         .config
         .builders
@@ -262,6 +301,7 @@ fn worker_json(w: &WorkerRow, state: &ApiState, builders: &[BuilderRow]) -> Valu
         "workerid": w.id,
         "name": w.name,
         "paused": w.paused,
+        "pause_reason": null,
         "graceful": w.graceful,
         "connected_to": connected_to,
         "configured_on": configured_on,
@@ -269,7 +309,7 @@ fn worker_json(w: &WorkerRow, state: &ApiState, builders: &[BuilderRow]) -> Valu
     })
 }
 
-async fn worker_values(state: &ApiState) -> Result<Vec<(WorkerRow, Value)>, ApiError> {
+pub(super) async fn worker_values(state: &ApiState) -> Result<Vec<(WorkerRow, Value)>, ApiError> {
     let workers = state.store.list_workers().await?;
     let builders = state.store.list_builders().await?;
     Ok(workers
@@ -279,26 +319,6 @@ async fn worker_values(state: &ApiState) -> Result<Vec<(WorkerRow, Value)>, ApiE
             (w, v)
         })
         .collect())
-}
-
-fn forcescheduler_json(s: &crate::config::SchedulerConfig) -> Value {
-    json!({
-        "name": s.name,
-        "label": s.name,
-        "button_name": s.name,
-        "builder_names": s.builders,
-        "all_fields": [
-            {
-                "name": "owner", "fullName": "owner", "label": "Your name",
-                "type": "username", "default": "", "required": false,
-            },
-            {
-                "name": "reason", "fullName": "reason", "label": "Reason",
-                "type": "text", "default": s.reason.clone().unwrap_or_default(),
-                "required": false,
-            },
-        ],
-    })
 }
 
 // ---- masters ----
@@ -328,7 +348,7 @@ pub async fn master(
 // ---- builders ----
 
 /// A builder by id, or by name (names are letters, digits, '-' and '_').
-async fn find_builder(st: &ApiState, key: &str) -> Result<BuilderRow, ApiError> {
+pub(super) async fn find_builder(st: &ApiState, key: &str) -> Result<BuilderRow, ApiError> {
     let builders = st.store.list_builders().await?;
     let by_id = key
         .parse::<i64>()
@@ -362,16 +382,28 @@ pub async fn builder_builds(
 ) -> Result<Response, ApiError> {
     let b = find_builder(&st, &key).await?;
     let cond = path_condition(Table::Builds, "builderid", b.id)?;
+    builds_where(&st, q, vec![cond]).await
+}
+
+/// Builds, with the `properties` asked for by `property=`.
+async fn builds_where(
+    st: &ApiState,
+    q: Option<String>,
+    conditions: Vec<Condition>,
+) -> Result<Response, ApiError> {
+    let spec = ResultSpec::parse(q.as_deref(), &query::BUILDS, true)?;
     let store = &st.store;
-    big_collection(
+    let (mut rows, total) = big_rows(
         &query::BUILDS,
         Table::Builds,
-        q,
-        vec![cond],
+        &spec,
+        conditions,
         |s| async move { store.select_builds(&s).await },
         build_json,
     )
-    .await
+    .await?;
+    super::compat::add_build_properties(st, &spec.properties, &mut rows).await?;
+    Ok(collection(&query::BUILDS, rows, total))
 }
 
 /// Build `number` of a builder.
@@ -401,7 +433,9 @@ pub async fn builder_build(
 ) -> Result<Response, ApiError> {
     let spec = ResultSpec::parse(q.as_deref(), &query::BUILDS, false)?;
     let build = find_builder_build(&st, &key, &number).await?;
-    Ok(single(&query::BUILDS, spec.project(build_json(&build))))
+    let mut rows = vec![spec.project(build_json(&build))];
+    super::compat::add_build_properties(&st, &spec.properties, &mut rows).await?;
+    Ok(collection(&query::BUILDS, rows, 1))
 }
 
 pub async fn builder_build_steps(
@@ -461,16 +495,7 @@ pub async fn worker(
 // ---- buildsets, build requests, builds ----
 
 pub async fn buildsets(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let store = &st.store;
-    big_collection(
-        &query::BUILDSETS,
-        Table::Buildsets,
-        q,
-        Vec::new(),
-        |s| async move { store.select_buildsets(&s).await },
-        buildset_json,
-    )
-    .await
+    super::compat::buildsets(&st, q).await
 }
 
 pub async fn buildset(
@@ -483,12 +508,11 @@ pub async fn buildset(
         .store
         .select_buildsets(&Selection::id(Table::Buildsets, id))
         .await?;
-    one(
-        &query::BUILDSETS,
-        q,
-        page.rows.first().map(buildset_json),
-        || format!("no buildset {id}"),
-    )
+    let mut rows: Vec<Value> = page.rows.iter().map(buildset_json).collect();
+    super::compat::fill_rebuilt(&st, &mut rows).await?;
+    one(&query::BUILDSETS, q, rows.pop(), || {
+        format!("no buildset {id}")
+    })
 }
 
 pub async fn buildrequests(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
@@ -523,19 +547,10 @@ pub async fn buildrequest(
 }
 
 pub async fn builds(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let store = &st.store;
-    big_collection(
-        &query::BUILDS,
-        Table::Builds,
-        q,
-        Vec::new(),
-        |s| async move { store.select_builds(&s).await },
-        build_json,
-    )
-    .await
+    builds_where(&st, q, Vec::new()).await
 }
 
-async fn find_build(st: &ApiState, raw: &str) -> Result<BuildRow, ApiError> {
+pub(super) async fn find_build(st: &ApiState, raw: &str) -> Result<BuildRow, ApiError> {
     let id = path_id(raw, "build")?;
     st.store
         .select_builds(&Selection::id(Table::Builds, id))
@@ -553,7 +568,9 @@ pub async fn build(
 ) -> Result<Response, ApiError> {
     let spec = ResultSpec::parse(q.as_deref(), &query::BUILDS, false)?;
     let build = find_build(&st, &id).await?;
-    Ok(single(&query::BUILDS, spec.project(build_json(&build))))
+    let mut rows = vec![spec.project(build_json(&build))];
+    super::compat::add_build_properties(&st, &spec.properties, &mut rows).await?;
+    Ok(collection(&query::BUILDS, rows, 1))
 }
 
 pub async fn build_steps(
@@ -599,7 +616,7 @@ pub async fn build_properties(
 
 // ---- steps and logs ----
 
-async fn find_step(st: &ApiState, id: i64) -> Result<Option<StepRow>, ApiError> {
+pub(super) async fn find_step(st: &ApiState, id: i64) -> Result<Option<StepRow>, ApiError> {
     Ok(st
         .store
         .select_steps(&Selection::id(Table::Steps, id))
@@ -636,7 +653,7 @@ pub async fn step_logs(
     Ok(collection(&query::LOGS, rows, total))
 }
 
-async fn find_log(st: &ApiState, raw: &str) -> Result<LogRow, ApiError> {
+pub(super) async fn find_log(st: &ApiState, raw: &str) -> Result<LogRow, ApiError> {
     let id = path_id(raw, "log")?;
     st.store
         .get_log(id)
@@ -867,7 +884,9 @@ pub async fn schedulers(State(st): St, RawQuery(q): RawQuery) -> Result<Response
     small_collection(&query::SCHEDULERS, q, rows)
 }
 
-fn force_schedulers(st: &ApiState) -> impl Iterator<Item = &crate::config::SchedulerConfig> {
+pub(super) fn force_schedulers(
+    st: &ApiState,
+) -> impl Iterator<Item = &crate::config::SchedulerConfig> {
     st.config
         .schedulers
         .iter()
@@ -875,7 +894,9 @@ fn force_schedulers(st: &ApiState) -> impl Iterator<Item = &crate::config::Sched
 }
 
 pub async fn forceschedulers(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let rows = force_schedulers(&st).map(forcescheduler_json).collect();
+    let rows = force_schedulers(&st)
+        .map(super::compat::forcescheduler_json)
+        .collect();
     small_collection(&query::FORCESCHEDULERS, q, rows)
 }
 
@@ -886,7 +907,7 @@ pub async fn forcescheduler(
 ) -> Result<Response, ApiError> {
     let row = force_schedulers(&st)
         .find(|s| s.name == name)
-        .map(forcescheduler_json);
+        .map(super::compat::forcescheduler_json);
     one(&query::FORCESCHEDULERS, q, row, || {
         format!("no force scheduler {name:?}")
     })

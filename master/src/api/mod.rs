@@ -21,6 +21,7 @@
 //! passed on to the router as axum streams them, not assembled first.
 
 pub(crate) mod auth;
+mod compat;
 mod control;
 mod data;
 mod hook;
@@ -44,6 +45,8 @@ use tower::ServiceExt;
 use crate::config::MasterConfig;
 use crate::control::{Control, ControlError};
 use crate::{Store, StoreError};
+
+pub(crate) use compat::entity;
 
 /// The largest request body accepted (a force request or a change is a few hundred bytes).
 pub const MAX_BODY: usize = 1 << 20;
@@ -71,6 +74,13 @@ pub fn mounts(state: ApiState) -> Vec<HttpMount> {
     ]
 }
 
+/// The API as one service (for the Buildbot UI's mount, which forwards `api/...` to it).
+pub fn service(state: ApiState) -> Arc<dyn HttpService> {
+    Arc::new(ApiService {
+        router: router(Arc::new(state)),
+    })
+}
+
 /// The axum router behind both mounts.
 fn router(state: Arc<ApiState>) -> axum::Router {
     let api = axum::Router::new()
@@ -79,6 +89,21 @@ fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/builders", get(data::builders))
         .route("/builders/{builder}", get(data::builder))
         .route("/builders/{builder}/builds", get(data::builder_builds))
+        .route(
+            "/builders/{builder}/forceschedulers",
+            get(compat::builder_forceschedulers),
+        )
+        .route("/builders/{builder}/workers", get(compat::builder_workers))
+        .route("/workers/{worker}/builders", get(compat::worker_builders))
+        .route(
+            "/buildsets/{id}/properties",
+            get(compat::buildset_properties),
+        )
+        .route("/builds/{id}/changes", get(compat::build_changes))
+        .route("/changes/{id}/builds", get(compat::change_builds))
+        .route("/projects", get(compat::projects))
+        .route("/application.spec", get(compat::application_spec))
+        .route("/logs/{id}/raw_inline", get(compat::log_raw_inline))
         .route(
             "/builders/{builder}/builds/{number}",
             get(data::builder_build),
@@ -129,7 +154,8 @@ fn router(state: Arc<ApiState>) -> axum::Router {
 
 /// Reads need credentials unless `public_read`; control and the hook check their own.
 async fn read_guard(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD) {
+    let session = req.extensions().get::<auth::SessionUser>().cloned();
+    if matches!(*req.method(), Method::GET | Method::HEAD) && session.is_none() {
         let peer = req.extensions().get::<Peer>().map(|p| p.0);
         if let Err(e) = auth::for_read(req.headers(), &state.config.api) {
             auth::log_refusal(peer, req.uri().path(), &e);

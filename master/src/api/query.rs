@@ -71,6 +71,9 @@ pub const BUILDERS: Resource = Resource {
         ("description", Text),
         ("masterids", List),
         ("tags", List),
+        ("projectid", Int),
+        ("description_format", Text),
+        ("description_html", Text),
     ],
 };
 
@@ -84,6 +87,7 @@ pub const WORKERS: Resource = Resource {
         ("connected_to", List),
         ("configured_on", List),
         ("workerinfo", Object),
+        ("pause_reason", Text),
     ],
 };
 
@@ -99,6 +103,8 @@ pub const BUILDSETS: Resource = Resource {
         ("results", Int),
         ("parent_buildid", Int),
         ("parent_relationship", Text),
+        ("rebuilt_buildid", Int),
+        ("sourcestamps", List),
     ],
 };
 
@@ -117,6 +123,7 @@ pub const BUILDREQUESTS: Resource = Resource {
         ("submitted_at", Int),
         ("complete_at", Int),
         ("waited_for", Bool),
+        ("properties", Object),
     ],
 };
 
@@ -135,6 +142,7 @@ pub const BUILDS: Resource = Resource {
         ("locks_duration_s", Int),
         ("state_string", Text),
         ("results", Int),
+        ("properties", Object),
     ],
 };
 
@@ -152,6 +160,7 @@ pub const STEPS: Resource = Resource {
         ("results", Int),
         ("urls", List),
         ("hidden", Bool),
+        ("locks_acquired_at", Int),
     ],
 };
 
@@ -191,6 +200,7 @@ pub const CHANGES: Resource = Resource {
         ("properties", Object),
         ("files", List),
         ("parent_changeids", List),
+        ("sourcestamp", Object),
     ],
 };
 
@@ -212,6 +222,7 @@ pub const FORCESCHEDULERS: Resource = Resource {
         ("button_name", Text),
         ("builder_names", List),
         ("all_fields", List),
+        ("enabled", Bool),
     ],
 };
 
@@ -220,6 +231,22 @@ pub const PROPERTIES: Resource = Resource {
     plural: "properties",
     fields: &[],
 };
+
+/// Every resource type above, for `application.spec`.
+pub const ALL: &[&Resource] = &[
+    &MASTERS,
+    &BUILDERS,
+    &WORKERS,
+    &BUILDSETS,
+    &BUILDREQUESTS,
+    &BUILDS,
+    &STEPS,
+    &LOGS,
+    &LOGCHUNKS,
+    &CHANGES,
+    &SCHEDULERS,
+    &FORCESCHEDULERS,
+];
 
 /// A filter operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +305,9 @@ pub struct ResultSpec {
     pub limit: Option<usize>,
     pub offset: usize,
     pub filters: Vec<Filter>,
+    /// `property=NAME` (repeatable, `*` for all): the builds' properties to include, as
+    /// Buildbot's `properties` field.
+    pub properties: Vec<String>,
 }
 
 /// What the database does for a query, and what is left for Rust.
@@ -332,6 +362,11 @@ impl ResultSpec {
                             .field(name)
                             .ok_or_else(|| bad(format!("no such field '{name}'")))?;
                         spec.order.push((f, desc));
+                    }
+                }
+                "property" if resource.field("properties").is_some() => {
+                    if !spec.properties.contains(&value) {
+                        spec.properties.push(value);
                     }
                 }
                 "limit" | "offset" => {
@@ -505,7 +540,7 @@ impl ResultSpec {
 }
 
 impl Filter {
-    fn matches(&self, row: &Value) -> bool {
+    pub fn matches(&self, row: &Value) -> bool {
         let actual = row.get(self.field).unwrap_or(&Value::Null);
         let eq = |v: &Value| compare(actual, v) == Some(Ordering::Equal);
         match self.op {
@@ -662,6 +697,17 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn property_arguments_apply_where_there_are_properties() {
+        let q = "property=owners&property=*&property=owners";
+        let s = ResultSpec::parse(Some(q), &BUILDS, true).unwrap();
+        assert_eq!(s.properties, vec!["owners".to_owned(), "*".to_owned()]);
+        let e = ResultSpec::parse(Some("property=x"), &MASTERS, true).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("unrecognized query parameter 'property'"));
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub(super) async fn run(
     if let Ok(Some(b)) = inner.store.get_build(build).await {
         inner.bus.build(&b, "new");
     }
+    // As Buildbot: the request is claimed (Buildbot's UI moves it out of the pending list).
+    inner.publish_request(request.id, "claimed").await;
     let builder = inner
         .builder(request.builderid)
         .expect("claimed only for our builders")

@@ -33,6 +33,7 @@
 //! request's unfinished build if it already made one.
 
 mod coord;
+mod links;
 mod query;
 mod records;
 mod running;

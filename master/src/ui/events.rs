@@ -67,11 +67,28 @@ const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 const RETRY_MS: u64 = 3000;
 
 /// One event as every client sends it.
-struct BusEvent {
+pub struct BusEvent {
     /// The routing key (`builds.7.new`), for `?prefix=` filters.
     key: String,
     /// `event: ...\ndata: ...\n\n`.
     frame: Bytes,
+}
+
+impl BusEvent {
+    /// The routing key (`builds.7.new`); empty for a `resync` marker (events were missed).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The event's data as one line of JSON text (`None` for a `resync` marker).
+    pub fn data(&self) -> Option<&str> {
+        if self.key.is_empty() {
+            return None;
+        }
+        let text = std::str::from_utf8(&self.frame).ok()?;
+        let (_, rest) = text.split_once("\ndata: ")?;
+        rest.strip_suffix("\n\n")
+    }
 }
 
 /// The node's event fan-out: one bus subscription, many SSE clients.
@@ -104,6 +121,18 @@ impl EventHub {
         let (router, realm) = (router.clone(), realm.to_owned());
         tokio::spawn(async move { pump(router, realm, subscription, ring, trust).await });
         Ok(hub)
+    }
+
+    /// A new reader of the ring, holding one of the [`MAX_CLIENTS`] places (`None` when
+    /// all are taken): for other renderings of the same events (Buildbot's WebSocket).
+    pub fn subscribe(&self) -> Option<(broadcast::Receiver<Arc<BusEvent>>, OwnedSemaphorePermit)> {
+        let permit = self.clients.clone().try_acquire_owned().ok()?;
+        Some((self.ring.subscribe(), permit))
+    }
+
+    /// The node's shutdown signal.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
     }
 
     /// How many event streams are open.
@@ -446,6 +475,11 @@ mod tests {
         assert_eq!(
             text,
             "event: logs.3.append\ndata: {\"content\":\"a\\nb\\r\\n\",\"first_line\":0}\n\n"
+        );
+        assert_eq!(ev.key(), "logs.3.append");
+        assert_eq!(
+            ev.data(),
+            Some("{\"content\":\"a\\nb\\r\\n\",\"first_line\":0}")
         );
         assert!(render("other.topic", &Json::Null).is_none());
         assert!(render("org.buildbot.mq.", &Json::Null).is_none());

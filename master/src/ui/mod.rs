@@ -18,8 +18,8 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use switchyard_router::transport::{full_body, HttpBody, HttpFuture, HttpMount, HttpService};
 use switchyard_router::Router;
 
+use crate::api::ApiState;
 use crate::auth::BusTrust;
-use crate::config::MasterConfig;
 pub use events::EventHub;
 
 /// Where the page lives.
@@ -35,20 +35,22 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    form-action 'none'; frame-ancestors 'none'";
 
 /// The UI's mounts: the event stream, the page and the redirect from `/`. Subscribes the
-/// node's event stream to the bus of the master's realm (an error if it cannot).
-pub async fn mounts(router: &Router, config: &MasterConfig) -> Result<Vec<HttpMount>, String> {
-    let hub = EventHub::start(
-        router,
-        &config.realm,
-        config.api.clone(),
-        BusTrust::new(&config.trusted_roles),
-    )
-    .await?;
-    Ok(vec![
-        HttpMount::new(events::PATH, Arc::new(events::EventsService(hub))),
+/// node's event stream to the bus of the master's realm (an error if it cannot). With
+/// `[master.ui] buildbot_www`, Buildbot's own UI too ([`crate::www`]), fed by the same
+/// event hub, and `/` redirects there. Both carry only what masters published.
+pub async fn mounts(router: &Router, state: ApiState) -> Result<Vec<HttpMount>, String> {
+    let config = state.config.clone();
+    let trust = BusTrust::new(&config.trusted_roles);
+    let hub = EventHub::start(router, &config.realm, config.api.clone(), trust).await?;
+    let mut mounts = vec![
+        HttpMount::new(events::PATH, Arc::new(events::EventsService(hub.clone()))),
         HttpMount::new(PREFIX, Arc::new(PageService)),
-        HttpMount::exact("/", Arc::new(RootRedirect)),
-    ])
+    ];
+    match &config.ui.buildbot_www {
+        Some(dir) => mounts.extend(crate::www::mounts(dir, state, &hub)?),
+        None => mounts.push(HttpMount::exact("/", Arc::new(RootRedirect))),
+    }
+    Ok(mounts)
 }
 
 /// Serves the page's three files.

@@ -111,20 +111,24 @@ async fn within(
 }
 
 /// The mounted service owning a plain request's path (the longest prefix wins). WebSocket
-/// upgrades stay with the router, and so do the plain requests on a WebSocket path unless a
-/// mount owns exactly that path ([`super::HttpMount::exact`]).
+/// upgrades stay with the router (except below a mount made
+/// [`super::HttpMount::with_upgrades`], off the WebSocket paths), and so do the plain
+/// requests on a WebSocket path unless a mount owns exactly that path
+/// ([`super::HttpMount::exact`]).
 fn mount_for<'a>(
     req: &Request<Incoming>,
     config: &'a ListenerConfig,
 ) -> Option<&'a super::HttpMount> {
-    if config.http_mounts.is_empty() || header_has_token(req, header::UPGRADE, "websocket") {
+    if config.http_mounts.is_empty() {
         return None;
     }
+    let upgrade = header_has_token(req, header::UPGRADE, "websocket");
     let path = req.uri().path();
     let ws_path = config.websocket_paths.iter().any(|p| p == path);
     config
         .http_mounts
         .iter()
+        .filter(|m| !upgrade || (m.upgrades && !ws_path))
         .filter(|m| m.owns(path) && (m.exact || !ws_path))
         .max_by_key(|m| (m.prefix.len(), m.exact))
 }

@@ -101,6 +101,8 @@ pub struct HttpMount {
     pub service: Arc<dyn HttpService>,
     /// Owns `prefix` only, not the paths below it (see [`HttpMount::exact`]).
     pub exact: bool,
+    /// Also gets the WebSocket upgrades on its paths (see [`HttpMount::with_upgrades`]).
+    pub upgrades: bool,
 }
 
 impl HttpMount {
@@ -110,6 +112,17 @@ impl HttpMount {
             prefix: prefix.into(),
             service,
             exact: false,
+            upgrades: false,
+        }
+    }
+
+    /// A prefix mount that also answers the WebSocket upgrades below `prefix` (a protocol
+    /// of its own, not WAMP: the service does the upgrade). The router's WebSocket paths
+    /// keep their upgrades.
+    pub fn with_upgrades(prefix: impl Into<String>, service: Arc<dyn HttpService>) -> HttpMount {
+        HttpMount {
+            upgrades: true,
+            ..HttpMount::new(prefix, service)
         }
     }
 
@@ -121,6 +134,7 @@ impl HttpMount {
             prefix: path.into(),
             service,
             exact: true,
+            upgrades: false,
         }
     }
 
@@ -143,6 +157,7 @@ impl std::fmt::Debug for HttpMount {
         f.debug_struct("HttpMount")
             .field("prefix", &self.prefix)
             .field("exact", &self.exact)
+            .field("upgrades", &self.upgrades)
             .finish_non_exhaustive()
     }
 }
