@@ -811,6 +811,7 @@ async fn read_endpoints(db: &TestDb) {
     assert_eq!(
         builders[1],
         json!({"builderid": s.linux, "name": "linux", "description": null,
+               "description_format": null, "description_html": null, "projectid": null,
                "masterids": [s.m1, s.m2], "tags": []})
     );
     let by_name = c.item("/api/v2/builders/hello", "builders").await;
@@ -860,7 +861,7 @@ async fn read_endpoints(db: &TestDb) {
                "started_at": NOW, "complete": true, "complete_at": NOW + 1,
                "state_string": "updated", "results": 0,
                "urls": [{"name": "commit", "url": "https://example.org/c/1"}],
-               "hidden": false})
+               "hidden": false, "locks_acquired_at": NOW})
     );
     assert_eq!(steps[1]["complete"], false);
     assert_eq!(steps[1]["hidden"], true);
@@ -942,6 +943,7 @@ async fn read_endpoints(db: &TestDb) {
     assert_eq!(
         workers[0],
         json!({"workerid": s.local, "name": "local", "paused": false, "graceful": false,
+               "pause_reason": null,
                "connected_to": [{"masterid": s.m1}],
                "configured_on": [
                    {"builderid": s.hello, "masterid": s.m1},
@@ -965,7 +967,8 @@ async fn read_endpoints(db: &TestDb) {
         buildsets[0],
         json!({"bsid": s.bs1, "external_idstring": null, "reason": "force build",
                "submitted_at": NOW, "complete": false, "complete_at": null,
-               "results": null, "parent_buildid": null, "parent_relationship": null})
+               "results": null, "parent_buildid": null, "parent_relationship": null,
+               "rebuilt_buildid": null, "sourcestamps": []})
     );
     assert_eq!(
         c.item(&format!("/api/v2/buildsets/{}", s.bs2), "buildsets")
@@ -978,7 +981,8 @@ async fn read_endpoints(db: &TestDb) {
         json!({"buildrequestid": s.r_hello, "buildsetid": s.bs1, "builderid": s.hello,
                "priority": 0, "claimed": true, "claimed_at": NOW,
                "claimed_by_masterid": s.m1, "complete": true, "results": 0,
-               "submitted_at": NOW, "complete_at": NOW, "waited_for": false})
+               "submitted_at": NOW, "complete_at": NOW, "waited_for": false,
+               "properties": null})
     );
     assert_eq!(requests[2]["claimed"], false);
     assert_eq!(requests[2]["claimed_by_masterid"], Value::Null);
@@ -1003,12 +1007,15 @@ async fn read_endpoints(db: &TestDb) {
     let changes = c.rows("/api/v2/changes", "changes", 2).await;
     assert_eq!(
         changes[0],
-        json!({"changeid": s.c1, "author": "alice", "committer": null,
+        json!({"changeid": s.c1, "author": "alice", "committer": "alice",
                "comments": "a change", "branch": "main", "revision": "abc123",
                "revlink": null, "when_timestamp": NOW - 100, "category": null,
                "repository": "https://example.org/r.git", "codebase": "",
                "project": "proj", "properties": {"ci": [true, "Change"]},
-               "files": ["src/main.rs"], "parent_changeids": []})
+               "files": ["src/main.rs"], "parent_changeids": [],
+               "sourcestamp": {"ssid": s.c1, "branch": "main", "codebase": "",
+                   "created_at": NOW - 100, "patch": null, "project": "proj",
+                   "repository": "https://example.org/r.git", "revision": "abc123"}})
     );
     assert_eq!(
         c.item(&format!("/api/v2/changes/{}", s.c2), "changes")
@@ -1030,13 +1037,18 @@ async fn read_endpoints(db: &TestDb) {
     assert_eq!(force[0]["name"], "force");
     assert_eq!(force[0]["builder_names"], json!(["hello", "linux"]));
     assert_eq!(force[0]["label"], "force");
-    let fields: Vec<&str> = force[0]["all_fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, ["owner", "reason"]);
+    // Buildbot's nested schema: layouts (unnamed) hold the named fields.
+    fn named(fields: &Value, out: &mut Vec<String>) {
+        for f in fields.as_array().into_iter().flatten() {
+            match f["name"].as_str() {
+                Some(n) if !n.is_empty() => out.push(n.to_owned()),
+                _ => named(&f["fields"], out),
+            }
+        }
+    }
+    let mut fields = Vec::new();
+    named(&force[0]["all_fields"], &mut fields);
+    assert_eq!(fields, ["username", "reason", "priority"]);
     assert_eq!(
         c.item("/api/v2/forceschedulers/force", "forceschedulers")
             .await,
