@@ -7,13 +7,18 @@
 #   benches/compare_master.sh                       # 10 workers, 200 builds at once, 3 runs
 #   WORKERS=1000 BUILDS=3000 benches/compare_master.sh
 #   WORKERS=1000 BUILDS=2000 RATE=100 SETUPS=sqlite benches/compare_master.sh
+#   SETUPS="buildbot-sqlite buildbot-pg2" benches/compare_master.sh
+#
+# Setups: sqlite, postgres, mesh3 (switchyard); buildbot-sqlite (one Buildbot 4.3 master)
+# and buildbot-pg2 (two Buildbot masters on one PostgreSQL with `mq: wamp` on a switchyard
+# router), with real buildbot-worker processes, driven by benches/buildbot_master.py. The
+# Buildbot setups need a venv with buildbot 4.3.0, buildbot-www, buildbot-worker and
+# psycopg2-binary: BB_VENV (default .venv-interop, made by tests/interop/setup.sh; the
+# script adds the last three if missing).
 #
 # Needs PostgreSQL at $PG (default postgres://postgres@127.0.0.1:5432, trust auth, a user
 # that may CREATE DATABASE); its databases are created here and dropped on exit. Everything
 # binds 127.0.0.1; every process started here is stopped on exit.
-#
-# Buildbot 4.3 is not run by this script yet: the Buildbot figures in BENCHMARKS.md are the
-# hand measurements of issue 15, labelled as such.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
@@ -123,6 +128,32 @@ for setup in $SETUPS; do
             "ws://127.0.0.1:18291/ws ws://127.0.0.1:18292/ws ws://127.0.0.1:18293/ws" \
             "127.0.0.1:18291 127.0.0.1:18292 127.0.0.1:18293" \
             "$(port_pid 18291) $(port_pid 18292) $(port_pid 18293)"
+        ;;
+    buildbot-sqlite | buildbot-pg2)
+        BB_VENV=${BB_VENV:-$REPO/.venv-interop}
+        "$BB_VENV/bin/python" -c 'import buildbot_worker, buildbot_www, psycopg2' 2>/dev/null \
+            || timeout 1800 "$BB_VENV/bin/pip" install -q buildbot-worker==4.3.0 \
+                buildbot-www==4.3.0 psycopg2-binary
+        mkdir -p "$WORK/$setup"
+        if [ "$setup" = buildbot-sqlite ]; then
+            bbargs=(--db sqlite --masters 1 --label "Buildbot 4.3, 1 master, SQLite")
+        else
+            "$SY" start --no-master --listen 127.0.0.1:18300 > "$WORK/bbrouter.log" 2>&1 &
+            PIDS+=($!)
+            wait_port 18300
+            bbdb=$(new_db bb)
+            bbargs=(--db "${bbdb/postgres:/postgresql:}" --masters 2 --router ws://127.0.0.1:18300/ws
+                --label "Buildbot 4.3, 2 masters, PostgreSQL, mq wamp")
+        fi
+        for r in $(seq 1 "$RUNS"); do
+            echo "== $setup, run $r/$RUNS" >&2
+            rm -rf "${WORK:?}/$setup"/*
+            if [ "$setup" = buildbot-pg2 ]; then
+                psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS ${bbdb##*/} WITH (FORCE)" -c "CREATE DATABASE ${bbdb##*/}" >/dev/null
+            fi
+            "$BB_VENV/bin/python" benches/buildbot_master.py --venv "$BB_VENV" --work "$WORK/$setup" \
+                --workers "$WORKERS" --builds "$BUILDS" "${bbargs[@]}" | tee -a "$RESULTS"
+        done
         ;;
     *) echo "unknown setup $setup" >&2; exit 2 ;;
     esac

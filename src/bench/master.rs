@@ -185,10 +185,7 @@ pub async fn run(a: MasterArgs) -> Result<(), String> {
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     let mut workers = Vec::new();
     for i in 0..a.workers {
-        let (name, url) = (
-            format!("{}{i}", a.worker_prefix),
-            a.urls[i % a.urls.len()].clone(),
-        );
+        let (name, url) = (format!("{}{i}", a.worker_prefix), i % a.urls.len());
         let (a2, seen, connected, gate) =
             (a.clone(), seen.clone(), connected.clone(), gate.clone());
         workers.push(tokio::spawn(async move {
@@ -285,26 +282,49 @@ fn cpu_seconds(pids: &[u32]) -> Option<f64> {
     Some(total)
 }
 
-/// One simulated worker: joins with WAMP-CRA, registers the worker's procedures, answers.
+/// One simulated worker: joins with WAMP-CRA, registers the worker's procedures and answers
+/// them; when its connection drops, or a master asks it to `reconnect` (a graceful stop),
+/// it joins the next URL after a second, as a `switchyard worker` does.
 async fn sim_worker(
     a: MasterArgs,
     name: String,
-    url: String,
+    first: usize,
     seen: Arc<Mutex<Seen>>,
     connected: Arc<AtomicU64>,
     gate: Arc<tokio::sync::Semaphore>,
 ) {
-    let permit = gate.acquire_owned().await;
-    let mut o = ClientOptions::new(url.as_str(), a.realm.as_str());
-    o.auth = Some(ClientAuth::wampcra(
-        name.as_str(),
-        a.worker_password.as_str(),
-    ));
-    let client = match Client::connect(&o).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("switchyard bench: worker {name} cannot join {url}: {e}");
-            return;
+    let mut counted = false;
+    for attempt in 0.. {
+        let url = &a.urls[(first + attempt) % a.urls.len()];
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let permit = gate.clone().acquire_owned().await;
+        let Some((client, chans)) = join(&a, &name, url).await else {
+            continue;
+        };
+        drop(permit);
+        if !counted {
+            counted = true;
+            connected.fetch_add(1, Ordering::Relaxed);
+        }
+        serve(&a, &name, Arc::new(client), chans, &seen).await;
+    }
+}
+
+type Channels = Vec<tokio::sync::mpsc::Receiver<CalleeMessage>>;
+
+async fn join(a: &MasterArgs, name: &str, url: &str) -> Option<(Client, Channels)> {
+    let mut o = ClientOptions::new(url, a.realm.as_str());
+    o.auth = Some(ClientAuth::wampcra(name, a.worker_password.as_str()));
+    let client = match tokio::time::timeout(Duration::from_secs(10), Client::connect(&o)).await {
+        Ok(Ok(c)) => c,
+        other => {
+            tracing::warn!(
+                "bench worker {name} cannot join {url}: {:?}",
+                other.map(|r| r.err())
+            );
+            return None;
         }
     };
     let prefix = format!("switchyard.worker.{name}.");
@@ -313,24 +333,33 @@ async fn sim_worker(
         match client.register(&format!("{prefix}{p}"), Dict::new()).await {
             Ok((_, rx)) => chans.push(rx),
             Err(e) => {
-                eprintln!("switchyard bench: worker {name} cannot register {p}: {e}");
-                return;
+                tracing::warn!("bench worker {name} cannot register {p} at {url}: {e}");
+                client.disconnect();
+                return None;
             }
         }
     }
-    drop(permit);
-    connected.fetch_add(1, Ordering::Relaxed);
+    Some((client, chans))
+}
+
+/// Answers calls until the session ends or a master asks the worker to move.
+async fn serve(
+    a: &MasterArgs,
+    name: &str,
+    client: Arc<Client>,
+    mut chans: Channels,
+    seen: &Mutex<Seen>,
+) {
     let mut shutdown = chans.pop().expect("4");
     let mut reconnect = chans.pop().expect("4");
     let mut run = chans.pop().expect("4");
     let mut info = chans.pop().expect("4");
-    let client = Arc::new(client);
     loop {
         tokio::select! {
             m = info.recv() => match m {
                 Some(CalleeMessage::Invocation { request, .. }) => {
                     let mut k = Dict::new();
-                    k.insert("name".into(), Value::from(name.as_str()));
+                    k.insert("name".into(), Value::from(name));
                     k.insert("version".into(), Value::from("bench"));
                     k.insert("running".into(), Value::Int(0));
                     let _ = client.yield_result(request, Dict::new(), Payload::new(vec![], k)).await;
@@ -354,7 +383,18 @@ async fn sim_worker(
                 Some(_) => {}
                 None => return,
             },
-            m = reconnect.recv() => if m.is_none() { return },
+            m = reconnect.recv() => match m {
+                Some(CalleeMessage::Invocation { request, .. }) => {
+                    let _ = client.yield_result(request, Dict::new(), Payload::default()).await;
+                    // Let running steps answer, then move on.
+                    tokio::time::sleep(Duration::from_millis(a.step_ms + 200)).await;
+                    let _ = client.leave().await;
+                    client.disconnect();
+                    return;
+                }
+                Some(_) => {}
+                None => return,
+            },
             m = shutdown.recv() => if m.is_none() { return },
         }
     }
