@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 MASTER_CFG = """
@@ -42,8 +43,11 @@ c['title'] = 'bench'
 def http(url, body=None, timeout=30):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read() or b"null")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"{url}: HTTP {e.code}: {e.read()[:500]!r}") from None
 
 
 def cpu_seconds(pids):
@@ -79,6 +83,7 @@ def main():
     a = p.parse_args()
     bb = os.path.join(a.venv, "bin", "buildbot")
     bbw = os.path.join(a.venv, "bin", "buildbot-worker")
+    os.makedirs(a.work, exist_ok=True)
     started = []  # (kind, dir)
     try:
         apis, pids = [], []
@@ -90,19 +95,20 @@ def main():
                 extra = ("c['multiMaster'] = True\n"
                          f"c['mq'] = {{'type': 'wamp', 'router_url': {a.router!r}, "
                          "'realm': 'buildbot', 'wamp_debug_level': 'error'}")
-            pb, www = 19400 + m, 19410 + m
+            pb, www = 27400 + m, 27410 + m
             subprocess.run([bb, "create-master", "-q", "--db", db, d], check=True,
                            stdout=subprocess.DEVNULL)
             with open(os.path.join(d, "master.cfg"), "w") as f:
                 f.write(MASTER_CFG.format(workers=a.workers, pb=pb, www=www, db=db, extra=extra))
-            subprocess.run([bb, "start", d], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([bb, "start", "--start_timeout=180", d], check=True,
+                           stdout=subprocess.DEVNULL)
             started.append(("master", d))
             with open(os.path.join(d, "twistd.pid")) as f:
                 pids.append(int(f.read().strip()))
             apis.append(f"http://127.0.0.1:{www}/api/v2")
         for i in range(a.workers):
             d = os.path.join(a.work, f"bbworker{i}")
-            pb = 19400 + i % a.masters
+            pb = 27400 + i % a.masters
             subprocess.run([bbw, "create-worker", "-q", d, f"127.0.0.1:{pb}", f"bb-{i}", "pw"],
                            check=True, stdout=subprocess.DEVNULL)
             subprocess.Popen([bbw, "start", d], stdout=subprocess.DEVNULL).wait()
@@ -132,7 +138,7 @@ def main():
         done, peak = {}, 0.0
         deadline = time.time() + a.timeout
         while len(done) < len(submitted) and time.time() < deadline:
-            rows = http(apis[0] + "/buildsets?complete=true&field=bsid&field=results"
+            rows = http(apis[0] + "/buildsets?complete=true&field=bsid&field=results&field=complete"
                         "&limit=100000")["buildsets"]
             now = time.time()
             for r in rows:
