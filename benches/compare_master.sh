@@ -105,6 +105,7 @@ bench() {
     [ -n "$RATE" ] && args+=(--rate "$RATE")
     for r in $(seq 1 "$RUNS"); do
         echo "== $label, run $r/$RUNS" >&2
+        sleep 3 # the previous run's workers are gone from the master's view
         "$SY" bench master --token "$TOKEN" --workers "$WORKERS" --builds "$BUILDS" \
             --step-ms "$STEP_MS" --label "$label" --json "${args[@]}" | tee -a "$RESULTS"
     done

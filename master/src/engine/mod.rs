@@ -699,6 +699,11 @@ async fn presence_task(inner: Arc<Inner>, mut p: Presence) {
                 // args: [session, registration id]
                 let Some(reg) = ev.payload.args().get(1).and_then(Value::as_u64) else { continue };
                 let Some(wid) = registrations.remove(&reg) else { continue };
+                if registrations.values().any(|w| *w == wid) {
+                    // The worker already registered again (a reconnect whose on_create was
+                    // read first: the two subscriptions are not ordered between them).
+                    continue;
+                }
                 inner.local_workers.lock().remove(&wid);
                 let name = inner.worker_name(wid).unwrap_or("?").to_owned();
                 tracing::info!(worker = %name, "worker disconnected");
