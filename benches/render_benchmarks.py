@@ -241,6 +241,11 @@ def main():
     if os.path.exists(analysis):
         w(open(analysis).read().rstrip())
         w("")
+    # The build master's section (benches/compare_master.sh), kept the same way.
+    master = os.path.join(os.path.dirname(os.path.abspath(__file__)), "master.md")
+    if os.path.exists(master):
+        w(open(master).read().rstrip())
+        w("")
     open(a.out, "w").write("\n".join(out) + "\n")
 
 

@@ -666,3 +666,187 @@ fn anonymous_clients_cannot_call_or_impersonate_a_worker() {
         assert!(c.register("com.example.hello", Dict::new()).await.is_ok());
     });
 }
+
+/// Issue 11: two builds of one builder never share its workdir on a worker at the same time
+/// (Buildbot's rule), while `max_builds = 2` still runs two different builders at once. Each
+/// build takes a lock directory in its workdir (`mkdir` is atomic: it fails if another build
+/// holds it) and records its start and end in a trace outside the workdir.
+#[test]
+fn builds_of_one_builder_never_share_a_workdir() {
+    let dir = TempDir::new("collide");
+    let trace = dir.path().join("trace");
+    let port = free_port();
+    let step = format!(
+        "mkdir busy || {{ echo another build is running in this workdir; exit 1; }}; \
+         echo \"start $BUILDBOT_BUILDERNAME\" >> {t}; sleep 0.4; \
+         echo \"end $BUILDBOT_BUILDERNAME\" >> {t}; rmdir busy",
+        t = trace.display()
+    );
+    let builder = |name: &str| {
+        format!(
+            "[[master.builders]]\nname = \"{name}\"\nworkers = [\"w1\"]\n\
+             [[master.builders.steps]]\nname = \"guarded\"\nshell = {step:?}\n"
+        )
+    };
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\n[master]\nname = \"solo\"\ndata_dir = \"data\"\n\
+         poll_interval_s = 0.2\n[master.api]\ntokens = [\"{TOKEN}\"]\n\
+         [[master.workers]]\nname = \"w1\"\npassword = \"pw-w1\"\nmax_builds = 2\n\
+         {}{}[[master.schedulers]]\nname = \"force\"\ntype = \"force\"\n\
+         builders = [\"app\", \"docs\"]\n",
+        builder("app"),
+        builder("docs")
+    );
+    let node = Node::start(dir.path(), "solo", port, &config);
+    let addr = node.addr();
+    let w = Worker::start(dir.path(), "w1", "pw-w1", &[node.ws_url()]);
+    w.wait_connected(1, Duration::from_secs(30));
+
+    let mut brids = Vec::new();
+    for _ in 0..4 {
+        brids.push(force(addr, "app"));
+    }
+    for _ in 0..2 {
+        brids.push(force(addr, "docs"));
+    }
+    for brid in &brids {
+        let r = wait_until(Duration::from_secs(60), "every request to complete", || {
+            let (_, v) = http(
+                addr,
+                "GET",
+                &format!("/api/v2/buildrequests/{brid}"),
+                None,
+                None,
+            );
+            (v["buildrequests"][0]["complete"] == true).then(|| v["buildrequests"][0].clone())
+        });
+        assert_eq!(r["results"], 0, "request {brid} did not succeed: {r}");
+    }
+    // Replay the trace: never two builds of a builder at once; two builders at once, yes.
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut active: BTreeMap<String, i32> = BTreeMap::new();
+    let mut most_at_once = 0;
+    for line in text.lines() {
+        let (event, name) = line.split_once(' ').unwrap();
+        let n = active.entry(name.to_owned()).or_default();
+        *n += if event == "start" { 1 } else { -1 };
+        assert!(*n <= 1, "two builds of {name} at once:\n{text}");
+        most_at_once = most_at_once.max(active.values().sum::<i32>());
+    }
+    assert_eq!(text.lines().count(), 12, "{text}");
+    assert_eq!(
+        most_at_once, 2,
+        "max_builds = 2 ran app and docs at once:\n{text}"
+    );
+}
+
+/// Issue 11: a value from properties never becomes an option of a command. A forced build
+/// whose `revision` is `--orphan=x` ends FAILURE with the reason in its log, and git never
+/// runs with it (the step refuses before calling the worker).
+#[test]
+fn a_revision_that_looks_like_an_option_is_refused() {
+    let dir = TempDir::new("gitopt");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "main\n").unwrap();
+    git(&repo, &["add", "README"]);
+    git(&repo, &["commit", "-q", "-m", "main"]);
+    let port = free_port();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\n[master]\nname = \"solo\"\ndata_dir = \"data\"\n\
+         poll_interval_s = 0.5\n[master.api]\ntokens = [\"{TOKEN}\"]\n\
+         [[master.workers]]\nname = \"w1\"\npassword = \"pw-w1\"\n\
+         [[master.builders]]\nname = \"app\"\nworkers = [\"w1\"]\n\
+         [[master.builders.steps]]\nname = \"checkout\"\ngit = {{ repo = {repo:?}, branch = \"main\" }}\n\
+         [[master.schedulers]]\nname = \"force\"\ntype = \"force\"\nbuilders = [\"app\"]\n",
+        repo = repo.display().to_string()
+    );
+    let node = Node::start(dir.path(), "solo", port, &config);
+    let addr = node.addr();
+    let w = Worker::start(dir.path(), "w1", "pw-w1", &[node.ws_url()]);
+    w.wait_connected(1, Duration::from_secs(30));
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "force",
+        "params": {"builderNames": ["app"], "reason": "attack",
+                   "properties": {"revision": "--orphan=x"}}});
+    let (status, v) = http(
+        addr,
+        "POST",
+        "/api/v2/forceschedulers/force",
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{v}");
+    let build = wait_until(Duration::from_secs(60), "the build to finish", || {
+        let builds = list(addr, "builds", "");
+        builds.first().filter(|b| b["complete"] == true).cloned()
+    });
+    assert_eq!(build["results"], 2, "FAILURE: {build}");
+    let bid = build["buildid"].as_i64().unwrap();
+    let (_, steps) = http(
+        addr,
+        "GET",
+        &format!("/api/v2/builds/{bid}/steps"),
+        None,
+        None,
+    );
+    let sid = steps["steps"][0]["stepid"].as_i64().unwrap();
+    let (_, logs) = http(
+        addr,
+        "GET",
+        &format!("/api/v2/steps/{sid}/logs"),
+        None,
+        None,
+    );
+    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
+    let (_, text) = http_text(
+        addr,
+        "GET",
+        &format!("/api/v2/logs/{logid}/raw"),
+        None,
+        None,
+    );
+    assert!(
+        text.contains("refusing the revision \"--orphan=x\"")
+            && text.contains("git would read it as an option"),
+        "{text}"
+    );
+    // git never ran: no checkout exists on the worker...
+    let basedir = dir.path().join("worker-w1");
+    assert!(
+        !walk_has_git(&basedir),
+        "the worker ran git for the refused build"
+    );
+    // ...while a valid revision checks out there.
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "force",
+        "params": {"builderNames": ["app"], "properties": {"revision": "main"}}});
+    let (status, v) = http(
+        addr,
+        "POST",
+        "/api/v2/forceschedulers/force",
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{v}");
+    let build = wait_until(
+        Duration::from_secs(60),
+        "the second build to finish",
+        || {
+            list(addr, "builds", "")
+                .into_iter()
+                .find(|b| b["buildid"] != bid && b["complete"] == true)
+        },
+    );
+    assert_eq!(build["results"], 0, "{build}");
+    assert!(walk_has_git(&basedir), "the valid revision was checked out");
+}
+
+fn walk_has_git(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        p.file_name().is_some_and(|n| n == ".git") || (p.is_dir() && walk_has_git(&p))
+    })
+}

@@ -693,10 +693,10 @@ async fn bookkeeping_an_outage_interrupted_is_repaired() {
         .clone()
         .with_clock(Arc::new(|| switchyard_master_now() - 60));
     let w1 = past.ensure_worker("w1").await.unwrap();
-    past.acquire_worker_slot(master, w1, 1, brid)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(matches!(
+        past.acquire_worker_slot(master, w1, 1, brid).await.unwrap(),
+        switchyard_master::store::WorkerSlot::Taken(_)
+    ));
     past.claim_buildrequests(master, &[brid]).await.unwrap();
     // The master notices, releases both, and the request runs.
     let (_w, _seen) = start_worker(&s.router, "w1");
@@ -715,4 +715,45 @@ fn switchyard_master_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+#[tokio::test]
+async fn the_heartbeat_completes_a_buildset_left_incomplete() {
+    let s = setup().await;
+    let master = s.master.as_ref().unwrap().id();
+    let mut bus = watch_bus(&s.router);
+    // As after a stop or a crash between a request's completion and its buildset's.
+    let (bsid, requests) = s
+        .store
+        .queue_buildset(&switchyard_master::store::NewBuildset {
+            reason: "interrupted".into(),
+            builders: vec![s.store.ensure_builder("b").await.unwrap()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let brid = requests[0].1;
+    s.store.claim_buildrequests(master, &[brid]).await.unwrap();
+    s.store
+        .complete_buildrequests(master, &[brid], Results::Warnings)
+        .await
+        .unwrap();
+    let selection =
+        switchyard_master::store::Selection::id(switchyard_master::store::Table::Buildsets, bsid);
+    let row = wait_for("the buildset to be completed", async || {
+        let page = s.store.select_buildsets(&selection).await.unwrap();
+        page.rows.into_iter().find(|r| r.complete)
+    })
+    .await;
+    assert_eq!(row.results, Some(Results::Warnings.code()));
+    let topic = format!("org.buildbot.mq.buildsets.{bsid}.complete");
+    wait_for("buildsets.<id>.complete on the bus", async || {
+        while let Ok(t) = bus.try_recv() {
+            if t == topic {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
 }

@@ -52,14 +52,14 @@ fn manual_clock(start: i64) -> (Arc<AtomicI64>, switchyard_master::Clock) {
 
 async fn migrations_are_idempotent(db: &TestDb) {
     let first = db.store().await;
-    assert_eq!(first.schema_version().await.unwrap(), 2);
+    assert_eq!(first.schema_version().await.unwrap(), 3);
     let master = first.register_master("host:/basedir").await.unwrap();
     first.migrate().await.unwrap();
     first.migrate().await.unwrap();
 
     // A second start (new pool) migrates again: nothing changes, nothing is lost.
     let second = db.store().await;
-    assert_eq!(second.schema_version().await.unwrap(), 2);
+    assert_eq!(second.schema_version().await.unwrap(), 3);
     assert_eq!(
         second.register_master("host:/basedir").await.unwrap(),
         master

@@ -1,10 +1,12 @@
 //! `switchyard bench`: a WAMP load generator usable against any router.
 //!
 //! Scenarios: `pubsub` (P publishers → S subscribers), `rpc` (K callers with W calls in flight
-//! → C callees), `idle` (N idle sessions, with the router's memory), and `relay` (a trivial
-//! WebSocket fan-out server, the machine's ceiling for comparison). Every figure is counted
+//! → C callees), `idle` (N idle sessions, with the router's memory), `relay` (a trivial
+//! WebSocket fan-out server, the machine's ceiling for comparison), and `master` (simulated
+//! workers and forced builds against a build master, in `master`). Every figure is counted
 //! from what subscribers and callers actually received; every run stops by itself.
 
+mod master;
 mod pubsub;
 mod relay;
 mod report;
@@ -28,6 +30,14 @@ pub enum BenchCommand {
     Idle(IdleArgs),
     /// Run a trivial WebSocket relay (every frame to every other connection): the ceiling.
     Relay(RelayArgs),
+    /// Load a build master: N simulated workers (real WAMP-CRA sessions, one socket each)
+    /// and M builds forced through the REST API; builds/s, submit-to-start and
+    /// submit-to-complete latency, failures, duplicates, the master's CPU and RSS.
+    ///
+    /// Master side, configure workers `<prefix>0`..`<prefix>N-1` with `--worker-password`,
+    /// all in the builder's `workers`, and a force scheduler for the builder:
+    /// `--print-config` prints that TOML (append it to the node's config).
+    Master(master::MasterArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -250,6 +260,7 @@ pub fn run(cmd: BenchCommand) -> u8 {
             BenchCommand::Rpc(a) => rpc::run(a).await.map(|r| r.emit()),
             BenchCommand::Idle(a) => rpc::idle(a).await,
             BenchCommand::Relay(a) => relay::serve(a).await,
+            BenchCommand::Master(a) => master::run(a).await,
         }
     });
     match result {

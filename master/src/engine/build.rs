@@ -22,6 +22,7 @@ use switchyard_router::wire::{Dict, Message, Payload, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::events::to_wamp;
+use super::git::{checkout_script, sh_quote, BadRef};
 use super::{unix_now, Inner, RunningBuild};
 use crate::auth::worker_procedure;
 use crate::config::{StepCommand, StepConfig};
@@ -42,6 +43,8 @@ enum StepEnd {
     WorkerLost(String),
     /// Stopped from outside (API, shutdown).
     Stopped,
+    /// Refused before it ran (a property made its command invalid): a FAILURE.
+    Invalid(String),
 }
 
 pub(super) async fn run(
@@ -160,50 +163,52 @@ pub(super) async fn run(
         (Results::Retry, None) => "retry: worker lost".into(),
         (r, _) => r.name().to_owned(),
     };
-    let _ = inner.store.set_build_state(build, &state).await;
-    inner.running.lock().remove(&build);
-
-    if stopped_reason.as_deref() == Some("master expired") {
-        // The master that expired us finished the build and released the request already.
-        let _ = inner
-            .store
-            .release_worker_slot(inner.master, worker, slot)
-            .await;
-        return;
+    // The worker is done with this build: free its slot before any bookkeeping (which may
+    // wait out database retries), so the worker never idles behind it.
+    if final_result == Results::Retry && stopped_reason.is_none() {
+        // The worker was lost: do not hand it the next request right away.
+        inner
+            .quarantine
+            .lock()
+            .insert(worker, std::time::Instant::now() + Duration::from_secs(5));
     }
-    match inner
+    if let Err(e) = inner
         .store
-        .finish_build(inner.master, build, final_result)
+        .release_worker_slot(inner.master, worker, slot)
         .await
     {
-        Ok(()) => {}
-        Err(e) => {
-            tracing::warn!(build, error = %e, "cannot record the build's end (this master may have been expired)");
-            let _ = inner
-                .store
-                .release_worker_slot(inner.master, worker, slot)
-                .await;
-            return;
-        }
+        tracing::warn!(error = %e, "cannot release worker slot (the heartbeat's repair will)");
+    }
+    inner.wake.notify_one();
+    let _ = inner.store.set_build_state(build, &state).await;
+    if stopped_reason.as_deref() != Some("master expired") {
+        // (If this master was expired, the master that expired it finished the build and
+        // released the request already.)
+        record_end(&inner, &request, build, final_result).await;
+        tracing::info!(build, number, builder = %builder.name, result = %final_result, "build finished");
+    }
+    // Only now is the build off this master's books: a stop waits for this, so a
+    // completion is never abandoned half-way.
+    inner.running.lock().remove(&build);
+}
+
+/// Records a build's end: the build row, its request (completed, or released to run again
+/// after a RETRY), and the buildset when this was its last request.
+async fn record_end(inner: &Inner, request: &BuildRequest, build: BuildId, result: Results) {
+    if let Err(e) = inner.store.finish_build(inner.master, build, result).await {
+        tracing::warn!(build, error = %e, "cannot record the build's end (this master may have been expired)");
+        return;
     }
     if let Ok(Some(b)) = inner.store.get_build(build).await {
         inner.bus.build(&b, "finished");
     }
-    tracing::info!(build, number, builder = %builder.name, result = %final_result, "build finished");
-    if final_result == Results::Retry {
-        if stopped_reason.is_none() {
-            // The worker was lost: do not hand it the next request right away.
-            inner
-                .quarantine
-                .lock()
-                .insert(worker, std::time::Instant::now() + Duration::from_secs(5));
-        }
-        release(&inner, request.id, worker, slot).await;
+    if result == Results::Retry {
+        unclaim(inner, request.id).await;
         return;
     }
     match inner
         .store
-        .complete_buildrequests(inner.master, &[request.id], final_result)
+        .complete_buildrequests(inner.master, &[request.id], result)
         .await
     {
         Ok(()) => {
@@ -214,17 +219,10 @@ pub(super) async fn run(
             tracing::warn!(brid = request.id, error = %e, "cannot complete the build request")
         }
     }
-    if let Err(e) = inner
-        .store
-        .release_worker_slot(inner.master, worker, slot)
-        .await
-    {
-        tracing::warn!(error = %e, "cannot release worker slot");
-    }
 }
 
-/// Gives a request back to the queue and frees the worker slot.
-async fn release(inner: &Inner, brid: i64, worker: WorkerId, slot: i64) {
+/// Gives a request back to the queue.
+async fn unclaim(inner: &Inner, brid: i64) {
     match inner
         .store
         .unclaim_buildrequests(inner.master, &[brid])
@@ -234,6 +232,11 @@ async fn release(inner: &Inner, brid: i64, worker: WorkerId, slot: i64) {
         Ok(_) => {}
         Err(e) => tracing::warn!(brid, error = %e, "cannot release the build request"),
     }
+}
+
+/// Gives a request back to the queue and frees the worker slot.
+async fn release(inner: &Inner, brid: i64, worker: WorkerId, slot: i64) {
+    unclaim(inner, brid).await;
     if let Err(e) = inner
         .store
         .release_worker_slot(inner.master, worker, slot)
@@ -257,13 +260,12 @@ fn step_json(
         "results": result.map(|r| r.code()), "urls": [], "hidden": false})
 }
 
-/// Quotes a string for `/bin/sh`.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// The worker's `command` argument for a step, and a header line for the log.
-fn command_for(step: &StepConfig, props: &BTreeMap<String, (Json, String)>) -> (Value, String) {
+/// The worker's `command` argument for a step, and a header line for the log; refused if a
+/// property would put a malformed ref (or an option) on git's command line.
+fn command_for(
+    step: &StepConfig,
+    props: &BTreeMap<String, (Json, String)>,
+) -> Result<(Value, String), BadRef> {
     let prop = |name: &str| {
         props
             .get(name)
@@ -271,7 +273,7 @@ fn command_for(step: &StepConfig, props: &BTreeMap<String, (Json, String)>) -> (
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
-    match step.command() {
+    Ok(match step.command() {
         StepCommand::Shell(s) => (Value::from(s.as_str()), s),
         StepCommand::Argv(argv) => (
             Value::List(argv.iter().map(|a| Value::from(a.as_str())).collect()),
@@ -284,34 +286,20 @@ fn command_for(step: &StepConfig, props: &BTreeMap<String, (Json, String)>) -> (
             // A change's or a forced build's branch/revision wins over the step's default.
             let branch = prop("branch").or(branch);
             let revision = prop("revision");
-            let mut script = format!(
-                "set -e\nif [ -d .git ]; then git remote set-url origin {r}; git fetch --prune --tags origin; \
-                 else git clone --no-checkout {r} .; fi\n",
-                r = sh_quote(&repo)
-            );
-            match (&revision, &branch) {
-                (Some(rev), _) => {
-                    script.push_str(&format!("git checkout --force {}\n", sh_quote(rev)))
-                }
-                (None, Some(b)) => script.push_str(&format!(
-                    "git checkout --force -B {b} origin/{b}\n",
-                    b = sh_quote(b)
-                )),
-                (None, None) => script.push_str(
-                    "git checkout --force \"$(git symbolic-ref --short refs/remotes/origin/HEAD 2>/dev/null | sed 's#^origin/##' || echo HEAD)\" 2>/dev/null \
-                     || git checkout --force origin/HEAD\n",
-                ),
-            }
-            script.push_str("git log -1 --format='checked out %H'\n");
             let header = format!(
                 "git checkout of {repo} ({})",
                 revision
-                    .or(branch)
+                    .clone()
+                    .or(branch.clone())
                     .unwrap_or_else(|| "default branch".into())
+                    .chars()
+                    .take(100)
+                    .collect::<String>()
             );
+            let script = checkout_script(&repo, branch.as_deref(), revision.as_deref())?;
             (Value::from(script.as_str()), header)
         }
-    }
+    })
 }
 
 /// Splits streamed output into whole lines for the log (a partial line waits for the rest).
@@ -393,7 +381,90 @@ async fn run_step(
         log,
         lines: 0,
     };
-    let (command, header) = command_for(step, props);
+    let end = match command_for(step, props) {
+        Ok((command, header)) => {
+            call_worker(
+                inner, &mut out, build, stepid, step, builder, worker, props, stop, command,
+                &header,
+            )
+            .await?
+        }
+        Err(bad) => {
+            tracing::info!(build, error = %bad, "step refused before it ran");
+            StepEnd::Invalid(bad.to_string())
+        }
+    };
+    let (result, state) = match &end {
+        StepEnd::Finished { rc: 0, .. } => (Results::Success, step.name.clone()),
+        StepEnd::Finished {
+            timed_out: true, ..
+        } => (Results::Failure, format!("{} (timed out)", step.name)),
+        StepEnd::Finished { rc, .. } => (
+            Results::Failure,
+            format!("{} (failure: exit code {rc})", step.name),
+        ),
+        StepEnd::Refused(m) => (
+            Results::Exception,
+            format!("{} (exception: {m})", step.name),
+        ),
+        StepEnd::WorkerLost(m) => (Results::Retry, format!("{} (worker lost: {m})", step.name)),
+        StepEnd::Stopped => (Results::Cancelled, format!("{} (cancelled)", step.name)),
+        StepEnd::Invalid(_) => (
+            Results::Failure,
+            format!("{} (failure: refused)", step.name),
+        ),
+    };
+    let footer = match &end {
+        StepEnd::Finished { rc, timed_out } => {
+            format!(
+                "program finished with exit code {rc}{}\n",
+                if *timed_out {
+                    " (killed: timeout or output limit)"
+                } else {
+                    ""
+                }
+            )
+        }
+        StepEnd::Refused(m) => format!("the worker refused the command: {m}\n"),
+        StepEnd::WorkerLost(m) => format!("lost the worker: {m}\n"),
+        StepEnd::Stopped => "stopped\n".into(),
+        StepEnd::Invalid(m) => format!("{m}\nthe step did not run\n"),
+    };
+    out.write(&footer).await?;
+    inner.store.finish_log(log).await?;
+    inner.store.finish_step(stepid, result, &state).await?;
+    inner.bus.log(
+        stepid,
+        log,
+        "stdio",
+        &json!({"logid": log, "stepid": stepid, "name": "stdio", "slug": "stdio", "type": "t",
+            "complete": true, "num_lines": out.lines}),
+        "finished",
+    );
+    inner.bus.step(
+        build,
+        stepid,
+        &step_json(stepid, build, number, &step.name, Some(result), &state),
+        "finished",
+    );
+    Ok(result)
+}
+
+/// Runs a step's command on the worker, streaming its output into the log.
+#[allow(clippy::too_many_arguments)]
+async fn call_worker(
+    inner: &Inner,
+    out: &mut LogWriter<'_>,
+    build: BuildId,
+    stepid: StepId,
+    step: &StepConfig,
+    builder: &str,
+    worker: &str,
+    props: &BTreeMap<String, (Json, String)>,
+    stop: &CancellationToken,
+    command: Value,
+    header: &str,
+) -> Result<StepEnd, StoreError> {
     let workdir = format!("{builder}/{}", step.workdir());
     out.write(&format!("$ {header}\n  in {workdir} on worker {worker}\n"))
         .await?;
@@ -521,55 +592,7 @@ async fn run_step(
             out.write(&rest).await?;
         }
     }
-    let (result, state) = match &end {
-        StepEnd::Finished { rc: 0, .. } => (Results::Success, step.name.clone()),
-        StepEnd::Finished {
-            timed_out: true, ..
-        } => (Results::Failure, format!("{} (timed out)", step.name)),
-        StepEnd::Finished { rc, .. } => (
-            Results::Failure,
-            format!("{} (failure: exit code {rc})", step.name),
-        ),
-        StepEnd::Refused(m) => (
-            Results::Exception,
-            format!("{} (exception: {m})", step.name),
-        ),
-        StepEnd::WorkerLost(m) => (Results::Retry, format!("{} (worker lost: {m})", step.name)),
-        StepEnd::Stopped => (Results::Cancelled, format!("{} (cancelled)", step.name)),
-    };
-    let footer = match &end {
-        StepEnd::Finished { rc, timed_out } => {
-            format!(
-                "program finished with exit code {rc}{}\n",
-                if *timed_out {
-                    " (killed: timeout or output limit)"
-                } else {
-                    ""
-                }
-            )
-        }
-        StepEnd::Refused(m) => format!("the worker refused the command: {m}\n"),
-        StepEnd::WorkerLost(m) => format!("lost the worker: {m}\n"),
-        StepEnd::Stopped => "stopped\n".into(),
-    };
-    out.write(&footer).await?;
-    inner.store.finish_log(log).await?;
-    inner.store.finish_step(stepid, result, &state).await?;
-    inner.bus.log(
-        stepid,
-        log,
-        "stdio",
-        &json!({"logid": log, "stepid": stepid, "name": "stdio", "slug": "stdio", "type": "t",
-            "complete": true, "num_lines": out.lines}),
-        "finished",
-    );
-    inner.bus.step(
-        build,
-        stepid,
-        &step_json(stepid, build, number, &step.name, Some(result), &state),
-        "finished",
-    );
-    Ok(result)
+    Ok(end)
 }
 
 #[cfg(test)]
@@ -585,10 +608,5 @@ mod tests {
         assert_eq!(b.finish(), None);
         b.push("tail");
         assert_eq!(b.finish(), Some("tail\n".into()));
-    }
-
-    #[test]
-    fn shell_quoting() {
-        assert_eq!(sh_quote("a'b"), "'a'\\''b'");
     }
 }

@@ -22,6 +22,7 @@
 mod build;
 mod control;
 pub mod events;
+mod git;
 pub mod secrets;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ use crate::auth::{worker_procedure, BusTrust, WORKER_NAMESPACE};
 use crate::config::{BuilderConfig, MasterConfig, SchedulerKind};
 use crate::store::{
     BuildId, BuildRequest, BuilderId, MasterId, NewBuildset, SchedulerId, Store, WorkerId,
+    WorkerLoad, WorkerSlot,
 };
 use crate::StoreError;
 use events::{to_json, Bus};
@@ -722,6 +724,11 @@ async fn presence_task(inner: Arc<Inner>, mut p: Presence) {
                 // args: [session, registration id]
                 let Some(reg) = ev.payload.args().get(1).and_then(Value::as_u64) else { continue };
                 let Some(wid) = registrations.remove(&reg) else { continue };
+                if registrations.values().any(|w| *w == wid) {
+                    // The worker already registered again (a reconnect whose on_create was
+                    // read first: the two subscriptions are not ordered between them).
+                    continue;
+                }
                 inner.local_workers.lock().remove(&wid);
                 let name = inner.worker_name(wid).unwrap_or("?").to_owned();
                 tracing::info!(worker = %name, "worker disconnected");
@@ -919,6 +926,27 @@ async fn heartbeat_task(inner: Arc<Inner>) {
         if let Err(e) = reconcile(&inner).await {
             tracing::warn!(error = %e, "checking this master's bookkeeping failed; will retry");
         }
+        repair_buildsets(&inner).await;
+    }
+}
+
+/// Completes buildsets whose requests all completed but which were not marked complete (a
+/// master stopped or crashed between the two): any live master repairs them, whoever ran
+/// their builds.
+async fn repair_buildsets(inner: &Inner) {
+    match inner.store.complete_finished_buildsets(500).await {
+        Ok(done) => {
+            for (bsid, results) in done {
+                tracing::info!(
+                    bsid,
+                    "completed a buildset whose requests had all completed"
+                );
+                let data = json!({"bsid": bsid, "complete": true, "results": results.code(),
+                    "complete_at": unix_now()});
+                inner.bus.buildset(bsid, &data, "complete");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "repairing buildsets failed; will retry"),
     }
 }
 
@@ -1102,8 +1130,10 @@ async fn queue_task(inner: Arc<Inner>) {
 
 /// Matches unclaimed requests of this master's builders with idle workers and starts builds.
 /// Builder by builder (in a random order each pass, so none starves), it fetches only as
-/// many of the builder's oldest requests as its workers have free slots: requests for
-/// builders this master does not run, or whose workers are busy, cost nothing.
+/// many of the builder's oldest requests as it has workers with a free slot and no build of
+/// that builder running (Buildbot's rule: one build of a builder per worker at a time, so
+/// builds never share a workdir): requests for builders this master does not run, or whose
+/// workers are busy, cost nothing.
 async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
     let only = (!inner.workers_anywhere).then_some(inner.master);
     let available = inner.store.available_workers(only).await?;
@@ -1122,7 +1152,9 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
     }
     for (builderid, index) in builders {
         let builder = &inner.config.builders[index];
-        let candidates = |load: &std::collections::BTreeMap<WorkerId, i64>| {
+        // Workers up, not quarantined, with a free slot and no build of this builder
+        // running (one build of a builder per worker: they share its workdir).
+        let candidates = |load: &WorkerLoad| {
             let mut c: Vec<(WorkerId, &str, u32)> = builder
                 .workers
                 .iter()
@@ -1130,7 +1162,8 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
                     let id = *inner.worker_ids.get(w)?;
                     let max = inner.config.worker(w)?.max_builds;
                     let up = available.iter().any(|(a, _)| *a == id) && !quarantined.contains(&id);
-                    let busy = load.get(&id).copied().unwrap_or(0) >= i64::from(max);
+                    let busy = load.slots.get(&id).copied().unwrap_or(0) >= i64::from(max)
+                        || load.running.contains(&(id, builderid));
                     (up && !busy).then_some((id, w.as_str(), max))
                 })
                 .collect();
@@ -1139,13 +1172,11 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
                 use rand::seq::SliceRandom;
                 c.shuffle(&mut rand::rng());
             }
-            c.sort_by_key(|(id, _, _)| load.get(id).copied().unwrap_or(0));
+            c.sort_by_key(|(id, _, _)| load.slots.get(id).copied().unwrap_or(0));
             c
         };
-        let free: i64 = candidates(&load)
-            .iter()
-            .map(|(id, _, max)| i64::from(*max) - load.get(id).copied().unwrap_or(0))
-            .sum();
+        // Each candidate can take one request of this builder now.
+        let free = candidates(&load).len() as i64;
         if free <= 0 {
             continue;
         }
@@ -1158,13 +1189,20 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
                 return Ok(());
             };
             for (wid, wname, max) in candidates(&load) {
-                let Some(slot) = inner
+                let slot = match inner
                     .store
                     .acquire_worker_slot(inner.master, wid, max, request.id)
                     .await?
-                else {
-                    load.insert(wid, i64::from(max));
-                    continue;
+                {
+                    WorkerSlot::Taken(slot) => slot,
+                    WorkerSlot::Full => {
+                        load.slots.insert(wid, i64::from(max));
+                        continue;
+                    }
+                    WorkerSlot::BuilderRunning => {
+                        load.running.insert((wid, builderid));
+                        continue;
+                    }
                 };
                 match inner
                     .store
@@ -1172,7 +1210,8 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
                     .await
                 {
                     Ok(()) => {
-                        *load.entry(wid).or_default() += 1;
+                        *load.slots.entry(wid).or_default() += 1;
+                        load.running.insert((wid, builderid));
                         let (r, w) = (request.clone(), wname.to_owned());
                         start_build(inner, r, wid, w, slot, starting.again()).await;
                     }

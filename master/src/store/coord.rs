@@ -61,7 +61,7 @@ impl Store {
     /// master expired it meanwhile: its claims are gone and it must register again.
     pub async fn heartbeat(&self, master: MasterId) -> Result<(), StoreError> {
         self.retrying("heartbeat", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             self.touch_master(&mut tx, master).await?;
             tx.commit().await?;
             Ok(())
@@ -73,7 +73,7 @@ impl Store {
     /// completed first; anything left is released here too and returned, as expiry does.
     pub async fn deactivate_master(&self, master: MasterId) -> Result<Expiry, StoreError> {
         self.retrying("deactivate_master", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let done = sqlx::query("UPDATE masters SET active = 0 WHERE id = $1 AND active = 1")
                 .bind(master)
                 .execute(&mut *tx)
@@ -109,7 +109,7 @@ impl Store {
         brids.sort_unstable();
         brids.dedup();
         self.retrying("claim_buildrequests", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let now = self.touch_master(&mut tx, master).await?;
             let mut inserted = Ok(());
             for chunk in brids.chunks(CHUNK) {
@@ -165,7 +165,7 @@ impl Store {
             return Ok(Vec::new());
         }
         self.retrying("unclaim_buildrequests", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let mut released = Vec::new();
             for chunk in brids.chunks(CHUNK) {
                 let sql = format!(
@@ -206,7 +206,7 @@ impl Store {
         brids.sort_unstable();
         brids.dedup();
         self.retrying("complete_buildrequests", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let now = self.touch_master(&mut tx, master).await?;
             let mut updated = 0;
             for chunk in brids.chunks(CHUNK) {
@@ -251,7 +251,7 @@ impl Store {
         timeout: Duration,
     ) -> Result<Expiry, StoreError> {
         self.retrying("expire_masters", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let now = self.touch_master(&mut tx, by).await?;
             let cutoff = now.saturating_sub(timeout.as_secs() as i64);
             let dead: Vec<MasterId> = sqlx::query(

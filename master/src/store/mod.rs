@@ -18,10 +18,14 @@
 //! Every coordination operation is one transaction whose FIRST statement updates the
 //! calling master's own `masters` row (`active = 1` required). That row lock serialises the
 //! operation against `expire_masters` on PostgreSQL (READ COMMITTED re-checks the row after
-//! the lock is released), and on SQLite it takes the write lock up front, so a deferred
-//! transaction never has to upgrade a read lock (which SQLite refuses with SQLITE_BUSY and
-//! no waiting). A master that was expired therefore cannot claim or complete anything
-//! until it registers again.
+//! the lock is released). A master that was expired therefore cannot claim or complete
+//! anything until it registers again.
+//!
+//! Every transaction that writes starts with [`Store::begin_write`]: `BEGIN IMMEDIATE` on
+//! SQLite, so the write lock is taken (or waited for, up to `busy_timeout`) before the
+//! first read. A deferred transaction that reads and then writes can be refused the upgrade
+//! with SQLITE_BUSY at once, whatever the busy timeout; its retry then sleeps with the
+//! caller's resources held (issue 15 measured workers idling behind such retries).
 //!
 //! # Faults
 //! A transient failure (connection refused, reset or terminated, pool timeout, SQLite
@@ -56,7 +60,9 @@ pub use query::{
     WorkerRow,
 };
 pub use records::{Build, BuildRequest};
-pub use running::{ChangeId, ChangeRecord, LogId, NewBuildset, SchedulerId, StepId};
+pub use running::{
+    ChangeId, ChangeRecord, LogId, NewBuildset, SchedulerId, StepId, WorkerLoad, WorkerSlot,
+};
 
 pub type MasterId = i64;
 pub type BuilderId = i64;
@@ -251,6 +257,17 @@ impl Store {
 
     fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// Starts a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: the write
+    /// lock is taken up front (waiting out `busy_timeout` if another connection holds it),
+    /// so a transaction that reads before it writes is never refused the upgrade of its read
+    /// lock (SQLITE_BUSY, which no busy timeout covers). PostgreSQL locks rows as it goes.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     async fn retrying<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>

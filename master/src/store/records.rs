@@ -119,7 +119,7 @@ impl Store {
     ) -> Result<(BuildsetId, Vec<(BuilderId, BuildRequestId)>), StoreError> {
         self.retrying("add_buildset", || async {
             let now = self.now();
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let bsid: BuildsetId = sqlx::query(
                 "INSERT INTO buildsets (reason, submitted_at) VALUES ($1, $2) RETURNING id",
             )
@@ -223,7 +223,7 @@ impl Store {
         loop {
             let attempt = self
                 .retrying("add_build", || async {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let now = self.touch_master(&mut tx, master).await?;
                     let builder: Option<BuilderId> = sqlx::query(
                         "SELECT r.builderid FROM buildrequests r \
@@ -289,7 +289,7 @@ impl Store {
         results: Results,
     ) -> Result<(), StoreError> {
         self.retrying("finish_build", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let now = self.touch_master(&mut tx, master).await?;
             let done = sqlx::query(
                 "UPDATE builds SET complete_at = $1, results = $2 \
@@ -373,5 +373,39 @@ impl Store {
                 .transpose()?)
         })
         .await
+    }
+
+    /// Completes (up to `limit`) incomplete buildsets whose requests have all completed:
+    /// the repair for a stop or a crash between a request's completion and its buildset's.
+    /// Returns each with its results, to publish `buildsets.<id>.complete`.
+    pub async fn complete_finished_buildsets(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(BuildsetId, Results)>, StoreError> {
+        let candidates: Vec<BuildsetId> = self
+            .retrying("finished_buildsets", || async {
+                let rows = sqlx::query(
+                    "SELECT s.id FROM buildsets s WHERE s.complete = 0 \
+                     AND EXISTS (SELECT 1 FROM buildrequests r WHERE r.buildsetid = s.id) \
+                     AND NOT EXISTS (SELECT 1 FROM buildrequests r \
+                                     WHERE r.buildsetid = s.id AND r.complete = 0) \
+                     ORDER BY s.id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| r.try_get("id"))
+                    .collect::<Result<_, _>>()?)
+            })
+            .await?;
+        let mut done = Vec::new();
+        for bsid in candidates {
+            if let Some(results) = self.maybe_complete_buildset(bsid).await? {
+                done.push((bsid, results));
+            }
+        }
+        Ok(done)
     }
 }

@@ -6,7 +6,7 @@
 //! that exactly one of several racing masters can insert (`ON CONFLICT DO NOTHING`, then
 //! look at how many rows were written), so the limits hold across masters without locks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use sqlx::Row;
@@ -48,23 +48,49 @@ pub struct NewBuildset {
     pub properties: BTreeMap<String, (Value, String)>,
 }
 
+/// What [`Store::acquire_worker_slot`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerSlot {
+    /// This slot number is now held for the request.
+    Taken(i64),
+    /// Every one of the worker's `max_builds` slots is held.
+    Full,
+    /// The worker already runs a build of the request's builder.
+    BuilderRunning,
+}
+
+/// Held worker slots, as the queue sees them.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerLoad {
+    /// Slots held per worker.
+    pub slots: BTreeMap<WorkerId, i64>,
+    /// `(worker, builder)` pairs with a build running.
+    pub running: BTreeSet<(WorkerId, BuilderId)>,
+}
+
 impl Store {
-    /// Takes one of `worker`'s `max_builds` slots for request `brid` on behalf of `master`;
-    /// `None` if every slot is held (by any master). Release with
-    /// [`Store::release_worker_slot`].
+    /// Takes one of `worker`'s `max_builds` slots for request `brid` on behalf of `master`,
+    /// unless every slot is held (by any master) or the worker already runs a build of the
+    /// request's builder (Buildbot's rule: one build of a builder per worker at a time, as
+    /// they share its workdir). Both limits are unique keys of `worker_leases`, so they hold
+    /// across masters. Release with [`Store::release_worker_slot`].
     pub async fn acquire_worker_slot(
         &self,
         master: MasterId,
         worker: WorkerId,
         max_builds: u32,
         brid: BuildRequestId,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<WorkerSlot, StoreError> {
         self.retrying("acquire_worker_slot", || async {
             let now = self.now();
             for slot in 0..i64::from(max_builds) {
+                // No conflict target: a taken slot and a builder already running on the
+                // worker both leave the row unwritten.
                 let done = sqlx::query(
-                    "INSERT INTO worker_leases (workerid, slot, masterid, brid, acquired_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workerid, slot) DO NOTHING",
+                    "INSERT INTO worker_leases \
+                     (workerid, slot, masterid, brid, acquired_at, builderid) \
+                     SELECT $1, $2, $3, id, $5, builderid FROM buildrequests WHERE id = $4 \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(worker)
                 .bind(slot)
@@ -74,10 +100,23 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
                 if done.rows_affected() == 1 {
-                    return Ok(Some(slot));
+                    return Ok(WorkerSlot::Taken(slot));
                 }
             }
-            Ok(None)
+            let running = sqlx::query(
+                "SELECT COUNT(*) AS n FROM worker_leases l JOIN buildrequests r \
+                 ON r.builderid = l.builderid WHERE l.workerid = $1 AND r.id = $2",
+            )
+            .bind(worker)
+            .bind(brid)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<i64, _>("n")?;
+            Ok(if running > 0 {
+                WorkerSlot::BuilderRunning
+            } else {
+                WorkerSlot::Full
+            })
         })
         .await
     }
@@ -102,16 +141,20 @@ impl Store {
         .await
     }
 
-    /// How many slots of each worker are held, for choosing the least busy worker.
-    pub async fn worker_load(&self) -> Result<BTreeMap<WorkerId, i64>, StoreError> {
+    /// How many slots of each worker are held, for choosing the least busy worker, and
+    /// which builders each worker runs (a worker runs one build of a builder at a time).
+    pub async fn worker_load(&self) -> Result<WorkerLoad, StoreError> {
         self.retrying("worker_load", || async {
-            let rows =
-                sqlx::query("SELECT workerid, COUNT(*) AS n FROM worker_leases GROUP BY workerid")
-                    .fetch_all(&self.pool)
-                    .await?;
-            let mut load = BTreeMap::new();
+            let rows = sqlx::query("SELECT workerid, builderid FROM worker_leases")
+                .fetch_all(&self.pool)
+                .await?;
+            let mut load = WorkerLoad::default();
             for r in rows {
-                load.insert(r.try_get("workerid")?, r.try_get("n")?);
+                let worker: WorkerId = r.try_get("workerid")?;
+                *load.slots.entry(worker).or_default() += 1;
+                if let Some(builder) = r.try_get::<Option<BuilderId>, _>("builderid")? {
+                    load.running.insert((worker, builder));
+                }
             }
             Ok(load)
         })
@@ -238,7 +281,7 @@ impl Store {
         builders: &[BuilderId],
     ) -> Result<(), StoreError> {
         self.retrying("set_builder_masters", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             sqlx::query("DELETE FROM builder_masters WHERE masterid = $1")
                 .bind(master)
                 .execute(&mut *tx)
@@ -356,7 +399,7 @@ impl Store {
         buildset: &NewBuildset,
     ) -> Result<Option<(BuildsetId, Vec<(BuilderId, BuildRequestId)>)>, StoreError> {
         self.retrying("fire_periodic", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let now = self.touch_master(&mut tx, master).await?;
             let done = sqlx::query(
                 "UPDATE schedulers SET last_run = $1 WHERE id = $2 \
@@ -387,7 +430,7 @@ impl Store {
     ) -> Result<(BuildsetId, Vec<(BuilderId, BuildRequestId)>), StoreError> {
         self.retrying("queue_buildset", || async {
             let now = self.now();
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let made = insert_buildset(&mut tx, now, buildset).await?;
             tx.commit().await?;
             Ok(made)
@@ -444,7 +487,7 @@ impl Store {
         props: &BTreeMap<String, (Value, String)>,
     ) -> Result<(), StoreError> {
         self.retrying("set_build_properties", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             for (name, (value, source)) in props {
                 sqlx::query(
                     "INSERT INTO build_properties (buildid, name, value, source) \
@@ -471,7 +514,7 @@ impl Store {
         buildset: BuildsetId,
     ) -> Result<Option<Results>, StoreError> {
         self.retrying("maybe_complete_buildset", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let rows =
                 sqlx::query("SELECT complete, results FROM buildrequests WHERE buildsetid = $1")
                     .bind(buildset)
@@ -512,7 +555,7 @@ impl Store {
         brid: BuildRequestId,
     ) -> Result<bool, StoreError> {
         self.retrying("cancel_buildrequest", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let now = self.touch_master(&mut tx, master).await?;
             let claimed = sqlx::query(
                 "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) \
@@ -643,7 +686,7 @@ impl Store {
             )));
         }
         self.retrying("append_log", || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let first: i64 = sqlx::query(
                 "UPDATE logs SET num_lines = num_lines + $1 WHERE id = $2 RETURNING num_lines",
             )
