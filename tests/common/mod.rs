@@ -3,6 +3,7 @@
 //! arrives on the wire.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod masters;
 pub mod node;
 pub mod tls;
