@@ -112,6 +112,14 @@ pub trait Control: Send + Sync + 'static {
         action: MasterAction,
     ) -> Result<Value, ControlError>;
 
+    /// Enables or disables a scheduler (Buildbot's `enable`): a disabled periodic or change
+    /// scheduler queues nothing, a disabled force scheduler refuses to force.
+    async fn set_scheduler_enabled(
+        &self,
+        scheduler: i64,
+        enabled: bool,
+    ) -> Result<(), ControlError>;
+
     /// The master this control surface belongs to (`/api/v2/masters/self`).
     fn local_master(&self) -> Option<MasterId> {
         None

@@ -376,6 +376,7 @@ enum Call {
     Worker(i64, WorkerAction, String),
     Change(String),
     Master(i64, MasterAction),
+    SchedulerEnabled(i64, bool),
 }
 
 type Failure = Box<dyn FnOnce() -> ControlError + Send>;
@@ -490,6 +491,14 @@ impl Control for FakeControl {
     ) -> Result<Value, ControlError> {
         self.record(Call::Master(master, action))?;
         Ok(json!({ "masterid": master, "state": "draining" }))
+    }
+
+    async fn set_scheduler_enabled(
+        &self,
+        scheduler: i64,
+        enabled: bool,
+    ) -> Result<(), ControlError> {
+        self.record(Call::SchedulerEnabled(scheduler, enabled))
     }
 }
 
@@ -1551,6 +1560,27 @@ async fn control_calls_reach_control(db: &TestDb) {
         .await
         .rpc_error(400, -32602);
 
+    // Schedulers: Buildbot's `enable`, with a boolean.
+    let sched = rpc_path("schedulers", 2);
+    admin
+        .rpc_ok(&sched, "enable", json!({"enabled": false}))
+        .await;
+    admin
+        .rpc_ok(&sched, "enable", json!({"enabled": true}))
+        .await;
+    assert_eq!(
+        control.take_calls(),
+        [
+            Call::SchedulerEnabled(2, false),
+            Call::SchedulerEnabled(2, true)
+        ]
+    );
+    admin
+        .rpc(&sched, "enable", json!({"enabled": "no"}))
+        .await
+        .rpc_error(400, -32602);
+    assert!(control.take_calls().is_empty());
+
     // A call with no params at all is fine.
     let r = admin
         .send(
@@ -1785,6 +1815,11 @@ async fn authentication(db: &TestDb) {
         Client::new(&server, Auth::Bearer("")),
     ] {
         let r = client.rpc(force, "force", json!({})).await;
+        unauthorized(&r);
+        r.rpc_error(401, -32600);
+        let r = client
+            .rpc("/api/v2/schedulers/1", "enable", json!({"enabled": false}))
+            .await;
         unauthorized(&r);
         r.rpc_error(401, -32600);
         let r = client.send("POST", hook, form, b"author=x").await;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use switchyard_master::auth::{BusTrust, MasterAuthenticator, WorkerGuard, WORKER_ROLE};
 use switchyard_master::config::MasterConfig;
-use switchyard_master::control::{Control, ForceRequest, NewChange};
+use switchyard_master::control::{Control, ControlError, ForceRequest, NewChange};
 use switchyard_master::engine::{Master, MasterOptions};
 use switchyard_master::{Results, Store};
 use switchyard_router::auth::AllowAll;
@@ -474,6 +474,57 @@ async fn changes_trigger_matching_change_schedulers_only() {
         .await
         .unwrap();
     assert_eq!(props["revision"].0, json!("abc123"));
+}
+
+#[tokio::test]
+async fn disabled_schedulers_queue_nothing_until_enabled_again() {
+    let s = setup().await;
+    let id_of = async |name: &str| {
+        let rows = s.store.list_schedulers().await.unwrap();
+        let row = rows.into_iter().find(|r| r.name == name).unwrap();
+        (row.id, row.enabled)
+    };
+    let main_change = || NewChange {
+        author: "dev".into(),
+        branch: Some("main".into()),
+        ..Default::default()
+    };
+    let (on_main, enabled) = id_of("on-main").await;
+    assert!(enabled);
+    let (force_id, _) = id_of("force").await;
+    s.control
+        .set_scheduler_enabled(on_main, false)
+        .await
+        .unwrap();
+    s.control
+        .set_scheduler_enabled(force_id, false)
+        .await
+        .unwrap();
+    assert_eq!(id_of("on-main").await, (on_main, false));
+    // A disabled change scheduler ignores a matching change; a disabled force scheduler
+    // refuses to force.
+    let ignored = s.control.add_change(main_change()).await.unwrap();
+    assert!(ignored.buildsets.is_empty());
+    match s.control.force(force("b")).await {
+        Err(ControlError::Invalid(msg)) => assert!(msg.contains("disabled"), "{msg}"),
+        other => panic!("a disabled force scheduler must refuse: {other:?}"),
+    }
+    // Enabled again, both queue as before.
+    s.control
+        .set_scheduler_enabled(on_main, true)
+        .await
+        .unwrap();
+    s.control
+        .set_scheduler_enabled(force_id, true)
+        .await
+        .unwrap();
+    let queued = s.control.add_change(main_change()).await.unwrap();
+    assert_eq!(queued.buildsets.len(), 1);
+    s.control.force(force("b")).await.unwrap();
+    assert!(matches!(
+        s.control.set_scheduler_enabled(9999, false).await,
+        Err(ControlError::NotFound(_))
+    ));
 }
 
 #[tokio::test]

@@ -65,6 +65,23 @@ pub(super) async fn add_build_properties(
     Ok(())
 }
 
+/// Sets each force scheduler's `enabled` from the database (Buildbot's `enable`, shared by
+/// every master).
+pub(super) async fn force_enabled(
+    st: &ApiState,
+    mut rows: Vec<Value>,
+) -> Result<Vec<Value>, crate::StoreError> {
+    let schedulers = st.store.list_schedulers().await?;
+    for row in &mut rows {
+        let enabled = schedulers
+            .iter()
+            .find(|s| Some(s.name.as_str()) == row["name"].as_str())
+            .is_none_or(|s| s.enabled);
+        row["enabled"] = json!(enabled);
+    }
+    Ok(rows)
+}
+
 /// A force scheduler as Buildbot's data API shows it: its parameters are one nested group
 /// (`username`, `reason`, `priority`) in the schema of Buildbot's `getSpec`.
 pub(super) fn forcescheduler_json(s: &crate::config::SchedulerConfig) -> Value {
@@ -185,6 +202,7 @@ pub async fn builder_forceschedulers(
         .filter(|s| s.builders.contains(&b.name))
         .map(forcescheduler_json)
         .collect();
+    let rows = force_enabled(&st, rows).await?;
     small(&query::FORCESCHEDULERS, q, rows)
 }
 

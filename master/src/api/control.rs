@@ -129,6 +129,7 @@ enum Target {
     BuildRequest(String),
     Worker(String),
     Master(String),
+    Scheduler(String),
 }
 
 type St = State<Arc<ApiState>>;
@@ -191,6 +192,17 @@ pub async fn worker(
     body: Bytes,
 ) -> Response {
     call(&st, Target::Worker(key), peer, session, &headers, &body).await
+}
+
+pub async fn scheduler(
+    State(st): St,
+    Path(id): Path<String>,
+    peer: Option<Extension<Peer>>,
+    session: Option<Extension<auth::SessionUser>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    call(&st, Target::Scheduler(id), peer, session, &headers, &body).await
 }
 
 pub async fn master(
@@ -350,6 +362,14 @@ async fn dispatch(
                 .await?;
             Ok(Value::Null)
         }
+        (Target::Scheduler(id), "enable") => {
+            let id = path_id(id, "scheduler")?;
+            let Some(Value::Bool(enabled)) = params.get("enabled") else {
+                return Err(RpcError::invalid_params("'enabled' must be a boolean"));
+            };
+            control.set_scheduler_enabled(id, *enabled).await?;
+            Ok(Value::Null)
+        }
         (Target::Master(id), "stop" | "cancel_stop") => {
             // `self`: the master of the node answering (what `switchyard shutdown` uses).
             let id = match (id.as_str(), control.local_master()) {
@@ -385,6 +405,7 @@ fn describe(target: &Target) -> &'static str {
         Target::BuildRequest(_) => "build requests have: cancel",
         Target::Worker(_) => "workers have: stop, kill, pause, unpause",
         Target::Master(_) => "masters have: stop, cancel_stop",
+        Target::Scheduler(_) => "schedulers have: enable",
     }
 }
 

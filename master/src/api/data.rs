@@ -897,6 +897,7 @@ pub async fn forceschedulers(State(st): St, RawQuery(q): RawQuery) -> Result<Res
     let rows = force_schedulers(&st)
         .map(super::compat::forcescheduler_json)
         .collect();
+    let rows = super::compat::force_enabled(&st, rows).await?;
     small_collection(&query::FORCESCHEDULERS, q, rows)
 }
 
@@ -905,9 +906,11 @@ pub async fn forcescheduler(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let row = force_schedulers(&st)
-        .find(|s| s.name == name)
-        .map(super::compat::forcescheduler_json);
+    let rows = force_schedulers(&st)
+        .filter(|s| s.name == name)
+        .map(super::compat::forcescheduler_json)
+        .collect();
+    let row = super::compat::force_enabled(&st, rows).await?.pop();
     one(&query::FORCESCHEDULERS, q, row, || {
         format!("no force scheduler {name:?}")
     })

@@ -51,6 +51,32 @@ pub(crate) fn scheduler_properties(s: &SchedulerConfig) -> BTreeMap<String, (Jso
 
 #[async_trait::async_trait]
 impl Control for MasterControl {
+    async fn set_scheduler_enabled(
+        &self,
+        scheduler: i64,
+        enabled: bool,
+    ) -> Result<(), ControlError> {
+        let inner = &self.inner;
+        let name = inner
+            .scheduler_ids
+            .iter()
+            .find(|(_, id)| **id == scheduler)
+            .map(|(name, _)| name.clone());
+        let found = inner
+            .store
+            .set_scheduler_enabled(scheduler, enabled)
+            .await?;
+        let (Some(name), true) = (name, found) else {
+            return Err(ControlError::NotFound(format!("no scheduler {scheduler}")));
+        };
+        tracing::info!(scheduler = %name, enabled, "scheduler enabled state changed");
+        inner.bus.publish(
+            &["schedulers", &scheduler.to_string(), "updated"],
+            &json!({"schedulerid": scheduler, "name": name, "enabled": enabled}),
+        );
+        Ok(())
+    }
+
     async fn force(&self, request: ForceRequest) -> Result<Buildset, ControlError> {
         let inner = &self.inner;
         let s = inner.config.scheduler(&request.scheduler).ok_or_else(|| {
@@ -59,6 +85,12 @@ impl Control for MasterControl {
         if s.kind != SchedulerKind::Force {
             return Err(ControlError::Invalid(format!(
                 "scheduler {:?} is not a force scheduler",
+                s.name
+            )));
+        }
+        if !inner.scheduler_is_enabled(&s.name).await? {
+            return Err(ControlError::Invalid(format!(
+                "scheduler {:?} is disabled",
                 s.name
             )));
         }
@@ -273,7 +305,7 @@ impl Control for MasterControl {
         );
         let mut buildsets = Vec::new();
         for s in &inner.config.schedulers {
-            if s.kind != SchedulerKind::Change {
+            if s.kind != SchedulerKind::Change || !inner.scheduler_is_enabled(&s.name).await? {
                 continue;
             }
             if s.branch

@@ -159,6 +159,15 @@ impl Inner {
             .collect()
     }
 
+    /// Whether the named scheduler is enabled (Buildbot's `enable`, kept in the database so
+    /// every master sees it); an unknown name counts as enabled.
+    async fn scheduler_is_enabled(&self, name: &str) -> Result<bool, StoreError> {
+        match self.scheduler_ids.get(name) {
+            Some(&id) => self.store.scheduler_enabled(id).await,
+            None => Ok(true),
+        }
+    }
+
     /// Whether this master takes new work: not while a stop (graceful or not) is under way.
     fn claiming(&self) -> bool {
         *self.lifecycle.lock() == Lifecycle::Running
@@ -1059,6 +1068,9 @@ async fn run_periodic_schedulers(inner: &Arc<Inner>) {
         let Some(&sid) = inner.scheduler_ids.get(&s.name) else {
             continue;
         };
+        if !inner.store.scheduler_enabled(sid).await.unwrap_or(true) {
+            continue;
+        }
         let owner = match inner.store.claim_scheduler(inner.master, sid).await {
             Ok(o) => o,
             Err(e) => {

@@ -109,6 +109,39 @@ impl Store {
         .await
     }
 
+    /// Enables or disables a scheduler (Buildbot's `schedulers/<id>` `enable`); false if
+    /// there is no such scheduler.
+    pub async fn set_scheduler_enabled(
+        &self,
+        scheduler: i64,
+        enabled: bool,
+    ) -> Result<bool, StoreError> {
+        self.retrying("set_scheduler_enabled", || async {
+            let done = sqlx::query("UPDATE schedulers SET enabled = $1 WHERE id = $2")
+                .bind(i64::from(enabled))
+                .bind(scheduler)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// Whether a scheduler fires (an unknown one: yes, as it is created enabled).
+    pub async fn scheduler_enabled(&self, scheduler: i64) -> Result<bool, StoreError> {
+        self.retrying("scheduler_enabled", || async {
+            let row = sqlx::query("SELECT enabled FROM schedulers WHERE id = $1")
+                .bind(scheduler)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(match row {
+                Some(r) => r.try_get::<i64, _>("enabled")? != 0,
+                None => true,
+            })
+        })
+        .await
+    }
+
     /// Queues a buildset with one request per builder, as Buildbot's `addBuildset`; returns
     /// the buildset id and `(builderid, brid)` pairs in the order given.
     pub async fn add_buildset(
