@@ -70,9 +70,20 @@ impl Control for MasterControl {
             return Err(ControlError::NotFound(format!("no scheduler {scheduler}")));
         };
         tracing::info!(scheduler = %name, enabled, "scheduler enabled state changed");
+        // The whole entity, as the data API shows it (Buildbot's UI replaces its copy).
+        let rows = inner.store.list_schedulers().await?;
+        let master = rows
+            .iter()
+            .find(|r| r.id == scheduler)
+            .and_then(|r| r.master.as_ref())
+            .map(|m| {
+                json!({"masterid": m.id, "name": m.name, "active": m.active,
+                    "last_active": m.last_active, "state": m.state})
+            });
         inner.bus.publish(
             &["schedulers", &scheduler.to_string(), "updated"],
-            &json!({"schedulerid": scheduler, "name": name, "enabled": enabled}),
+            &json!({"schedulerid": scheduler, "name": name, "enabled": enabled,
+                "master": master}),
         );
         Ok(())
     }
