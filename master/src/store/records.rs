@@ -109,6 +109,26 @@ impl Store {
         .await
     }
 
+    /// Sets one boolean column of one row (`sql`: `UPDATE <table> SET <flag> = $1 WHERE id =
+    /// $2`); false if there is no such row.
+    pub(super) async fn set_flag(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        id: i64,
+        value: bool,
+    ) -> Result<bool, StoreError> {
+        self.retrying(op, || async {
+            let done = sqlx::query(sql)
+                .bind(i64::from(value))
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
     /// Enables or disables a scheduler (Buildbot's `schedulers/<id>` `enable`); false if
     /// there is no such scheduler.
     pub async fn set_scheduler_enabled(
@@ -116,15 +136,9 @@ impl Store {
         scheduler: i64,
         enabled: bool,
     ) -> Result<bool, StoreError> {
-        self.retrying("set_scheduler_enabled", || async {
-            let done = sqlx::query("UPDATE schedulers SET enabled = $1 WHERE id = $2")
-                .bind(i64::from(enabled))
-                .bind(scheduler)
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected() > 0)
-        })
-        .await
+        let sql = "UPDATE schedulers SET enabled = $1 WHERE id = $2";
+        self.set_flag("set_scheduler_enabled", sql, scheduler, enabled)
+            .await
     }
 
     /// Whether a scheduler fires (an unknown one: yes, as it is created enabled).

@@ -252,15 +252,9 @@ impl Store {
         worker: WorkerId,
         paused: bool,
     ) -> Result<bool, StoreError> {
-        self.retrying("set_worker_paused", || async {
-            let done = sqlx::query("UPDATE workers SET paused = $1 WHERE id = $2")
-                .bind(i64::from(paused))
-                .bind(worker)
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
-        .await
+        let sql = "UPDATE workers SET paused = $1 WHERE id = $2";
+        self.set_flag("set_worker_paused", sql, worker, paused)
+            .await
     }
 
     pub async fn worker_name(&self, worker: WorkerId) -> Result<Option<String>, StoreError> {
