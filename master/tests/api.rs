@@ -1040,6 +1040,14 @@ async fn read_endpoints(db: &TestDb) {
     assert_eq!(schedulers[0]["master"]["masterid"], s.m1);
     assert_eq!(schedulers[1]["master"], Value::Null);
     assert_eq!(schedulers[1]["enabled"], false);
+    let one = c
+        .item(
+            &format!("/api/v2/schedulers/{}", schedulers[1]["schedulerid"]),
+            "schedulers",
+        )
+        .await;
+    assert_eq!(one, schedulers[1]);
+    c.get("/api/v2/schedulers/999").await.error(404);
     let force = c
         .rows("/api/v2/forceschedulers", "forceschedulers", 1)
         .await;

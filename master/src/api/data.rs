@@ -868,20 +868,33 @@ pub async fn change(
     )
 }
 
+fn scheduler_json(s: &crate::store::SchedulerRow) -> Value {
+    json!({
+        "schedulerid": s.id,
+        "name": s.name,
+        "enabled": s.enabled,
+        "master": s.master.as_ref().map(master_json),
+    })
+}
+
 pub async fn schedulers(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let rows = st.store.list_schedulers().await?;
-    let rows = rows
-        .iter()
-        .map(|s| {
-            json!({
-                "schedulerid": s.id,
-                "name": s.name,
-                "enabled": s.enabled,
-                "master": s.master.as_ref().map(master_json),
-            })
-        })
-        .collect();
-    small_collection(&query::SCHEDULERS, q, rows)
+    small_collection(
+        &query::SCHEDULERS,
+        q,
+        rows.iter().map(scheduler_json).collect(),
+    )
+}
+
+pub async fn scheduler(
+    State(st): St,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = path_id(&id, "scheduler")?;
+    let rows = st.store.list_schedulers().await?;
+    let row = rows.iter().find(|s| s.id == id).map(scheduler_json);
+    one(&query::SCHEDULERS, q, row, || format!("no scheduler {id}"))
 }
 
 pub(super) fn force_schedulers(

@@ -137,7 +137,10 @@ fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/changes", get(data::changes))
         .route("/changes/{id}", get(data::change))
         .route("/schedulers", get(data::schedulers))
-        .route("/schedulers/{id}", post(control::scheduler))
+        .route(
+            "/schedulers/{id}",
+            get(data::scheduler).post(control::scheduler),
+        )
         .route("/forceschedulers", get(data::forceschedulers))
         .route(
             "/forceschedulers/{name}",
