@@ -931,7 +931,7 @@ async fn heartbeat_task(inner: Arc<Inner>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiring silent masters failed"),
         }
-        run_periodic_schedulers(&inner).await;
+        run_schedulers(&inner).await;
         if let Err(e) = reconcile(&inner).await {
             tracing::warn!(error = %e, "checking this master's bookkeeping failed; will retry");
         }
@@ -1057,20 +1057,18 @@ async fn recover_from_expiry(inner: &Inner) {
     }
 }
 
-async fn run_periodic_schedulers(inner: &Arc<Inner>) {
+/// Claims the schedulers nobody owns and fires the due periodic ones this master owns.
+async fn run_schedulers(inner: &Arc<Inner>) {
     if !inner.claiming() || !inner.config.has_role(crate::config::Role::Scheduler) {
         return;
     }
     for s in &inner.config.schedulers {
-        if s.kind != SchedulerKind::Periodic {
-            continue;
-        }
         let Some(&sid) = inner.scheduler_ids.get(&s.name) else {
             continue;
         };
-        if !inner.store.scheduler_enabled(sid).await.unwrap_or(true) {
-            continue;
-        }
+        // Every scheduler has one owning master, as in Buildbot, whose data API (and UI)
+        // shows it as the scheduler's `master`; only a periodic scheduler's owner fires it.
+        // Force and change schedulers act wherever a request or change arrives.
         let owner = match inner.store.claim_scheduler(inner.master, sid).await {
             Ok(o) => o,
             Err(e) => {
@@ -1078,7 +1076,10 @@ async fn run_periodic_schedulers(inner: &Arc<Inner>) {
                 continue;
             }
         };
-        if !owner {
+        if !owner || s.kind != SchedulerKind::Periodic {
+            continue;
+        }
+        if !inner.store.scheduler_enabled(sid).await.unwrap_or(true) {
             continue;
         }
         let interval = s.interval_s.unwrap_or(60.0) as i64;
