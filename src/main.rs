@@ -203,7 +203,7 @@ struct StartArgs {
     /// The master's data folder (SQLite database, generated worker passwords).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// This master's name (default: the mesh node name, else <hostname>:<data folder>).
+    /// This master's name (default: the mesh node name, else the host name).
     #[arg(long)]
     master_name: Option<String>,
     /// Serve stock buildbot-workers (Buildbot's msgpack worker protocol) on this host:port,

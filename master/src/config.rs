@@ -34,8 +34,8 @@ pub struct MasterConfig {
     /// Run the build master in this process (default true; false: a pure router).
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// This master's name in the `masters` table; default `<hostname>:<data folder>`, as
-    /// Buildbot names masters `hostname:/basedir`.
+    /// This master's name in the `masters` table; default the mesh node name, else the host
+    /// name (two live masters may not share a name).
     pub name: Option<String>,
     /// The data folder: the embedded SQLite database and generated worker passwords.
     #[serde(default = "default_data_dir")]
