@@ -302,6 +302,26 @@ await step("the changes, schedulers, worker and about pages load", async () => {
   await open(page, "/about", "switchyard version");
 });
 
+await step("the schedulers page shows each scheduler's master; its checkbox disables and enables it", async () => {
+  await open(page, "/schedulers", "on-change");
+  const row = page.locator("tr", { hasText: "on-change" });
+  await row.getByText(opts.master).waitFor();
+  const box = row.locator("input[type=checkbox]");
+  check(await box.isChecked(), "on-change starts disabled");
+  const id = (await api("schedulers")).schedulers.find((s) => s.name === "on-change").schedulerid;
+  const enabled = async () => (await api(`schedulers/${id}`)).schedulers[0].enabled;
+  await box.click();
+  await waitFor("on-change to be disabled in the API", async () => !(await enabled()));
+  await waitFor("the checkbox to clear", async () => !(await box.isChecked()));
+  await shot(page, "scheduler-disabled");
+  await box.click();
+  await waitFor("on-change to be enabled again", async () => enabled());
+  await waitFor("the checkbox to be set", async () => box.isChecked());
+  // The page stays mounted and live (a scheduler event once blanked it).
+  await page.waitForTimeout(3000);
+  await row.getByText(opts.master).waitFor({ timeout: 5000 });
+});
+
 await step("no error in the browser beyond what Buildbot 4.3's UI shows", async () => {
   check(errors.length === 0, errors.join("\n"));
 });
