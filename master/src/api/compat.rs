@@ -11,10 +11,10 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::data::{
-    build_json, change_json, collection, find_build, find_builder, find_log, force_schedulers,
-    path_id, worker_values,
+    collection, find_build, find_builder, find_log, force_schedulers, path_id, worker_values,
 };
 use super::query::{self, Resource, ResultSpec};
+use super::shapes::{build_json, change_json};
 use super::{ApiError, ApiState};
 use crate::store::{Selection, Table};
 
@@ -158,7 +158,7 @@ pub(super) async fn buildsets(st: &ApiState, q: Option<String>) -> Result<Respon
         &spec,
         Vec::new(),
         |s| async move { store.select_buildsets(&s).await },
-        super::data::buildset_json,
+        super::shapes::buildset_json,
     )
     .await?;
     fill_rebuilt(st, &mut rows).await?;
@@ -255,7 +255,7 @@ pub async fn worker_builders(
         .await?
         .iter()
         .filter(|b| names.contains(&b.name))
-        .map(super::data::builder_json)
+        .map(super::shapes::builder_json)
         .collect();
     small(&query::BUILDERS, q, rows)
 }
@@ -398,8 +398,9 @@ pub async fn log_raw_inline(st: St, Path(id): Path<String>) -> Result<Response, 
 /// One entity as the REST API shows it, by collection and id (`None` if it does not exist
 /// or the collection is not one of these): for relaying bus events with full entities.
 pub(crate) async fn entity(st: &ApiState, coll: &str, id: i64) -> Result<Option<Value>, ApiError> {
-    use super::data::{
-        builder_json, buildrequest_json, buildset_json, find_step, log_json, master_json, step_json,
+    use super::data::find_step;
+    use super::shapes::{
+        builder_json, buildrequest_json, buildset_json, log_json, master_json, step_json,
     };
     let store = &st.store;
     Ok(match coll {

@@ -26,6 +26,7 @@ mod control;
 mod data;
 mod hook;
 mod query;
+mod shapes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
