@@ -151,60 +151,6 @@ fn builds_of(addr: SocketAddr, brid: i64) -> Vec<Value> {
     list(addr, "builds", &format!("&buildrequestid={brid}"))
 }
 
-/// A build's steps.
-fn steps(addr: SocketAddr, bid: i64) -> Vec<Value> {
-    let (_, v) = http(
-        addr,
-        "GET",
-        &format!("/api/v2/builds/{bid}/steps"),
-        None,
-        None,
-    );
-    v["steps"].as_array().cloned().unwrap_or_default()
-}
-
-/// The stdio log of a build's step.
-fn step_log(addr: SocketAddr, bid: i64, step: &str) -> String {
-    let s = steps(addr, bid)
-        .into_iter()
-        .find(|s| s["name"] == step)
-        .unwrap_or_else(|| panic!("build {bid} has no step {step}"));
-    let sid = s["stepid"].as_i64().unwrap();
-    let (_, logs) = http(
-        addr,
-        "GET",
-        &format!("/api/v2/steps/{sid}/logs"),
-        None,
-        None,
-    );
-    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
-    http_text(
-        addr,
-        "GET",
-        &format!("/api/v2/logs/{logid}/raw"),
-        None,
-        None,
-    )
-    .1
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn head(port: u16, bbport: u16) -> String {
     format!(
         "listen = \"127.0.0.1:{port}\"\n[master]\nname = \"solo\"\ndata_dir = \"data\"\n\

@@ -157,34 +157,10 @@ fn embedded_defaults_run_a_forced_build_on_a_worker_to_success() {
     let build = &builds[0];
     assert_eq!(build["results"], 0);
     let bid = build["buildid"].as_i64().unwrap();
-    let steps = http(
-        addr,
-        "GET",
-        &format!("/api/v2/builds/{bid}/steps"),
-        None,
-        None,
-    )
-    .1;
-    let step = &steps["steps"][0];
-    assert_eq!(step["name"], "hello");
-    assert_eq!(step["results"], 0);
-    let sid = step["stepid"].as_i64().unwrap();
-    let logs = http(
-        addr,
-        "GET",
-        &format!("/api/v2/steps/{sid}/logs"),
-        None,
-        None,
-    )
-    .1;
-    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
-    let (_, text) = http_text(
-        addr,
-        "GET",
-        &format!("/api/v2/logs/{logid}/raw"),
-        None,
-        None,
-    );
+    let steps = steps(addr, bid);
+    assert_eq!(steps[0]["name"], "hello");
+    assert_eq!(steps[0]["results"], 0);
+    let text = step_log(addr, bid, "hello");
     assert!(text.contains("hello from switchyard on"), "log: {text}");
     assert!(text.contains("exit code 0"), "log: {text}");
     // And the bus said so, under Buildbot's routing keys.
@@ -504,23 +480,6 @@ fn a_worker_killed_mid_step_retries_and_a_timeout_fails() {
     assert!(state.contains("timed out"), "{state}");
 }
 
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A change posted to the base change hook builds the branch it names: the change scheduler
 /// queues a build whose git step checks that branch out with the worker's system git.
 #[test]
@@ -583,36 +542,7 @@ fn change_hook_builds_the_named_branch_with_a_git_checkout() {
     assert_eq!(buildset["results"], 0, "{buildset}");
     let builds = list(addr, "builds", "");
     let bid = builds[0]["buildid"].as_i64().unwrap();
-    let (_, steps) = http(
-        addr,
-        "GET",
-        &format!("/api/v2/builds/{bid}/steps"),
-        None,
-        None,
-    );
-    let show = steps["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "show")
-        .unwrap()
-        .clone();
-    let sid = show["stepid"].as_i64().unwrap();
-    let (_, logs) = http(
-        addr,
-        "GET",
-        &format!("/api/v2/steps/{sid}/logs"),
-        None,
-        None,
-    );
-    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
-    let (_, text) = http_text(
-        addr,
-        "GET",
-        &format!("/api/v2/logs/{logid}/raw"),
-        None,
-        None,
-    );
+    let text = step_log(addr, bid, "show");
     assert!(
         text.contains("\nfeature\n"),
         "the feature branch is checked out: {text}"
@@ -783,29 +713,7 @@ fn a_revision_that_looks_like_an_option_is_refused() {
     });
     assert_eq!(build["results"], 2, "FAILURE: {build}");
     let bid = build["buildid"].as_i64().unwrap();
-    let (_, steps) = http(
-        addr,
-        "GET",
-        &format!("/api/v2/builds/{bid}/steps"),
-        None,
-        None,
-    );
-    let sid = steps["steps"][0]["stepid"].as_i64().unwrap();
-    let (_, logs) = http(
-        addr,
-        "GET",
-        &format!("/api/v2/steps/{sid}/logs"),
-        None,
-        None,
-    );
-    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
-    let (_, text) = http_text(
-        addr,
-        "GET",
-        &format!("/api/v2/logs/{logid}/raw"),
-        None,
-        None,
-    );
+    let text = step_log(addr, bid, "checkout");
     assert!(
         text.contains("refusing the revision \"--orphan=x\"")
             && text.contains("git would read it as an option"),

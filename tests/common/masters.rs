@@ -439,6 +439,61 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// A build's steps.
+pub fn steps(addr: SocketAddr, bid: i64) -> Vec<Value> {
+    let (_, v) = http(
+        addr,
+        "GET",
+        &format!("/api/v2/builds/{bid}/steps"),
+        None,
+        None,
+    );
+    v["steps"].as_array().cloned().unwrap_or_default()
+}
+
+/// The stdio log of a build's step.
+pub fn step_log(addr: SocketAddr, bid: i64, step: &str) -> String {
+    let s = steps(addr, bid)
+        .into_iter()
+        .find(|s| s["name"] == step)
+        .unwrap_or_else(|| panic!("build {bid} has no step {step}"));
+    let sid = s["stepid"].as_i64().unwrap();
+    let (_, logs) = http(
+        addr,
+        "GET",
+        &format!("/api/v2/steps/{sid}/logs"),
+        None,
+        None,
+    );
+    let logid = logs["logs"][0]["logid"].as_i64().unwrap();
+    http_text(
+        addr,
+        "GET",
+        &format!("/api/v2/logs/{logid}/raw"),
+        None,
+        None,
+    )
+    .1
+}
+
+/// Runs `git` in `dir` as a fixed author; panics with git's stderr on failure.
+pub fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Forces `builder` through the force scheduler `force`; returns the build request id.
 pub fn force(addr: SocketAddr, builder: &str) -> i64 {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "force",
