@@ -10,23 +10,16 @@ mod cli_http;
 mod config;
 mod crossbar;
 mod master;
+mod node;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use clap::{Args, Parser, Subcommand};
-use switchyard_master::config::MasterConfig;
-use switchyard_router::auth::methods::TransportAuth;
-use switchyard_router::mesh::Mesh;
-use switchyard_router::transport::ListenerConfig;
-use switchyard_router::{transport, Router};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::FileConfig;
-use crate::master::{prepare_master, start_master, NodeTrust};
 
 #[derive(Parser)]
 #[command(
@@ -233,7 +226,7 @@ fn init_logging(level: Option<&str>) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Start(args) => start(args, cli.log_level),
+        Command::Start(args) => node::start(args, cli.log_level),
         Command::Check(args) => check(&args.cbdir),
         Command::Bench(cmd) => {
             init_logging(Some(cli.log_level.as_deref().unwrap_or("warn")));
@@ -332,7 +325,7 @@ fn worker(args: WorkerArgs, log_level: Option<String>) -> ExitCode {
         let signals = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                wait_for_signal().await;
+                node::wait_for_signal().await;
                 tracing::info!("signal received: leaving and killing running commands");
                 shutdown.cancel();
             })
@@ -380,318 +373,6 @@ fn check(cbdir: &std::path::Path) -> ExitCode {
 }
 
 /// Runs a Crossbar node directory: one listener per transport, each with its own auth.
-fn start_node(
-    cbdir: &std::path::Path,
-    log_level: Option<String>,
-    metrics: Option<std::net::SocketAddr>,
-) -> ExitCode {
-    let node = match crossbar::Node::load(cbdir) {
-        Ok(n) => n,
-        Err(e) => {
-            if let crossbar::NodeError::Invalid { report, .. } = &e {
-                for w in &report.warnings {
-                    eprintln!("warning: {w}");
-                }
-            }
-            eprintln!("switchyard: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    init_logging(log_level.as_deref());
-    for w in &node.warnings {
-        tracing::warn!("{}: {w}", node.path.display());
-    }
-    let listeners: Vec<(String, std::net::SocketAddr, ListenerConfig)> = node
-        .listeners
-        .into_iter()
-        .map(|l| (l.name, l.addr, l.config))
-        .collect();
-    // Every listener carries its own auth; the router-wide authenticator is never reached,
-    // and is anonymous-only (Crossbar's behavior without an auth block) all the same.
-    let router = Router::with_auth(
-        node.router,
-        std::sync::Arc::new(TransportAuth::default()),
-        node.authorizer,
-    );
-    serve(router, listeners, metrics)
-}
-
-/// Binds every listener, prints one `switchyard listening on ADDR` line each (in order), then
-/// `switchyard metrics on ADDR` if asked, and serves until SIGTERM/SIGINT.
-fn serve(
-    router: Router,
-    listeners: Vec<(String, std::net::SocketAddr, ListenerConfig)>,
-    metrics: Option<std::net::SocketAddr>,
-) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(async move {
-        router.start_meta_api();
-        let mut bound = Vec::new();
-        for (name, addr, config) in listeners {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => bound.push((name, l, config)),
-                Err(e) => {
-                    eprintln!("switchyard: cannot listen on {addr} ({name}): {e}");
-                    return ExitCode::from(1);
-                }
-            }
-        }
-        let realms: Vec<String> = router.realms().map(|r| r.name().to_owned()).collect();
-        let mut servers = Vec::new();
-        for (name, listener, config) in bound {
-            let local = listener.local_addr().expect("bound socket has an address");
-            tracing::info!(%local, transport = %name, tls = config.tls.is_some(), ?realms, "listening");
-            // Tests and scripts read these lines to learn the ports.
-            println!("switchyard listening on {local}");
-            servers.push(tokio::spawn(transport::serve(listener, router.clone(), config)));
-        }
-        match serve_metrics(&router, metrics).await {
-            Ok(Some(m)) => servers.push(m),
-            Ok(None) => {}
-            Err(code) => return code,
-        }
-        wait_for_signal().await;
-        tracing::info!("shutting down: closing every session with wamp.close.system_shutdown");
-        let clean = router.shutdown().wait(Duration::from_secs(5)).await;
-        for s in servers {
-            s.abort();
-        }
-        if !clean {
-            tracing::warn!("some connections did not close within 5 s");
-        }
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
-    })
-}
-
-fn start(args: StartArgs, log_level: Option<String>) -> ExitCode {
-    if let Some(cbdir) = &args.cbdir {
-        return start_node(cbdir, log_level, args.metrics);
-    }
-    let embedded = args.config.is_none();
-    let mut file = match &args.config {
-        Some(path) => match FileConfig::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("switchyard: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => FileConfig {
-            master: Some(MasterConfig::embedded_default()),
-            ..FileConfig::default()
-        },
-    };
-    // `--no-master` keeps the `[master]` section: the engine does not run, but the node still
-    // guards the master's realm (docs/security.md).
-    if let Some(m) = file.master.as_mut() {
-        if let Some(db) = args.db.clone() {
-            m.db = Some(db);
-        }
-        if let Some(d) = args.data_dir.clone() {
-            m.data_dir = d;
-        }
-        if let Some(n) = args.master_name.clone() {
-            m.name = Some(n);
-        }
-        if let Some(listen) = args.buildbot_workers.clone() {
-            m.buildbot_workers = Some(switchyard_master::config::BuildbotWorkersConfig { listen });
-        }
-        if let Some(d) = args.buildbot_www.clone() {
-            m.ui.buildbot_www = Some(std::env::current_dir().map(|c| c.join(&d)).unwrap_or(d));
-        }
-    }
-    if let Some(l) = args.listen {
-        file.listen = l;
-    }
-    // Files named on the command line are relative to the current directory.
-    let from_cwd = |p: PathBuf| std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p);
-    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
-        file.transport.tls = Some(config::TlsSection {
-            cert: from_cwd(cert),
-            key: from_cwd(key),
-        });
-    }
-    if !args.realms.is_empty() {
-        file.realms = args
-            .realms
-            .iter()
-            .map(|name| config::RealmSection {
-                name: name.clone(),
-                uri_check: Default::default(),
-            })
-            .collect();
-    }
-    if args.node_name.is_some()
-        || !args.peers.is_empty()
-        || args.mesh_secret.is_some()
-        || args.advertise.is_some()
-        || args.mesh_tls_ca.is_some()
-    {
-        let m = file.mesh.get_or_insert_with(Default::default);
-        if let Some(n) = args.node_name {
-            m.node_name = Some(n);
-        }
-        m.peers.extend(args.peers);
-        if let Some(s) = args.mesh_secret {
-            m.secret = Some(s);
-        }
-        if let Some(a) = args.advertise {
-            m.advertise = Some(a);
-        }
-        if let Some(ca) = args.mesh_tls_ca {
-            m.tls_ca = Some(from_cwd(ca));
-        }
-    }
-    init_logging(log_level.as_deref().or(file.log_level.as_deref()));
-    let mesh_config = match file.mesh_config() {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("switchyard: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let (router_config, mut listener_config) = match file.router_config() {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("switchyard: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let addr = match file.listen_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("switchyard: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let section = file.master.take();
-    let run_engine = !args.no_master && section.as_ref().is_some_and(|m| m.enabled);
-    let prepared = match section {
-        Some(m) if run_engine => prepare_master(m, &file, embedded).map(|p| (Some(p), None)),
-        other => Ok((None, Some(NodeTrust::router_only(other.as_ref())))),
-    };
-    let (master_config, trust) = match prepared {
-        Ok((Some(p), _)) => {
-            let trust = NodeTrust::for_master(&p);
-            (Some(p), trust)
-        }
-        Ok((None, Some(trust))) => (None, trust),
-        Ok((None, None)) => unreachable!("one of the two"),
-        Err(e) => {
-            eprintln!("switchyard: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let metrics = args.metrics;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("switchyard: cannot listen on {addr}: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        let local = listener.local_addr().expect("bound socket has an address");
-        let router = trust.router(router_config);
-        let realms: Vec<String> = router.realms().map(|r| r.name().to_owned()).collect();
-        tracing::info!(%local, ?realms, tls = listener_config.tls.is_some(), "router started");
-        // Tests and scripts read this line to learn the port.
-        println!("switchyard listening on {local}");
-        let node_name = mesh_config.as_ref().map(|m| m.node_name.clone());
-        let mut mesh_handle = None;
-        if let Some(mc) = mesh_config {
-            if local.ip().is_unspecified() && mc.advertise.is_none() {
-                let scheme = if mc.listen_tls { "wss" } else { "ws" };
-                tracing::warn!(
-                    "listening on {local} without --advertise: peers learn this node as \
-                     {scheme}://{local}/mesh through gossip, which they cannot dial; set --advertise"
-                );
-            }
-            let mesh = Mesh::new(router.clone(), mc, local);
-            tracing::info!(node = mesh.node_name(), url = mesh.url(), "mesh enabled");
-            listener_config.mesh = Some(mesh.clone());
-            mesh.start();
-            mesh_handle = Some(mesh);
-        }
-        let ws_path = listener_config
-            .websocket_paths
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "/ws".into());
-        let peer_urls: Arc<dyn Fn() -> Vec<String> + Send + Sync> = match mesh_handle.clone() {
-            Some(mesh) => Arc::new(move || live_peer_ws_urls(&mesh, &ws_path)),
-            None => Arc::new(Vec::new),
-        };
-        let master = match master_config {
-            Some(m) => match start_master(&router, m, node_name, peer_urls).await {
-                Ok(master) => {
-                    listener_config.http_mounts.extend(master.http_mounts());
-                    Some(master)
-                }
-                Err(e) => {
-                    eprintln!("switchyard: {e}");
-                    return ExitCode::from(1);
-                }
-            },
-            None => None,
-        };
-        let server = tokio::spawn(transport::serve(listener, router.clone(), listener_config));
-        let metrics_server = match serve_metrics(&router, metrics).await {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        match &master {
-            Some(m) => {
-                let mut exit = m.master().exit_requested();
-                let mut exit2 = m.master().exit_requested();
-                tokio::select! {
-                    _ = wait_for_signal() => {
-                        // SIGTERM/SIGINT: a graceful stop (running builds finish until the
-                        // deadline); a second signal stops at once.
-                        tracing::info!("signal: stopping the build master gracefully (send it again to stop at once)");
-                        m.master().stop_gracefully();
-                        tokio::select! {
-                            _ = exit2.wait_for(|e| *e) => {}
-                            _ = wait_for_signal() => {
-                                tracing::info!("second signal: stopping now; running builds end as RETRY");
-                            }
-                        }
-                    }
-                    _ = exit.wait_for(|e| *e) => {
-                        tracing::info!("the build master stopped (asked over the API)");
-                    }
-                }
-            }
-            None => wait_for_signal().await,
-        }
-        if let Some(m) = master {
-            m.stop().await;
-        }
-        if let Some(mesh) = &mesh_handle {
-            mesh.drop_links();
-        }
-        tracing::info!("shutting down: closing every session with wamp.close.system_shutdown");
-        let clean = router.shutdown().wait(Duration::from_secs(5)).await;
-        server.abort();
-        if let Some(m) = metrics_server {
-            m.abort();
-        }
-        if !clean {
-            tracing::warn!("some connections did not close within 5 s");
-        }
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
-    })
-}
-
 /// `switchyard shutdown`: POST the JSON-RPC `stop` (or `cancel_stop`) to
 /// `/api/v2/masters/<id>` and print the answer.
 fn shutdown(args: ShutdownArgs) -> ExitCode {
@@ -767,24 +448,6 @@ fn shutdown(args: ShutdownArgs) -> ExitCode {
     }
 }
 
-/// The WebSocket URLs clients use on the mesh's live peers (their mesh URL with the
-/// client path), for redirecting workers.
-fn live_peer_ws_urls(mesh: &Mesh, ws_path: &str) -> Vec<String> {
-    mesh.status()
-        .peers
-        .into_iter()
-        .filter(|p| p.state == "connected")
-        .filter_map(|p| p.url)
-        .map(|u| {
-            let base = u
-                .strip_suffix(mesh.path())
-                .unwrap_or(&u)
-                .trim_end_matches('/');
-            format!("{base}{ws_path}")
-        })
-        .collect()
-}
-
 /// `switchyard mesh status`: GET /mesh/status from the running node and print it (over TLS
 /// when given a CA, or when --config names a node serving TLS).
 fn mesh_status(args: StatusArgs) -> ExitCode {
@@ -850,40 +513,5 @@ fn mesh_status(args: StatusArgs) -> ExitCode {
             eprintln!("switchyard: cannot reach {scheme}://{addr}: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// Serves `/metrics` on `addr` if asked, printing `switchyard metrics on ADDR`.
-async fn serve_metrics(
-    router: &Router,
-    addr: Option<std::net::SocketAddr>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, ExitCode> {
-    let Some(addr) = addr else {
-        return Ok(None);
-    };
-    match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => {
-            let local = l.local_addr().expect("bound socket has an address");
-            tracing::info!(%local, "serving Prometheus metrics at /metrics");
-            println!("switchyard metrics on {local}");
-            Ok(Some(tokio::spawn(switchyard_router::metrics::serve(
-                l,
-                router.clone(),
-            ))))
-        }
-        Err(e) => {
-            eprintln!("switchyard: cannot serve metrics on {addr}: {e}");
-            Err(ExitCode::from(1))
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }
