@@ -12,6 +12,7 @@
 //! - [`auth`]: Accept/Deny/Challenge authentication (anonymous, ticket, WAMP-CRA, cryptosign)
 //!   and role-based authorization;
 //! - [`meta`]: the session/subscription/registration meta APIs, served in-process;
+//! - [`kill`]: which sessions the meta API's kills reach;
 //! - [`logsafe`]: bounded display of client-provided strings in log lines;
 //! - [`metrics`]: counters and the Prometheus `/metrics` endpoint;
 //! - [`service`]: in-process clients for router services (the HTTP bridge);
@@ -27,6 +28,7 @@ pub mod client;
 pub mod config;
 pub mod dealer;
 mod id;
+pub mod kill;
 pub mod logsafe;
 pub mod matcher;
 pub mod mesh;

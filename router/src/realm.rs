@@ -165,6 +165,9 @@ impl Realm {
             "wamp.subscription.on_unsubscribe",
             "wamp.subscription.on_delete",
         ];
+        // Created or deleted mesh-wide only if no peer holds it (registrations need no such
+        // check: remote callees are in the dealer).
+        let changed = changed && self.mesh().is_none_or(|m| !m.holds_elsewhere(id));
         self.lifecycle_events(by, id, uri, added, changed, names, || {
             self.broker
                 .subscription(id)

@@ -12,10 +12,13 @@
 //! [`Directory`]; callees need nothing more, since remote callees are stand-ins in the dealer
 //! already. Sessions the meta API hides (router-internal, `trusted`) are not announced.
 //!
-//! Nothing under `wamp.` crosses a link: each node's meta API service registers the `wamp.*`
-//! procedures and publishes the `wamp.*` meta events for itself, so those registrations and
-//! subscriptions are neither announced nor accepted (a peer's `wamp.session.count` would
-//! otherwise conflict with ours, and the older claim would take over our meta API).
+//! No `wamp.*` registration crosses a link: each node's meta API service registers the
+//! `wamp.*` procedures for itself (a peer's `wamp.session.count` would otherwise conflict
+//! with ours, and the older claim would take over our meta API). Meta events do cross: each
+//! node publishes them for its own sessions, and subscriptions to `wamp.*` topics are
+//! announced like any other, so a client anywhere gets every node's events once. Peers
+//! deliver forwarded meta events to their clients only, never to their own router sessions
+//! (role `trusted`: masters follow their own node's workers).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, Weak};
@@ -69,6 +72,11 @@ impl RealmMesh {
         let _ = self.mesh.set(mesh);
     }
 
+    /// The mesh this realm is part of, while it runs.
+    pub(crate) fn inner(&self) -> Option<Arc<Inner>> {
+        self.mesh.get().and_then(Weak::upgrade)
+    }
+
     /// Sends a frame to every linked peer.
     fn broadcast(&self, frame: Frame) {
         self.broadcast_to(frame, |_| true);
@@ -79,14 +87,16 @@ impl RealmMesh {
         self.broadcast_to(frame, |l| l.meta);
     }
 
+    /// Sends a frame that changes what peers know of this node, numbered on each link (see
+    /// [`super::fence`]).
     fn broadcast_to(&self, frame: Frame, to: impl Fn(&LinkHandle) -> bool) {
-        let Some(inner) = self.mesh.get().and_then(Weak::upgrade) else {
+        let Some(inner) = self.inner() else {
             return;
         };
         let peers = inner.peers.lock();
         let mut bytes = None;
         for l in peers.links().filter(|l| to(l)) {
-            l.send_bytes(bytes.get_or_insert_with(|| frame.encode()).clone());
+            l.send_interest(bytes.get_or_insert_with(|| frame.encode()).clone());
         }
     }
 
@@ -122,11 +132,8 @@ impl RealmMesh {
             });
         }
         realm.broker.for_each_interest(|sub, subscribers| {
-            if is_reserved(sub.topic) {
-                return;
-            }
             let _ = link.send(&sub_add(&self.name, sub));
-            if link.meta {
+            if link.meta && !is_reserved(sub.topic) {
                 for s in subscribers.filter(|s| !s.is_restricted()) {
                     let _ = link.send(&Frame::SubscriberAdd {
                         realm: self.name.clone(),
@@ -142,6 +149,11 @@ impl RealmMesh {
             }
             let _ = link.send(&reg_add(&self.name, reg, callee));
         });
+    }
+
+    /// Whether a peer holds subscription `id` (it has local subscribers for it).
+    pub(crate) fn holds_elsewhere(&self, id: Id) -> bool {
+        self.directory.subscription(id).is_some()
     }
 
     /// How many (policy, topic) entries peers have announced (tests, status).
@@ -190,9 +202,7 @@ fn reg_add(realm: &str, reg: &RegistrationClaim<'_>, callee: &SessionHandle) -> 
 
 impl BrokerHook for RealmMesh {
     fn interest(&self, sub: &Interest<'_>, present: bool) {
-        if is_reserved(sub.topic) {
-            return; // meta events stay on their node: never forwarded, so never announced
-        }
+        // `wamp.*` too: subscribers of meta events get every node's.
         self.broadcast(if present {
             sub_add(&self.name, sub)
         } else {
@@ -225,6 +235,11 @@ impl BrokerHook for RealmMesh {
     }
 
     fn forward(&self, p: &Publication<'_>) {
+        // Only the meta service publishes under `wamp.`: meta events, for peers that take them.
+        let meta = is_reserved(p.topic);
+        if meta && !is_meta_event(p.topic) {
+            return;
+        }
         let mut targets: Vec<u64> = Vec::new();
         self.subs.read().for_each_match(p.topic, |_, links| {
             targets.extend(links.iter().copied());
@@ -252,11 +267,22 @@ impl BrokerHook for RealmMesh {
         .encode();
         let peers = inner.peers.lock();
         for id in targets {
-            if let Some(l) = peers.link(id) {
+            if let Some(l) = peers.link(id).filter(|l| l.meta_events || !meta) {
                 l.send_bytes(bytes.clone());
             }
         }
     }
+}
+
+/// A meta event topic (`wamp.session.on_join`, `wamp.subscription.on_create`, ...).
+fn is_meta_event(topic: &str) -> bool {
+    [
+        "wamp.session.on_",
+        "wamp.subscription.on_",
+        "wamp.registration.on_",
+    ]
+    .iter()
+    .any(|p| topic.starts_with(p))
 }
 
 impl DealerHook for RealmMesh {
@@ -338,9 +364,6 @@ impl LinkState {
                 let Some((_, rm)) = realm_of(&realm) else {
                     return;
                 };
-                if is_reserved(&topic) {
-                    return;
-                }
                 let lr = self.realms.entry(realm).or_default();
                 if lr.subs.insert((policy, topic.clone())) {
                     {
@@ -558,7 +581,20 @@ impl LinkState {
                 };
                 let by = Principal { authid, authrole };
                 let exact = MatchPolicy::Exact;
-                if !self.allowed(mesh, &realm, Some(&by), &topic, Action::Publish, exact) {
+                let mut options = options;
+                if is_reserved(&topic) {
+                    // A peer's meta event (its router publishes there, no client can): for
+                    // our clients, not our own router sessions.
+                    if !is_meta_event(&topic) {
+                        return;
+                    }
+                    let mut roles = match options.remove("exclude_authrole") {
+                        Some(Value::List(l)) => l,
+                        _ => Vec::new(),
+                    };
+                    roles.push(Value::from("trusted"));
+                    options.insert("exclude_authrole".into(), Value::List(roles));
+                } else if !self.allowed(mesh, &realm, Some(&by), &topic, Action::Publish, exact) {
                     return;
                 }
                 let (authid, authrole) = (by.authid, by.authrole);
@@ -682,6 +718,26 @@ impl LinkState {
                     r.dealer.invocation_error(proxy, request, error, payload);
                 }
             }
+            Frame::Fence { seq } => {
+                let _ = self.link.send(&Frame::Fenced { seq });
+            }
+            Frame::Fenced { seq } => self.link.fence_state.confirmed(seq),
+            Frame::Kill {
+                realm,
+                request,
+                order,
+                by,
+            } => {
+                let (procedure, exact) = (order.target.procedure(), MatchPolicy::Exact);
+                let ok = self.allowed(mesh, &realm, by.as_ref(), procedure, Action::Call, exact);
+                super::kill::serve(mesh, &self.link, realm, request, &order, ok);
+            }
+            Frame::Killed {
+                request,
+                sessions,
+                error,
+                ..
+            } => (mesh.inner.kills).answered(self.link.id, request, sessions, error),
             other @ (Frame::Hello { .. }
             | Frame::Challenge { .. }
             | Frame::Auth { .. }
