@@ -422,6 +422,11 @@ fn autobahn_python_sees_one_router_across_three_nodes() {
         Duration::from_secs(180),
     );
     for n in &nodes {
-        assert_eq!(connected_peers(n.port).len(), 2, "node {} lost a peer", n.name);
+        assert_eq!(
+            connected_peers(n.port).len(),
+            2,
+            "node {} lost a peer",
+            n.name
+        );
     }
 }
