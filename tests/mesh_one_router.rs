@@ -390,11 +390,90 @@ async fn an_older_peer_is_not_waited_for() {
         "{:?}",
         t0.elapsed()
     );
+    // A kill of a session the older peer announced acts here only, and says where it is.
+    fake_send(
+        &mut ws,
+        &Frame::SessionAdd {
+            realm: "realm1".into(),
+            session: 77,
+            authid: "x".into(),
+            authrole: "anonymous".into(),
+            authmethod: "anonymous".into(),
+            authprovider: "static".into(),
+            transport: Dict::new(),
+        },
+    )
+    .await;
+    let got = common::meta_until(
+        &mut x,
+        "wamp.session.get",
+        vec![77u64.into()],
+        "session 77",
+        |_| true,
+    )
+    .await;
+    assert_eq!(got.as_dict().unwrap()["authid"], Value::from("x"));
+    let e = meta(&mut x, "wamp.session.kill", vec![77u64.into()]).await;
+    assert_eq!(e, Err("wamp.error.no_such_session".into()));
     let deadline = Instant::now() + Duration::from_millis(300);
     while let Ok(f) = tokio::time::timeout_at(deadline.into(), fake_recv(&mut ws)).await {
         assert!(
-            !matches!(f, Frame::Fence { .. }),
-            "a fence to an older peer"
+            !matches!(f, Frame::Fence { .. } | Frame::Kill { .. }),
+            "{f:?} to an older peer"
+        );
+    }
+}
+
+/// Meta events go to peers that subscribed to them and take them (`meta-events`), as a
+/// `pub` frame; a peer without the feature gets none though it announced the interest.
+#[tokio::test]
+async fn meta_events_go_only_to_peers_that_take_them() {
+    use switchyard_router::mesh::frame::FEATURE_META_EVENTS;
+    use switchyard_router::uri::MatchPolicy;
+    let a = node("a", &[]).await;
+    let mut peers = Vec::new();
+    for (name, features) in [
+        ("old", &[FEATURE_META][..]),
+        ("new", &[FEATURE_META_EVENTS][..]),
+    ] {
+        let (mut ws, _) = fake_peer(a.addr, "a", name, SECRET, features).await;
+        synced(&mut ws).await;
+        let sub = Frame::SubAdd {
+            realm: "realm1".into(),
+            policy: MatchPolicy::Prefix,
+            topic: "wamp.session.".into(),
+            meta: None,
+        };
+        fake_send(&mut ws, &sub).await;
+        // Applied once the node answers a fence sent after it.
+        fake_send(&mut ws, &Frame::Fence { seq: 1 }).await;
+        while !matches!(fake_recv(&mut ws).await, Frame::Fenced { seq: 1 }) {}
+        peers.push(ws);
+    }
+    let (_c, c_id) = a.client().await;
+    let on_join =
+        |f: &Frame| matches!(f, Frame::Publish { topic, .. } if topic == "wamp.session.on_join");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let got = loop {
+        let f = tokio::time::timeout_at(deadline.into(), fake_recv(&mut peers[1]))
+            .await
+            .expect("no on_join for the peer that takes meta events");
+        if on_join(&f) {
+            break f;
+        }
+    };
+    let Frame::Publish { payload, .. } = got else {
+        unreachable!()
+    };
+    assert_eq!(
+        payload.args()[0].as_dict().unwrap()["session"],
+        Value::from(c_id)
+    );
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while let Ok(f) = tokio::time::timeout_at(deadline.into(), fake_recv(&mut peers[0])).await {
+        assert!(
+            !on_join(&f),
+            "a meta event to a peer without the feature: {f:?}"
         );
     }
 }
