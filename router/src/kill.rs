@@ -1,13 +1,12 @@
 //! Killing sessions for the meta API (`wamp.session.kill`, `kill_by_authid`,
-//! `kill_by_authrole`, `kill_all`): which sessions of this node an order reaches, and the
-//! answers the meta API gives when only this node is asked. In a mesh, the same order also
-//! travels to the node of each victim (`crate::mesh::kill`), which authorizes it there and
-//! kills with [`kill_local`].
+//! `kill_by_authrole`, `kill_all`): the order, which sessions of a node it reaches, and the
+//! meta API's answers. In a mesh, the same order also travels to the node of each victim
+//! (`crate::cluster::Cluster::kill`, implemented by the mesh), which authorizes it there and
+//! kills with [`kill_sessions`].
 //!
 //! Sessions the meta API hides (router-internal and `trusted` ones) are never killed; the
 //! group kills spare the caller.
 
-use crate::realm::Realm;
 use crate::session::SessionHandle;
 use crate::uri::errors;
 use crate::wire::{Dict, Id, Payload, Value};
@@ -116,13 +115,17 @@ pub(crate) fn no_such_session(id: Id) -> WampError {
     )
 }
 
-/// Kills this node's sessions the order is for; returns their IDs.
-pub fn kill_local(realm: &Realm, order: &KillOrder) -> Vec<Id> {
+/// Kills the sessions the order is for among a realm's: `lookup` finds one by ID, `all` lists
+/// every one. Returns their IDs.
+pub fn kill_sessions(
+    lookup: impl FnOnce(Id) -> Option<SessionHandle>,
+    all: impl FnOnce() -> Vec<SessionHandle>,
+    order: &KillOrder,
+) -> Vec<Id> {
     let visible = |s: &SessionHandle| !s.is_restricted();
     let chosen: Vec<SessionHandle> = match &order.target {
-        KillTarget::Session(id) => realm.session(*id).filter(visible).into_iter().collect(),
-        group => realm
-            .sessions()
+        KillTarget::Session(id) => lookup(*id).filter(visible).into_iter().collect(),
+        group => all()
             .into_iter()
             .filter(|s| visible(s) && Some(s.id()) != order.except)
             .filter(|s| match group {
@@ -138,22 +141,24 @@ pub fn kill_local(realm: &Realm, order: &KillOrder) -> Vec<Id> {
     chosen.iter().map(|s| s.id()).collect()
 }
 
-/// The answer when only this node carries the order out (no mesh, or no peer that takes
-/// kill orders). A session known to be on a peer that cannot be asked is named.
-pub(crate) fn answer_here(realm: &Realm, order: &KillOrder) -> Result<Payload, WampError> {
-    let killed = kill_local(realm, order);
-    if let (KillTarget::Session(id), true) = (&order.target, killed.is_empty()) {
-        let remote = realm.mesh().and_then(|m| m.directory().session(*id));
-        if let Some(s) = remote {
-            return Err(WampError::new(
-                errors::NO_SUCH_SESSION,
-                format!(
-                    "session {id} is connected to mesh node '{}', which does not take kill \
-                     orders from this node (an older version)",
-                    s.node
-                ),
-            ));
-        }
+/// The answer when only this node carried the order out (no mesh, or no peer that takes kill
+/// orders) and ended `killed`; `elsewhere` is the node a peer announced the victim of a
+/// `kill` on, named in the error.
+pub fn answer_here(
+    order: &KillOrder,
+    killed: Vec<Id>,
+    elsewhere: Option<&str>,
+) -> Result<Payload, WampError> {
+    if let (KillTarget::Session(id), true, Some(node)) =
+        (&order.target, killed.is_empty(), elsewhere)
+    {
+        return Err(WampError::new(
+            errors::NO_SUCH_SESSION,
+            format!(
+                "session {id} is connected to mesh node '{node}', which does not take kill \
+                 orders from this node (an older version)"
+            ),
+        ));
     }
     order.answer(killed)
 }

@@ -27,9 +27,8 @@ use parking_lot::Mutex;
 
 use crate::broker::SubscriptionInfo;
 use crate::dealer::RegistrationInfo;
-use crate::kill::KillOrder;
+use crate::kill::{answer_here, kill_sessions, KillOrder, KillTarget};
 use crate::mesh::directory::{Directory, RemoteSession, SubscriptionView};
-use crate::mesh::kill::across as kill_across;
 use crate::outbound::Taken;
 use crate::protocol::Connection;
 use crate::realm::Realm;
@@ -169,7 +168,7 @@ fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
                     let kwargs = payload.kwargs().unwrap_or(&no_kwargs);
                     // A kill that other mesh nodes carry out too is answered once they have.
                     let order = KillOrder::from_call(name, caller, payload.args(), kwargs);
-                    if let Some(across) = order.and_then(|o| kill_across(&realm, o.ok()?)) {
+                    if let Some(across) = order.and_then(|o| realm.cluster()?.kill(o.ok()?)) {
                         let service = service.clone();
                         tokio::spawn(async move { service.send(reply(request, across.await)) });
                         continue;
@@ -621,10 +620,13 @@ fn call(
         | "wamp.session.kill_by_authid"
         | "wamp.session.kill_by_authrole"
         | "wamp.session.kill_all" => {
-            match KillOrder::from_call(name, caller, args, kwargs).expect("a kill procedure") {
-                Ok(order) => crate::kill::answer_here(realm, &order),
-                Err(e) => Err(e),
-            }
+            let order = KillOrder::from_call(name, caller, args, kwargs).expect("a kill")?;
+            let killed = kill_sessions(|id| realm.session(id), || realm.sessions(), &order);
+            let node = match order.target {
+                KillTarget::Session(id) => directory(realm).and_then(|d| d.session(id)),
+                _ => None,
+            };
+            answer_here(&order, killed, node.as_ref().map(|s| &*s.node))
         }
         "wamp.session.add_testament" | "wamp.session.flush_testaments" => {
             let session = caller

@@ -20,9 +20,9 @@ use crate::admission::{cap_error, disclosure, hello_sizes};
 use crate::auth::{
     Action, AuthDecision, Authenticator, Authorization, Hello, Identity, PendingAuth,
 };
+use crate::cluster::ReplyHold;
 use crate::id::random_id;
 use crate::logsafe::Trunc;
-use crate::mesh::ReplyHold;
 use crate::outbound::Closed;
 use crate::realm::Realm;
 use crate::session::{Link, PeerFeatures, Session, SessionHandle, SessionInfo};
@@ -597,8 +597,8 @@ impl Connection {
                 topic,
             } => {
                 // SUBSCRIBED waits for the mesh's peers to apply the change and to have its
-                // meta events (mesh::fence).
-                let hold = ReplyHold::begin(&j.realm, &j.session);
+                // meta events (cluster::ReplyHold).
+                let hold = ReplyHold::begin(j.realm.cluster(), &j.session);
                 let policy = MatchPolicy::from_option(options.get("match").and_then(Value::as_str));
                 let result = match policy {
                     None => Err(WampError::new(
@@ -644,7 +644,7 @@ impl Connection {
                 request,
                 subscription,
             } => {
-                let hold = ReplyHold::begin(&j.realm, &j.session);
+                let hold = ReplyHold::begin(j.realm.cluster(), &j.session);
                 let result = if j.subscriptions.remove(&subscription) {
                     j.realm
                         .broker
@@ -679,7 +679,7 @@ impl Connection {
                 options,
                 procedure,
             } => {
-                let hold = ReplyHold::begin(&j.realm, &j.session);
+                let hold = ReplyHold::begin(j.realm.cluster(), &j.session);
                 let policy = MatchPolicy::from_option(options.get("match").and_then(Value::as_str));
                 let result = match policy {
                     None => Err(WampError::new(
@@ -731,7 +731,7 @@ impl Connection {
                 request,
                 registration,
             } => {
-                let hold = ReplyHold::begin(&j.realm, &j.session);
+                let hold = ReplyHold::begin(j.realm.cluster(), &j.session);
                 let result = if j.registrations.remove(&registration) {
                     j.realm
                         .dealer

@@ -49,7 +49,7 @@ impl Link {
     }
 
     /// Holds back what is sent from now on until the [`Hold`] is dropped (a reply waiting for
-    /// the mesh's peers, see [`crate::mesh::ReplyHold`]). A stand-in has nothing to hold.
+    /// the mesh's peers, see [`crate::cluster::ReplyHold`]). A stand-in has nothing to hold.
     pub fn hold(&self) -> Option<Hold> {
         match self {
             Link::Remote { queue, .. } => Some(queue.hold()),

@@ -11,7 +11,9 @@
 //! or later is on its way already), and the peer, which applies a link's frames in order,
 //! answers `fenced {n}` as soon as it reads it.
 //!
-//! Meanwhile the session's outgoing queue is held at the reply ([`Hold`]): the reply and
+//! Meanwhile the session's outgoing queue is held at the reply ([`Hold`], placed by
+//! `crate::cluster::ReplyHold`, which calls [`release_when_applied`] through the realm's
+//! `Cluster`, implemented by `super::RealmMesh`): the reply and
 //! everything after it (EVENTs of the new subscription included) wait, in order, while the
 //! session's reader goes on and other sessions are unaffected. The hold ends when every link
 //! confirmed, ended, or `interest_ack_timeout` passed (a silent peer is then left to the
@@ -28,8 +30,6 @@ use super::frame::Frame;
 use super::link::LinkHandle;
 use super::Inner;
 use crate::outbound::Hold;
-use crate::realm::Realm;
-use crate::session::SessionHandle;
 
 /// One link's numbering of interest frames and what its peer confirmed.
 pub(crate) struct Fence {
@@ -133,64 +133,34 @@ impl Fence {
     }
 }
 
-/// A reply held until the realm's peers applied the interest change that caused it.
-///
-/// [`ReplyHold::begin`] before the change is made (and the reply queued), then
-/// [`ReplyHold::finish`] after it. Dropped without `finish`, it releases at once.
-pub struct ReplyHold {
-    held: Option<(Arc<Inner>, Hold)>,
+/// Whether some linked peer confirms interest changes (replies are held for it).
+pub(crate) fn any_confirming(inner: &Inner) -> bool {
+    inner.peers.lock().links().any(|l| l.fence)
 }
 
-impl ReplyHold {
-    /// Holds the session's outgoing messages from here on, if the realm has a linked peer
-    /// that confirms interest; otherwise holds nothing (a single node pays one check).
-    pub fn begin(realm: &Realm, session: &SessionHandle) -> ReplyHold {
-        let none = ReplyHold { held: None };
-        let Some(inner) = realm.mesh().and_then(|m| m.inner()) else {
-            return none;
-        };
-        if !inner.peers.lock().links().any(|l| l.fence) {
-            return none;
-        }
-        match session.link.hold() {
-            Some(hold) => ReplyHold {
-                held: Some((inner, hold)),
-            },
-            None => none,
-        }
+/// Drops `hold` once every linked peer that confirms changes has applied every interest
+/// frame queued so far (a fence is queued on the links that need one), or its link ended,
+/// or `interest_ack_timeout` passed; at once if none has anything left to apply.
+pub(crate) fn release_when_applied(inner: &Inner, hold: Hold) {
+    let waits: Vec<Wait> = {
+        let peers = inner.peers.lock();
+        peers
+            .links()
+            .filter(|l| l.fence)
+            .filter_map(|l| l.fence_state.request(l, |f| l.send_bytes(f.encode())))
+            .collect()
+    };
+    if waits.is_empty() {
+        return;
     }
-
-    /// The change is made and its reply queued: releases the hold once every peer confirmed
-    /// it (bounded by `interest_ack_timeout`), or at once if nothing changed (`applied` is
-    /// false: the request failed) or every peer confirmed already.
-    pub fn finish(mut self, applied: bool) {
-        let Some((inner, hold)) = self.held.take() else {
-            return;
-        };
-        if !applied {
-            return;
-        }
-        let waits: Vec<Wait> = {
-            let peers = inner.peers.lock();
-            peers
-                .links()
-                .filter(|l| l.fence)
-                .filter_map(|l| l.fence_state.request(l, |f| l.send_bytes(f.encode())))
-                .collect()
-        };
-        if waits.is_empty() {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let timeout = inner.config.interest_ack_timeout();
-        drop(inner);
-        rt.spawn(async move {
-            confirmed(waits, timeout).await;
-            drop(hold);
-        });
-    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let timeout = inner.config.interest_ack_timeout();
+    rt.spawn(async move {
+        confirmed(waits, timeout).await;
+        drop(hold);
+    });
 }
 
 /// Waits until every link confirmed (or ended), at most `timeout`; names the silent peers.

@@ -11,7 +11,6 @@
 //! or from a link that ends, counts as "nothing killed there".
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,11 +19,13 @@ use tokio::sync::oneshot;
 
 use super::frame::{Frame, Principal};
 use super::link::LinkHandle;
+use super::realm::RealmMesh;
 use super::Mesh;
-use crate::kill::{kill_local, KillOrder, KillTarget};
+use crate::cluster::KillAnswer;
+use crate::kill::{kill_sessions, KillOrder, KillTarget};
 use crate::realm::Realm;
 use crate::uri::errors;
-use crate::wire::{Id, Payload};
+use crate::wire::Id;
 use crate::WampError;
 
 /// Most kill orders waiting for answers at once; beyond, a kill answers `unavailable`.
@@ -77,16 +78,16 @@ impl Pending {
     }
 }
 
-/// Carries out a kill ordered through `realm`'s meta API on every node it concerns, this
-/// one included, and resolves to the meta API's answer. `None` when this node alone decides:
-/// no linked peer takes kill orders, or the victim of a `kill` is a session of this node;
-/// the caller answers with [`crate::kill::answer_here`] then.
-pub(crate) fn across(
-    realm: &Arc<Realm>,
-    order: KillOrder,
-) -> Option<impl Future<Output = Result<Payload, WampError>> + Send + 'static> {
-    let rm = realm.mesh()?;
+/// This node's sessions of `realm` the order is for, killed.
+fn kill_here(realm: &Realm, order: &KillOrder) -> Vec<Id> {
+    kill_sessions(|id| realm.session(id), || realm.sessions(), order)
+}
+
+/// Carries out a kill ordered through the meta API of `rm`'s realm on every node it
+/// concerns, this one included (`Cluster::kill`).
+pub(crate) fn across(rm: &RealmMesh, order: KillOrder) -> Option<KillAnswer> {
     let inner = rm.inner()?;
+    let realm = inner.router.realm(rm.name())?;
     let links: Vec<Arc<LinkHandle>> = inner
         .peers
         .lock()
@@ -119,7 +120,7 @@ pub(crate) fn across(
     };
     let mut killed = match order.target {
         KillTarget::Session(_) => Vec::new(),
-        _ => kill_local(realm, &order),
+        _ => kill_here(&realm, &order),
     };
     let by = order
         .except
@@ -147,7 +148,7 @@ pub(crate) fn across(
         asked.push((l, request, rx));
     }
     let deadline = tokio::time::Instant::now() + inner.config.interest_ack_timeout();
-    Some(async move {
+    Some(Box::pin(async move {
         let mut refused = Vec::new();
         for (link, request, rx) in asked {
             let answer = tokio::select! {
@@ -182,7 +183,7 @@ pub(crate) fn across(
                 by.join(", ")
             ),
         ))
-    })
+    }))
 }
 
 /// Carries out a peer's kill order in `realm` if `allowed` (its caller may call the kill
@@ -198,7 +199,7 @@ pub(crate) fn serve(
     let (sessions, error) = match mesh.inner.router.realm(&realm) {
         None => (Vec::new(), Some(errors::NO_SUCH_REALM.to_owned())),
         Some(_) if !allowed => (Vec::new(), Some(errors::NOT_AUTHORIZED.to_owned())),
-        Some(r) => (kill_local(&r, order), None),
+        Some(r) => (kill_here(&r, order), None),
     };
     if !sessions.is_empty() {
         tracing::info!(peer = %link.node, ?sessions, "sessions killed by a peer's {}", order.target.procedure());

@@ -32,7 +32,6 @@ use tokio::sync::Notify;
 
 use crate::outbound::QueueLimits;
 use crate::Router;
-pub use fence::ReplyHold;
 use frame::Frame;
 use link::LinkHandle;
 pub use realm::RealmMesh;

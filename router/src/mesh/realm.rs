@@ -32,9 +32,12 @@ use super::rpc::{self, ReturnPath};
 use super::{Inner, Mesh};
 use crate::auth::Action;
 use crate::broker::{BrokerHook, Interest, Publication, Publisher};
+use crate::cluster::{Cluster, KillAnswer};
 use crate::dealer::{DealerHook, ForwardedCall, RegistrationClaim};
+use crate::kill::KillOrder;
 use crate::logsafe::Trunc;
 use crate::matcher::UriIndex;
+use crate::outbound::Hold;
 use crate::realm::Realm;
 use crate::session::SessionHandle;
 use crate::uri::{errors, is_reserved, MatchPolicy};
@@ -75,6 +78,10 @@ impl RealmMesh {
     /// The mesh this realm is part of, while it runs.
     pub(crate) fn inner(&self) -> Option<Arc<Inner>> {
         self.mesh.get().and_then(Weak::upgrade)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// Sends a frame to every linked peer.
@@ -149,11 +156,6 @@ impl RealmMesh {
             }
             let _ = link.send(&reg_add(&self.name, reg, callee));
         });
-    }
-
-    /// Whether a peer holds subscription `id` (it has local subscribers for it).
-    pub(crate) fn holds_elsewhere(&self, id: Id) -> bool {
-        self.directory.subscription(id).is_some()
     }
 
     /// How many (policy, topic) entries peers have announced (tests, status).
@@ -283,6 +285,25 @@ fn is_meta_event(topic: &str) -> bool {
     ]
     .iter()
     .any(|p| topic.starts_with(p))
+}
+
+/// Read-your-writes interest and kills across nodes, for the protocol and the meta API
+/// (`super::fence`, `super::kill`).
+impl Cluster for RealmMesh {
+    fn holds_replies(&self) -> bool {
+        self.inner()
+            .is_some_and(|i| super::fence::any_confirming(&i))
+    }
+
+    fn release_when_applied(&self, hold: Hold) {
+        if let Some(inner) = self.inner() {
+            super::fence::release_when_applied(&inner, hold);
+        }
+    }
+
+    fn kill(&self, order: KillOrder) -> Option<KillAnswer> {
+        super::kill::across(self, order)
+    }
 }
 
 impl DealerHook for RealmMesh {
