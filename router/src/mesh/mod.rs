@@ -10,9 +10,11 @@
 //! - [`realm`]: per-realm interest tables, the broker/dealer hooks, and applying frames;
 //! - [`directory`]: what peers announced about their sessions and subscribers (meta API);
 //! - [`rpc`]: the stand-in sessions that carry calls across a link;
+//! - [`conflict`]: the registration conflict rule (the older claim wins everywhere);
 //! - [`fence`]: replies to interest changes held until every peer applied them;
 //! - [`kill`]: the meta API's kills carried out on the node of each victim.
 
+mod conflict;
 pub mod directory;
 mod fence;
 pub mod frame;
