@@ -13,9 +13,9 @@
 //!
 //! Meanwhile the session's outgoing queue is held at the reply ([`Hold`], placed by
 //! `crate::cluster::ReplyHold`, which calls [`release_when_applied`] through the realm's
-//! `Cluster`, implemented by `super::RealmMesh`): the reply and
-//! everything after it (EVENTs of the new subscription included) wait, in order, while the
-//! session's reader goes on and other sessions are unaffected. The hold ends when every link
+//! `Cluster`, implemented by `super::RealmMesh`): the reply and everything after it (EVENTs
+//! of the new subscription included) wait, in order, while the session's reader goes on and
+//! other sessions are unaffected. The hold ends when every link
 //! confirmed, ended, or `interest_ack_timeout` passed (a silent peer is then left to the
 //! heartbeat rules, which drop its link). A node with no linked peer that announced
 //! [`super::frame::FEATURE_FENCE`] holds nothing.
