@@ -241,6 +241,12 @@ def main():
     if os.path.exists(analysis):
         w(open(analysis).read().rstrip())
         w("")
+    # What read-your-writes interest costs on a mesh (benches/compare_interest.sh), kept the
+    # same way.
+    interest = os.path.join(os.path.dirname(os.path.abspath(__file__)), "interest.md")
+    if os.path.exists(interest):
+        w(open(interest).read().rstrip())
+        w("")
     # The build master's section (benches/compare_master.sh), kept the same way.
     master = os.path.join(os.path.dirname(os.path.abspath(__file__)), "master.md")
     if os.path.exists(master):

@@ -86,6 +86,9 @@ pub struct MeshSection {
     pub max_remote_sessions: Option<usize>,
     /// Most (subscriber, subscription) entries one peer may add to them.
     pub max_remote_subscribers: Option<usize>,
+    /// How long SUBSCRIBED, REGISTERED, UNSUBSCRIBED, UNREGISTERED wait for the peers to
+    /// confirm the change (default: heartbeat_timeout_ms + 500).
+    pub interest_ack_timeout_ms: Option<u64>,
 }
 
 fn default_listen() -> String {
@@ -454,6 +457,7 @@ impl FileConfig {
         if let Some(v) = m.max_remote_subscribers {
             c.max_remote_subscribers = v;
         }
+        c.interest_ack_timeout = m.interest_ack_timeout_ms.map(ms);
         Ok(Some(c))
     }
 }
@@ -492,6 +496,14 @@ mod tests {
         .unwrap();
         let m = c.mesh_config().unwrap().unwrap();
         assert_eq!((m.max_remote_sessions, m.max_remote_subscribers), (5, 7));
+        assert_eq!(m.interest_ack_timeout(), Duration::from_millis(4000));
+        let c = FileConfig::parse(
+            "[mesh]\nnode_name = \"a\"\nsecret = \"s\"\ninterest_ack_timeout_ms = 250\n",
+            "x",
+        )
+        .unwrap();
+        let m = c.mesh_config().unwrap().unwrap();
+        assert_eq!(m.interest_ack_timeout(), Duration::from_millis(250));
         let c = FileConfig::parse("[mesh]\nnode_name = \"a\"\n", "x").unwrap();
         assert!(c.mesh_config().unwrap_err().to_string().contains("secret"));
         let e = FileConfig::parse("[mesh]\nnode = \"a\"\n", "x").unwrap_err();

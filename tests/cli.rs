@@ -123,3 +123,22 @@ async fn realm_flag_replaces_the_default_realms() {
         matches!(c.hello("realm1", client_roles()).await, Message::Abort { reason, .. } if reason == "wamp.error.no_such_realm")
     );
 }
+
+/// `switchyard bench interest` times SUBSCRIBEs and REGISTERs against a running node and
+/// prints one JSON line with both latency distributions.
+#[test]
+fn bench_interest_reports_both_latencies() {
+    let p = start(&[]);
+    let out = Command::new(BIN)
+        .args(["bench", "interest", "--url", &p.url(), "--count", "20"])
+        .args(["--warmup", "2", "--json", "--label", "smoke"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["scenario"], "interest");
+    for what in ["subscribe", "register"] {
+        assert_eq!(line[what]["samples"], 20, "{line}");
+        assert!(line[what]["p50_us"].as_f64().unwrap() > 0.0, "{line}");
+    }
+}

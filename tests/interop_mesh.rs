@@ -8,7 +8,12 @@
 //!   messages through the mesh, observed from the third node
 //!   (`tests/interop/buildbot_mesh.py`);
 //! - an autobahn-python session on one node sees the meta API answer for the whole mesh,
-//!   including while a node is SIGKILLed and restarted (`tests/interop/autobahn_mesh_meta.py`).
+//!   including while a node is SIGKILLed and restarted (`tests/interop/autobahn_mesh_meta.py`);
+//! - nodes given each other's WAMP URLs (`--peer ws://HOST:PORT/ws`) form the mesh, and
+//!   autobahn-python sessions, every new one on the next node and with no settle delay, see one
+//!   router: shared subscription and registration IDs, calls and publications right after
+//!   REGISTERED / SUBSCRIBED on another node, kills across nodes, meta events once each
+//!   (`tests/interop/autobahn_mesh_one_router.py`).
 //!
 //! The clients are installed by `scripts/test` (the README's test command); run alone, these
 //! tests fail with a message saying what is missing rather than skipping.
@@ -48,11 +53,16 @@ struct Node {
 impl Node {
     /// `switchyard start --listen 127.0.0.1:0` as a mesh node dialing `peers`.
     fn start(name: &'static str, peers: &[u16]) -> Node {
+        Node::start_with_path(name, peers, "")
+    }
+
+    /// [`Node::start`] with the peers' URLs ending in `path` (`/ws`: their WAMP URL).
+    fn start_with_path(name: &'static str, peers: &[u16], path: &str) -> Node {
         let mut cmd = Command::new(BIN);
         cmd.args(["start", "--no-master", "--listen", "127.0.0.1:0"])
             .args(["--node-name", name, "--mesh-secret", SECRET]);
         for p in peers {
-            cmd.args(["--peer", &format!("ws://127.0.0.1:{p}")]);
+            cmd.args(["--peer", &format!("ws://127.0.0.1:{p}{path}")]);
         }
         let mut child = cmd
             .env("RUST_LOG", "info")
@@ -146,9 +156,14 @@ fn connected_peers(port: u16) -> Vec<String> {
 /// Three nodes: `a` alone, `b` and `c` given only `a` as peer; they must learn each other by
 /// gossip. Returns once every node reports the two others connected and synced (bounded).
 fn three_node_mesh() -> [Node; 3] {
+    three_node_mesh_via("")
+}
+
+/// [`three_node_mesh`] with `a`'s URL given as `ws://127.0.0.1:PORT<path>`.
+fn three_node_mesh_via(path: &str) -> [Node; 3] {
     let a = Node::start("a", &[]);
-    let b = Node::start("b", &[a.port]);
-    let c = Node::start("c", &[a.port]);
+    let b = Node::start_with_path("b", &[a.port], path);
+    let c = Node::start_with_path("c", &[a.port], path);
     let nodes = [a, b, c];
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -386,5 +401,32 @@ fn autobahn_python_sees_the_meta_api_answer_for_the_mesh() {
             connected_peers(nodes[2].port)
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Nodes given `a`'s WAMP URL (`ws://127.0.0.1:PORT/ws`) as peer form the full mesh; then
+/// autobahn-python sessions spread over it see one router (tests/interop/
+/// autobahn_mesh_one_router.py: shared IDs, read-your-writes 100 times in a row, kills and
+/// meta events across nodes, an anonymous kill refused on the master's realm).
+#[test]
+fn autobahn_python_sees_one_router_across_three_nodes() {
+    let py = required_env("SWITCHYARD_INTEROP_PYTHON");
+    assert!(!py.is_empty());
+    let nodes = three_node_mesh_via("/ws");
+    let mut args = url_args(&nodes);
+    args.extend(["--realm".into(), "realm1".into()]);
+    args.extend(["--guarded-realm".into(), "buildbot".into()]);
+    run_client(
+        "autobahn_mesh_one_router.py",
+        python("autobahn_mesh_one_router.py", &args),
+        Duration::from_secs(180),
+    );
+    for n in &nodes {
+        assert_eq!(
+            connected_peers(n.port).len(),
+            2,
+            "node {} lost a peer",
+            n.name
+        );
     }
 }

@@ -918,9 +918,7 @@ async fn meta_api_answers_for_the_whole_mesh() {
         .await
         .unwrap();
     assert_eq!(w.as_dict().unwrap()["authid"], Value::from("worker-1"));
-    // Killing acts on the node's own sessions, and says where the session is.
-    let e = meta(&mut ma, "wamp.session.kill", vec![sc_id.into()]).await;
-    assert_eq!(e, Err("wamp.error.no_such_session".into()));
+    // (Kills across nodes: tests/mesh_meta.rs.)
 
     // Subscriptions: b and c subscribe, a has none of its own.
     let sub_b = sb1.subscribe("mm.topic", opts(&[])).await;

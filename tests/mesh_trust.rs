@@ -3,6 +3,9 @@
 //! rules (the worker guard), so a peer that lacks the guard (an older node, or one whose
 //! client was not checked) cannot make a worker run anything.
 //!
+//! The same holds for the meta API's kill orders a peer forwards (`wamp.session.kill*`
+//! called on another node).
+//!
 //! One guarded node (the master's authenticator and `WorkerGuard`, as `switchyard start`
 //! builds them) with a real WAMP-CRA worker session; the peer is a fake mesh node speaking
 //! the frames by hand, so each test names exactly the identity a forwarded message carries.
@@ -17,6 +20,7 @@ use switchyard_master::auth::{BusTrust, MasterAuthenticator, WorkerGuard, WORKER
 use switchyard_router::auth::AllowAll;
 use switchyard_router::client::{CalleeMessage, Client, ClientAuth, ClientError, ClientOptions};
 use switchyard_router::dealer::InvokePolicy;
+use switchyard_router::kill::{KillOrder, KillTarget};
 use switchyard_router::mesh::frame::{Frame, Principal};
 use switchyard_router::mesh::{Mesh, MeshConfig};
 use switchyard_router::service::{Answer, ServiceClient};
@@ -349,4 +353,81 @@ async fn an_unknown_worker_is_refused_not_welcomed_anonymously() {
         Err(e) => panic!("expected an ABORT, got {e}"),
         Ok(_) => panic!("an unknown worker must not be welcomed"),
     }
+}
+
+fn kill_frame(request: u64, target: KillTarget, by: Option<Principal>) -> Frame {
+    Frame::Kill {
+        realm: REALM.into(),
+        request,
+        order: KillOrder {
+            target,
+            reason: "wamp.close.killed".into(),
+            message: None,
+            except: None,
+        },
+        by,
+    }
+}
+
+/// A peer's kill orders (`wamp.session.kill*` called on another node) are authorized where
+/// the victim is: on the master's realm, orders for an anonymous caller, an unnamed one or a
+/// worker are refused and the worker stays connected; a master's order ends its session.
+#[tokio::test]
+async fn kill_orders_are_authorized_where_the_victim_is() {
+    let node = guarded_node().await;
+    let (worker, _invocations) = worker(&node).await;
+    let victim = worker.session_id();
+    let (mut peer, _) = fake_peer(node.addr, "a", "evil", SECRET, &["meta", "kill"]).await;
+    let refused = [
+        (
+            1,
+            KillTarget::Session(victim),
+            principal("XXXX-anon", "anonymous"),
+        ),
+        (2, KillTarget::Authid("w1".into()), None),
+        (
+            3,
+            KillTarget::Authrole(WORKER_ROLE.into()),
+            principal("w2", WORKER_ROLE),
+        ),
+        (4, KillTarget::All, principal("master:x", "anonymous")),
+    ];
+    for (request, target, by) in refused {
+        fake_send(&mut peer, &kill_frame(request, target, by.clone())).await;
+        let (sessions, error) = recv_until(&mut peer, |f| match f {
+            Frame::Killed {
+                request: r,
+                sessions,
+                error,
+                ..
+            } if r == request => Some((sessions, error)),
+            _ => None,
+        })
+        .await;
+        assert!(sessions.is_empty(), "caller {by:?} killed {sessions:?}");
+        assert_eq!(
+            error.as_deref(),
+            Some(errors::NOT_AUTHORIZED),
+            "caller {by:?}"
+        );
+    }
+    assert!(!worker.is_closed());
+    assert!(node.router.realm(REALM).unwrap().session(victim).is_some());
+    // A master, as its node vouches: the worker's session ends.
+    let by = principal("master:m1", "trusted");
+    fake_send(&mut peer, &kill_frame(5, KillTarget::Session(victim), by)).await;
+    let sessions = recv_until(&mut peer, |f| match f {
+        Frame::Killed {
+            request: 5,
+            sessions,
+            error: None,
+            ..
+        } => Some(sessions),
+        _ => None,
+    })
+    .await;
+    assert_eq!(sessions, vec![victim]);
+    tokio::time::timeout(WAIT, worker.closed())
+        .await
+        .expect("the killed worker's session ends");
 }

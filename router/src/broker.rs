@@ -455,9 +455,8 @@ impl Broker {
             payload: &payload,
         };
         let hook = self.deliver(&publication)?;
-        // Meta events (`wamp.*`, only the router publishes there) describe this node's own
-        // sessions: they stay on it, as Crossbar keeps them off router links.
-        if let Some(hook) = hook.filter(|_| !crate::uri::is_reserved(topic)) {
+        // Meta events (`wamp.*`) too: the mesh forwards them to peers that take them.
+        if let Some(hook) = hook {
             hook.forward(&publication);
         }
         Ok(publication.id)

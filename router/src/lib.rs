@@ -12,6 +12,9 @@
 //! - [`auth`]: Accept/Deny/Challenge authentication (anonymous, ticket, WAMP-CRA, cryptosign)
 //!   and role-based authorization;
 //! - [`meta`]: the session/subscription/registration meta APIs, served in-process;
+//! - [`kill`]: which sessions the meta API's kills reach;
+//! - [`cluster`]: what the protocol and the meta API ask of the mesh's other nodes (a trait
+//!   the mesh implements);
 //! - [`logsafe`]: bounded display of client-provided strings in log lines;
 //! - [`metrics`]: counters and the Prometheus `/metrics` endpoint;
 //! - [`service`]: in-process clients for router services (the HTTP bridge);
@@ -24,9 +27,11 @@ pub mod admission;
 pub mod auth;
 pub mod broker;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod dealer;
 mod id;
+pub mod kill;
 pub mod logsafe;
 pub mod matcher;
 pub mod mesh;

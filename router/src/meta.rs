@@ -15,7 +15,8 @@
 //! peer with the smallest node name, and any node's ID for it is accepted and resolves to the
 //! subscribers on every node; a registration is answered with this node's ID (remote callees
 //! are stand-ins in this node's dealer), and a peer's registration ID resolves to it too.
-//! Killing acts on this node's sessions; meta events describe this node's own sessions.
+//! Kills reach sessions on every node (`crate::kill`, `crate::mesh::kill`); each node
+//! publishes the meta events of its own sessions, and they cross the mesh like any event.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,7 @@ use parking_lot::Mutex;
 
 use crate::broker::SubscriptionInfo;
 use crate::dealer::RegistrationInfo;
+use crate::kill::{answer_here, kill_sessions, KillOrder, KillTarget};
 use crate::mesh::directory::{Directory, RemoteSession, SubscriptionView};
 use crate::outbound::Taken;
 use crate::protocol::Connection;
@@ -164,23 +166,33 @@ fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
                     let caller = details.get("caller").and_then(Value::as_u64);
                     let no_kwargs = Dict::new();
                     let kwargs = payload.kwargs().unwrap_or(&no_kwargs);
-                    let reply = match call(&router, &realm, caller, name, payload.args(), kwargs) {
-                        Ok(result) => Message::Yield {
-                            request,
-                            options: Dict::new(),
-                            payload: result,
-                        },
-                        Err(e) => {
-                            Message::error(code::INVOCATION, request, &e.uri, Some(e.message))
-                        }
-                    };
-                    service.send(reply);
+                    // A kill that other mesh nodes carry out too is answered once they have.
+                    let order = KillOrder::from_call(name, caller, payload.args(), kwargs);
+                    if let Some(across) = order.and_then(|o| realm.cluster()?.kill(o.ok()?)) {
+                        let service = service.clone();
+                        tokio::spawn(async move { service.send(reply(request, across.await)) });
+                        continue;
+                    }
+                    let result = call(&router, &realm, caller, name, payload.args(), kwargs);
+                    service.send(reply(request, result));
                 }
             }
         }
         service.conn.lock().take();
     });
     Ok(())
+}
+
+/// The YIELD or ERROR answering INVOCATION `request`.
+fn reply(request: Id, result: Result<Payload, WampError>) -> Message {
+    match result {
+        Ok(payload) => Message::Yield {
+            request,
+            options: Dict::new(),
+            payload,
+        },
+        Err(e) => Message::error(code::INVOCATION, request, &e.uri, Some(e.message)),
+    }
 }
 
 fn one(v: Value) -> Result<Payload, WampError> {
@@ -229,21 +241,6 @@ fn role_filter(args: &[Value], kwargs: &Dict) -> Result<Option<Vec<String>>, Wam
             "filter_authroles must be a list of roles",
         )),
     }
-}
-
-/// The reason and message of a kill: positional after the target, or `reason`/`message`
-/// keywords, as autobahn clients pass them.
-fn kill_reason(args: &[Value], first: usize, kwargs: &Dict) -> (String, Option<String>) {
-    let get = |i: usize, k: &str| {
-        args.get(i)
-            .or_else(|| kwargs.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    (
-        get(first, "reason").unwrap_or_else(|| errors::KILLED.to_owned()),
-        get(first + 1, "message"),
-    )
 }
 
 fn visible_sessions(realm: &Realm) -> Vec<SessionHandle> {
@@ -553,7 +550,6 @@ fn call(
     args: &[Value],
     kwargs: &Dict,
 ) -> Result<Payload, WampError> {
-    let not_caller = |s: &SessionHandle| Some(s.id()) != caller;
     // As Crossbar (`is_protected_uri`): subscriptions and registrations on `wamp.` URIs are
     // the router's own business; only trusted callers see them through the meta API.
     let trusted = caller
@@ -620,53 +616,17 @@ fn call(
                 },
             }
         }
-        "wamp.session.kill" => {
-            let id = id_arg(args, 0, "session_id")?;
-            let (reason, message) = kill_reason(args, 1, kwargs);
-            match realm.session(id).filter(|s| !s.is_restricted()) {
-                Some(s) => {
-                    s.kill(&reason, message);
-                    Ok(Payload::default())
-                }
-                None => match directory(realm).and_then(|d| d.session(id)) {
-                    Some(s) => Err(WampError::new(
-                        errors::NO_SUCH_SESSION,
-                        format!(
-                            "session {id} is connected to mesh node '{}'; wamp.session.kill \
-                             acts on the sessions of the node it is called on",
-                            s.node
-                        ),
-                    )),
-                    None => Err(no_such_session(id)),
-                },
-            }
-        }
-        "wamp.session.kill_by_authid" | "wamp.session.kill_by_authrole" => {
-            let by_authid = name.ends_with("authid");
-            let target = str_arg(args, 0, if by_authid { "authid" } else { "authrole" })?;
-            let (reason, message) = kill_reason(args, 1, kwargs);
-            let mut killed = Vec::new();
-            for s in visible_sessions(realm).into_iter().filter(not_caller) {
-                let field = if by_authid {
-                    &s.info.authid
-                } else {
-                    &s.info.authrole
-                };
-                if field == target {
-                    s.kill(&reason, message.clone());
-                    killed.push(s.id());
-                }
-            }
-            one(ids(killed))
-        }
-        "wamp.session.kill_all" => {
-            let (reason, message) = kill_reason(args, 0, kwargs);
-            let mut n = 0u64;
-            for s in visible_sessions(realm).into_iter().filter(not_caller) {
-                s.kill(&reason, message.clone());
-                n += 1;
-            }
-            one(Value::from(n))
+        "wamp.session.kill"
+        | "wamp.session.kill_by_authid"
+        | "wamp.session.kill_by_authrole"
+        | "wamp.session.kill_all" => {
+            let order = KillOrder::from_call(name, caller, args, kwargs).expect("a kill")?;
+            let killed = kill_sessions(|id| realm.session(id), || realm.sessions(), &order);
+            let node = match order.target {
+                KillTarget::Session(id) => directory(realm).and_then(|d| d.session(id)),
+                _ => None,
+            };
+            answer_here(&order, killed, node.as_ref().map(|s| &*s.node))
         }
         "wamp.session.add_testament" | "wamp.session.flush_testaments" => {
             let session = caller

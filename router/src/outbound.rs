@@ -6,8 +6,14 @@
 //! bytes: above the soft byte limit for longer than `slow_consumer_timeout`, or above the hard
 //! limit at any time, the session is cut off as a slow consumer, so router memory never grows
 //! with a subscriber that does not read.
+//!
+//! A [`Hold`] stops the writer at a point in the queue: what was queued before it is
+//! written, what is queued after it (a SUBSCRIBED waiting for the mesh's peers to confirm the
+//! subscription, and every EVENT behind it) waits until the hold is released. Order is kept,
+//! the bounds still apply, and closing the queue releases every hold.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -52,6 +58,39 @@ struct State<T> {
     over_soft_since: Option<Instant>,
     /// Set once closed; `flush_first` says whether queued items are still written.
     closed: Option<(Closed, bool)>,
+    /// Items and bytes ever pushed (positions of holds are counted in these).
+    pushed: u64,
+    pushed_bytes: u64,
+    /// Active holds, oldest first: the writer takes nothing queued after the first one.
+    holds: VecDeque<HoldPoint>,
+    next_hold: u64,
+}
+
+/// Where a hold stops the writer: after `items` items and `bytes` bytes ever pushed.
+struct HoldPoint {
+    token: u64,
+    items: u64,
+    bytes: u64,
+    released: bool,
+}
+
+impl<T> State<T> {
+    /// How many queued items the writer may take now (those before the first hold).
+    fn available(&self) -> usize {
+        match self.holds.front() {
+            None => self.items.len(),
+            Some(h) => {
+                let behind = (self.pushed - h.items) as usize;
+                self.items.len().saturating_sub(behind)
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+        self.holds.clear();
+    }
 }
 
 /// A bounded multi-producer, single-consumer queue of outgoing items.
@@ -80,6 +119,10 @@ impl<T> Queue<T> {
                 bytes: 0,
                 over_soft_since: None,
                 closed: None,
+                pushed: 0,
+                pushed_bytes: 0,
+                holds: VecDeque::new(),
+                next_hold: 0,
             }),
             notify: Notify::new(),
             closed_notify: Notify::new(),
@@ -97,6 +140,8 @@ impl<T> Queue<T> {
         let was_empty = st.items.is_empty();
         st.items.push_back(item);
         st.bytes += size;
+        st.pushed += 1;
+        st.pushed_bytes += size as u64;
         let over_hard =
             st.bytes > self.limits.hard_bytes || st.items.len() > self.limits.max_messages;
         let over_soft_too_long = if st.bytes > self.limits.soft_bytes {
@@ -106,8 +151,7 @@ impl<T> Queue<T> {
             false
         };
         if over_hard || over_soft_too_long {
-            st.items.clear();
-            st.bytes = 0;
+            st.clear();
             st.closed = Some((Closed::SlowConsumer, false));
             drop(st);
             self.wake_all();
@@ -129,9 +173,9 @@ impl<T> Queue<T> {
         let mut st = self.state.lock();
         if st.closed.is_none() {
             st.closed = Some((reason, flush_first));
+            st.holds.clear();
             if !flush_first {
-                st.items.clear();
-                st.bytes = 0;
+                st.clear();
             }
         }
         drop(st);
@@ -144,6 +188,9 @@ impl<T> Queue<T> {
         if st.closed.is_none() {
             st.items.push_back(item);
             st.bytes += size;
+            st.pushed += 1;
+            st.pushed_bytes += size as u64;
+            st.holds.clear();
             st.closed = Some((Closed::Normal, true));
         }
         drop(st);
@@ -166,26 +213,79 @@ impl<T> Queue<T> {
         loop {
             {
                 let mut st = self.state.lock();
-                if !st.items.is_empty() {
+                let n = st.available();
+                if n > 0 && n == st.items.len() {
                     std::mem::swap(&mut st.items, out);
                     st.bytes = 0;
                     st.over_soft_since = None;
                     return Taken::Items;
                 }
-                if let Some((reason, _)) = st.closed {
-                    return Taken::Closed(reason);
+                if n > 0 {
+                    // Up to the first hold: what is left was pushed after it.
+                    out.extend(st.items.drain(..n));
+                    let at = st.holds.front().map_or(st.pushed_bytes, |h| h.bytes);
+                    st.bytes = (st.pushed_bytes - at) as usize;
+                    return Taken::Items;
+                }
+                if st.items.is_empty() {
+                    if let Some((reason, _)) = st.closed {
+                        return Taken::Closed(reason);
+                    }
                 }
             }
             self.notify.notified().await;
         }
     }
 
-    /// Moves everything queued into `out` without waiting (benchmarks, in-process drains).
+    /// Moves everything queued into `out` without waiting (benchmarks, in-process drains),
+    /// holds or not.
     pub fn drain_now(&self, out: &mut VecDeque<T>) {
         let mut st = self.state.lock();
         out.extend(st.items.drain(..));
         st.bytes = 0;
         st.over_soft_since = None;
+    }
+
+    /// Holds back everything queued from now on (see [`Hold`]) until the hold is dropped.
+    /// On a closed queue the hold holds nothing.
+    pub fn hold(self: &Arc<Self>) -> Hold
+    where
+        T: Send + 'static,
+    {
+        let mut st = self.state.lock();
+        let token = st.next_hold;
+        st.next_hold += 1;
+        if st.closed.is_none() {
+            let (items, bytes) = (st.pushed, st.pushed_bytes);
+            st.holds.push_back(HoldPoint {
+                token,
+                items,
+                bytes,
+                released: false,
+            });
+        }
+        drop(st);
+        let queue = self.clone();
+        Hold {
+            release: Some(Box::new(move || queue.release(token))),
+        }
+    }
+
+    fn release(&self, token: u64) {
+        let mut st = self.state.lock();
+        let Some(h) = st.holds.iter_mut().find(|h| h.token == token) else {
+            return;
+        };
+        h.released = true;
+        let mut front_moved = false;
+        while st.holds.front().is_some_and(|h| h.released) {
+            st.holds.pop_front();
+            front_moved = true;
+        }
+        drop(st);
+        if front_moved {
+            self.notify.notify_one();
+        }
     }
 
     /// Resolves once the queue is closed (for the reader side to stop reading).
@@ -205,6 +305,26 @@ impl<T> Queue<T> {
     /// Bytes currently queued, for metrics and tests.
     pub fn queued_bytes(&self) -> usize {
         self.state.lock().bytes
+    }
+}
+
+/// A point in a session's queue the writer does not pass while this value lives: what is
+/// queued after it waits, in order, until it is dropped. Made by [`Queue::hold`].
+pub struct Hold {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hold")
     }
 }
 
@@ -257,6 +377,45 @@ mod tests {
         let mut out = VecDeque::new();
         assert!(matches!(q.take(&mut out).await, Taken::Items));
         assert_eq!(out, vec![7, 8]);
+        out.clear();
+        assert!(matches!(
+            q.take(&mut out).await,
+            Taken::Closed(Closed::Normal)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_hold_stops_the_writer_at_its_point_and_keeps_order() {
+        let q = Arc::new(Queue::new(QueueLimits::default()));
+        q.push(1u8, 10).unwrap();
+        let first = q.hold();
+        q.push(2u8, 20).unwrap();
+        let second = q.hold();
+        q.push(3u8, 30).unwrap();
+        let mut out = VecDeque::new();
+        assert!(matches!(q.take(&mut out).await, Taken::Items));
+        assert_eq!(out, vec![1]);
+        assert_eq!(q.queued_bytes(), 50);
+        out.clear();
+        // Releasing the later hold first changes nothing: the first still stops the writer.
+        drop(second);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), q.take(&mut out)).await;
+        assert!(waiting.is_err(), "took {out:?} past a hold");
+        drop(first);
+        assert!(matches!(q.take(&mut out).await, Taken::Items));
+        assert_eq!(out, vec![2, 3]);
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_releases_every_hold() {
+        let q = Arc::new(Queue::new(QueueLimits::default()));
+        let _hold = q.hold();
+        q.push(1u8, 1).unwrap();
+        q.push_and_close(2u8, 1);
+        let mut out = VecDeque::new();
+        assert!(matches!(q.take(&mut out).await, Taken::Items));
+        assert_eq!(out, vec![1, 2]);
         out.clear();
         assert!(matches!(
             q.take(&mut out).await,

@@ -20,6 +20,7 @@ use crate::admission::{cap_error, disclosure, hello_sizes};
 use crate::auth::{
     Action, AuthDecision, Authenticator, Authorization, Hello, Identity, PendingAuth,
 };
+use crate::cluster::ReplyHold;
 use crate::id::random_id;
 use crate::logsafe::Trunc;
 use crate::outbound::Closed;
@@ -595,6 +596,9 @@ impl Connection {
                 options,
                 topic,
             } => {
+                // SUBSCRIBED waits for the mesh's peers to apply the change and to have its
+                // meta events (cluster::ReplyHold).
+                let hold = ReplyHold::begin(j.realm.cluster(), &j.session);
                 let policy = MatchPolicy::from_option(options.get("match").and_then(Value::as_str));
                 let result = match policy {
                     None => Err(WampError::new(
@@ -620,6 +624,7 @@ impl Connection {
                         matches!(options.get("get_retained"), Some(Value::Bool(true))),
                     )),
                 };
+                let ok = result.is_ok();
                 match result {
                     Ok((subscription, created)) => {
                         j.subscriptions.insert(subscription);
@@ -633,11 +638,13 @@ impl Connection {
                     }
                     Err(e) => j.session.send(e.to_message(code::SUBSCRIBE, request)),
                 }
+                hold.finish(ok);
             }
             Message::Unsubscribe {
                 request,
                 subscription,
             } => {
+                let hold = ReplyHold::begin(j.realm.cluster(), &j.session);
                 let result = if j.subscriptions.remove(&subscription) {
                     j.realm
                         .broker
@@ -648,6 +655,7 @@ impl Connection {
                         format!("not subscribed to {subscription}"),
                     ))
                 };
+                let ok = result.is_ok();
                 match result {
                     Ok((deleted, topic)) => {
                         j.session.send(Message::Unsubscribed {
@@ -664,12 +672,14 @@ impl Connection {
                     }
                     Err(e) => j.session.send(e.to_message(code::UNSUBSCRIBE, request)),
                 }
+                hold.finish(ok);
             }
             Message::Register {
                 request,
                 options,
                 procedure,
             } => {
+                let hold = ReplyHold::begin(j.realm.cluster(), &j.session);
                 let policy = MatchPolicy::from_option(options.get("match").and_then(Value::as_str));
                 let result = match policy {
                     None => Err(WampError::new(
@@ -701,6 +711,7 @@ impl Connection {
                         .dealer
                         .register_tracked(&j.session, request, p, &procedure, &options),
                 };
+                let ok = result.is_ok();
                 match result {
                     Ok((registration, created)) => {
                         j.registrations.insert(registration);
@@ -714,11 +725,13 @@ impl Connection {
                     }
                     Err(e) => j.session.send(e.to_message(code::REGISTER, request)),
                 }
+                hold.finish(ok);
             }
             Message::Unregister {
                 request,
                 registration,
             } => {
+                let hold = ReplyHold::begin(j.realm.cluster(), &j.session);
                 let result = if j.registrations.remove(&registration) {
                     j.realm
                         .dealer
@@ -729,6 +742,7 @@ impl Connection {
                         format!("not registered as {registration}"),
                     ))
                 };
+                let ok = result.is_ok();
                 match result {
                     Ok((deleted, procedure)) => {
                         j.session.send(Message::Unregistered {
@@ -745,6 +759,7 @@ impl Connection {
                     }
                     Err(e) => j.session.send(e.to_message(code::UNREGISTER, request)),
                 }
+                hold.finish(ok);
             }
             Message::Call {
                 request,

@@ -9,6 +9,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::config::RealmConfig;
 use crate::dealer::Dealer;
 use crate::mesh::RealmMesh;
@@ -61,6 +62,11 @@ impl Realm {
     /// The mesh side of this realm, if the router is part of a mesh.
     pub fn mesh(&self) -> Option<&Arc<RealmMesh>> {
         self.mesh.get()
+    }
+
+    /// The other nodes of the mesh, for read-your-writes replies and kills across nodes.
+    pub fn cluster(&self) -> Option<&dyn Cluster> {
+        self.mesh.get().map(|m| m.as_ref() as &dyn Cluster)
     }
 
     pub fn meta_api_running(&self) -> bool {
@@ -165,6 +171,10 @@ impl Realm {
             "wamp.subscription.on_unsubscribe",
             "wamp.subscription.on_delete",
         ];
+        // Created or deleted mesh-wide only if no peer holds it (registrations need no such
+        // check: remote callees are in the dealer).
+        let elsewhere = |m: &Arc<RealmMesh>| m.directory().subscription(id).is_some();
+        let changed = changed && !self.mesh().is_some_and(elsewhere);
         self.lifecycle_events(by, id, uri, added, changed, names, || {
             self.broker
                 .subscription(id)

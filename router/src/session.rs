@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::outbound::{Closed, Queue};
+use crate::outbound::{Closed, Hold, Queue};
 use crate::wire::{Dict, Id, Message, Serializer, Value, MAX_ID, SERIALIZER_COUNT};
 
 /// Where a session's outgoing messages go.
@@ -45,6 +45,16 @@ impl Link {
             Link::Local { queue } => queue.close(reason, flush_first),
             // A stand-in has no queue of its own; the mesh removes it when its peer goes.
             Link::Mesh(_) => {}
+        }
+    }
+
+    /// Holds back what is sent from now on until the [`Hold`] is dropped (a reply waiting for
+    /// the mesh's peers, see [`crate::cluster::ReplyHold`]). A stand-in has nothing to hold.
+    pub fn hold(&self) -> Option<Hold> {
+        match self {
+            Link::Remote { queue, .. } => Some(queue.hold()),
+            Link::Local { queue } => Some(queue.hold()),
+            Link::Mesh(_) => None,
         }
     }
 

@@ -2,10 +2,12 @@
 //!
 //! Scenarios: `pubsub` (P publishers → S subscribers), `rpc` (K callers with W calls in flight
 //! → C callees), `idle` (N idle sessions, with the router's memory), `relay` (a trivial
-//! WebSocket fan-out server, the machine's ceiling for comparison), and `master` (simulated
-//! workers and forced builds against a build master, in `master`). Every figure is counted
-//! from what subscribers and callers actually received; every run stops by itself.
+//! WebSocket fan-out server, the machine's ceiling for comparison), `interest` (how long
+//! SUBSCRIBED and REGISTERED take, one node or a mesh), and `master` (simulated workers and
+//! forced builds against a build master, in `master`). Every figure is counted from what
+//! subscribers and callers actually received; every run stops by itself.
 
+mod interest;
 mod master;
 mod pubsub;
 mod relay;
@@ -30,6 +32,9 @@ pub enum BenchCommand {
     Idle(IdleArgs),
     /// Run a trivial WebSocket relay (every frame to every other connection): the ceiling.
     Relay(RelayArgs),
+    /// SUBSCRIBE and REGISTER latency (each for a new URI), one after the other from one
+    /// session: on a mesh node, what waiting for the peers' confirmation adds.
+    Interest(InterestArgs),
     /// Load a build master: N simulated workers (real WAMP-CRA sessions, one socket each)
     /// and M builds forced through the REST API; builds/s, submit-to-start and
     /// submit-to-complete latency, failures, duplicates, the master's CPU and RSS.
@@ -202,6 +207,18 @@ pub struct IdleArgs {
 }
 
 #[derive(Args, Clone, Debug)]
+pub struct InterestArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// How many SUBSCRIBEs and REGISTERs to time.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Untimed SUBSCRIBE+REGISTER pairs first.
+    #[arg(long, default_value_t = 50)]
+    pub warmup: usize,
+}
+
+#[derive(Args, Clone, Debug)]
 pub struct RelayArgs {
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: String,
@@ -260,6 +277,7 @@ pub fn run(cmd: BenchCommand) -> u8 {
             BenchCommand::Rpc(a) => rpc::run(a).await.map(|r| r.emit()),
             BenchCommand::Idle(a) => rpc::idle(a).await,
             BenchCommand::Relay(a) => relay::serve(a).await,
+            BenchCommand::Interest(a) => interest::run(a).await,
             BenchCommand::Master(a) => master::run(a).await,
         }
     });

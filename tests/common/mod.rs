@@ -144,6 +144,8 @@ impl Client {
         let host = req.uri().host().unwrap().to_owned();
         let port = req.uri().port_u16().unwrap();
         let tcp = TcpStream::connect((host.as_str(), port)).await.unwrap();
+        // Nagle off, as real clients do: two small writes in a row must not wait for an ACK.
+        tcp.set_nodelay(true).unwrap();
         Self::websocket_over(Box::new(tcp), url, subprotocol).await
     }
 

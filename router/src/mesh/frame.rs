@@ -6,12 +6,14 @@
 //!
 //! Compatibility: a receiver ignores trailing elements it does not know, so fields are only
 //! ever appended. `hello` and `challenge` end with the sender's feature list; frame kinds an
-//! older peer would not understand (the meta directory's `session±`, `subscriber±`) are sent
-//! only on links whose peer announced the feature ([`FEATURE_META`]).
+//! older peer would not understand (the meta directory's `session±`, `subscriber±`; `fence`;
+//! `kill`; forwarded meta events) are sent only on links whose peer announced the feature
+//! ([`FEATURE_META`], [`FEATURE_FENCE`], [`FEATURE_KILL`], [`FEATURE_META_EVENTS`]).
 
 use bytes::Bytes;
 
 use crate::dealer::InvokePolicy;
+use crate::kill::{KillOrder, KillTarget};
 use crate::uri::MatchPolicy;
 use crate::wire::{BinaryForm, Dict, Id, Payload, Value, ValueSeed, ValueSer, MAX_ID};
 
@@ -22,9 +24,26 @@ pub const SUBPROTOCOL: &str = "switchyard.mesh.v1";
 /// directory frames (`session+`, `session-`, `subscriber+`, `subscriber-`).
 pub const FEATURE_META: &str = "meta";
 
+/// The feature of a node that answers `fence` with `fenced` (read-your-writes interest).
+pub const FEATURE_FENCE: &str = "fence";
+
+/// The feature of a node that carries out `kill` frames (the meta API's kills mesh-wide).
+pub const FEATURE_KILL: &str = "kill";
+
+/// The feature of a node that delivers forwarded meta events (`wamp.session.on_join`, ...)
+/// to its clients and keeps them from its own router sessions.
+pub const FEATURE_META_EVENTS: &str = "meta-events";
+
 /// The features this node announces.
 pub fn features() -> Vec<String> {
-    vec![FEATURE_META.to_owned()]
+    [
+        FEATURE_META,
+        FEATURE_FENCE,
+        FEATURE_KILL,
+        FEATURE_META_EVENTS,
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// Who a session is, as the node it is connected to vouches (peers are authenticated by the
@@ -167,6 +186,26 @@ pub enum Frame {
         request: Id,
         error: String,
         payload: Payload,
+    },
+    /// Asks the receiver to answer `fenced` once it has applied every frame sent before this
+    /// one (read-your-writes interest; [`FEATURE_FENCE`]).
+    Fence { seq: u64 },
+    /// Every frame sent before `fence {seq}` is applied here.
+    Fenced { seq: u64 },
+    /// Kill the receiver's sessions the order is for (the meta API's `wamp.session.kill*`,
+    /// [`FEATURE_KILL`]); the receiver authorizes it against `by` and answers `killed`.
+    Kill {
+        realm: String,
+        request: Id,
+        order: KillOrder,
+        by: Option<Principal>,
+    },
+    /// The sessions a `kill` ended, or why none was (an error URI).
+    Killed {
+        realm: String,
+        request: Id,
+        sessions: Vec<Id>,
+        error: Option<String>,
     },
 }
 
@@ -402,6 +441,38 @@ impl Frame {
                 v.extend(payload_values(payload));
                 v
             }
+            Frame::Fence { seq } => vec![s("fence"), id(*seq)],
+            Frame::Fenced { seq } => vec![s("fenced"), id(*seq)],
+            Frame::Kill {
+                realm,
+                request,
+                order,
+                by,
+            } => {
+                let (kind, value) = match &order.target {
+                    KillTarget::Session(x) => ("session", id(*x)),
+                    KillTarget::Authid(x) => ("authid", s(x)),
+                    KillTarget::Authrole(x) => ("authrole", s(x)),
+                    KillTarget::All => ("all", Value::Null),
+                };
+                let message = order.message.as_deref().map_or(Value::Null, s);
+                let mut v = vec![s("kill"), s(realm), id(*request), s(kind), value];
+                v.extend([s(&order.reason), message, id(order.except.unwrap_or(0))]);
+                push_principal(&mut v, by);
+                v
+            }
+            Frame::Killed {
+                realm,
+                request,
+                sessions,
+                error,
+            } => vec![
+                s("killed"),
+                s(realm),
+                id(*request),
+                Value::List(sessions.iter().map(|x| id(*x)).collect()),
+                error.as_deref().map_or(Value::Null, s),
+            ],
         };
         items.shrink_to_fit();
         let value = Value::List(items);
@@ -557,6 +628,31 @@ impl Frame {
                 error: c.string()?,
                 payload: c.payload()?,
             },
+            "fence" => Frame::Fence { seq: c.id()? },
+            "fenced" => Frame::Fenced { seq: c.id()? },
+            "kill" => Frame::Kill {
+                realm: c.string()?,
+                request: c.id()?,
+                order: KillOrder {
+                    target: c.kill_target()?,
+                    reason: c.string()?,
+                    message: c.optional_string()?,
+                    except: Some(c.id()?).filter(|x| *x != 0),
+                },
+                by: c.principal()?,
+            },
+            "killed" => Frame::Killed {
+                realm: c.string()?,
+                request: c.id()?,
+                sessions: match c.next()? {
+                    Value::List(l) => l
+                        .into_iter()
+                        .map(|v| wamp_id(v, "killed session"))
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err(FrameError::Shape("killed: not a list".into())),
+                },
+                error: c.optional_string()?,
+            },
             other => return Err(FrameError::Shape(format!("unknown frame '{other}'"))),
         };
         Ok(frame)
@@ -646,6 +742,29 @@ impl Cursor {
         MatchPolicy::from_option(Some(&s))
             .ok_or_else(|| FrameError::Shape(format!("bad match policy '{s}'")))
     }
+    fn optional_string(&mut self) -> Result<Option<String>, FrameError> {
+        match self.next()? {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            v => Err(FrameError::Shape(format!(
+                "expected a string or nil, got {}",
+                v.type_name()
+            ))),
+        }
+    }
+    fn kill_target(&mut self) -> Result<KillTarget, FrameError> {
+        let kind = self.string()?;
+        Ok(match kind.as_str() {
+            "session" => KillTarget::Session(self.wamp_id("session")?),
+            "authid" => KillTarget::Authid(self.string()?),
+            "authrole" => KillTarget::Authrole(self.string()?),
+            "all" => {
+                self.next()?;
+                KillTarget::All
+            }
+            _ => return Err(FrameError::Shape("kill: bad target".into())),
+        })
+    }
     /// A trailing (authid, authrole); absent (an older peer) means unknown.
     fn principal(&mut self) -> Result<Option<Principal>, FrameError> {
         if self.items.len() == 0 {
@@ -666,182 +785,4 @@ impl Cursor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_round_trip_with_binary_payloads() {
-        let mut kw = Dict::new();
-        kw.insert("b".into(), Value::Bytes(Bytes::from_static(b"\0\x01")));
-        let frames = vec![
-            Frame::Hello {
-                node: "a".into(),
-                incarnation: u64::MAX,
-                url: "ws://x/mesh".into(),
-                nonce: Bytes::from_static(b"nonce"),
-                features: features(),
-            },
-            Frame::SubAdd {
-                realm: "r".into(),
-                policy: MatchPolicy::Prefix,
-                topic: "a.b".into(),
-                meta: Some((5, "2025-01-01T00:00:00.000Z".into())),
-            },
-            Frame::SubAdd {
-                realm: "r".into(),
-                policy: MatchPolicy::Exact,
-                topic: "a.b".into(),
-                meta: None,
-            },
-            Frame::SessionAdd {
-                realm: "r".into(),
-                session: MAX_ID,
-                authid: "joe".into(),
-                authrole: "user".into(),
-                authmethod: "ticket".into(),
-                authprovider: "static".into(),
-                transport: {
-                    let mut t = Dict::new();
-                    t.insert("peer".into(), Value::from("tcp4:127.0.0.1:5"));
-                    t
-                },
-            },
-            Frame::SessionDel {
-                realm: "r".into(),
-                session: 1,
-            },
-            Frame::SubscriberAdd {
-                realm: "r".into(),
-                subscription: 5,
-                session: 6,
-            },
-            Frame::SubscriberDel {
-                realm: "r".into(),
-                subscription: 5,
-                session: 6,
-            },
-            Frame::Peers(vec![("b".into(), "ws://b/mesh".into())]),
-            Frame::RegAdd {
-                realm: "r".into(),
-                registration: 7,
-                callee: 9,
-                policy: MatchPolicy::Wildcard,
-                procedure: "a..c".into(),
-                invoke: InvokePolicy::RoundRobin,
-                created_ms: 123,
-                by: Some(Principal {
-                    authid: "w1".into(),
-                    authrole: "switchyard.worker".into(),
-                }),
-            },
-            Frame::Call {
-                realm: "r".into(),
-                proxy: 3,
-                request: 4,
-                registration: 7,
-                callee: 9,
-                procedure: "a.b.c".into(),
-                details: Dict::new(),
-                payload: Payload::new(vec![Value::from(2u64)], Dict::new()),
-                by: Some(Principal {
-                    authid: "master:m1".into(),
-                    authrole: "trusted".into(),
-                }),
-            },
-            Frame::Publish {
-                realm: "r".into(),
-                publication: 1,
-                topic: "t".into(),
-                options: Dict::new(),
-                publisher: 2,
-                authid: "x".into(),
-                authrole: "y".into(),
-                payload: Payload::new(vec![Value::from(1u64)], kw),
-            },
-        ];
-        for f in frames {
-            assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
-        }
-    }
-
-    fn encode_list(items: Vec<Value>) -> Vec<u8> {
-        rmp_serde::to_vec(&ValueSer(&Value::List(items), BinaryForm::Native)).unwrap()
-    }
-
-    #[test]
-    fn older_peers_frames_decode_without_the_appended_fields() {
-        let s = |v: &str| Value::from(v);
-        let hello = encode_list(vec![
-            s("hello"),
-            s("a"),
-            Value::from(1u64),
-            s("ws://a/mesh"),
-            Value::Bytes(Bytes::from_static(b"n")),
-        ]);
-        match Frame::decode(&hello).unwrap() {
-            Frame::Hello { features, .. } => assert!(features.is_empty()),
-            other => panic!("{other:?}"),
-        }
-        let sub = encode_list(vec![s("sub+"), s("r"), s("exact"), s("t")]);
-        match Frame::decode(&sub).unwrap() {
-            Frame::SubAdd { meta, .. } => assert_eq!(meta, None),
-            other => panic!("{other:?}"),
-        }
-        let reg = encode_list(vec![
-            s("reg+"),
-            s("r"),
-            Value::from(1u64),
-            Value::from(2u64),
-            s("exact"),
-            s("p"),
-            s("single"),
-            Value::from(5u64),
-        ]);
-        match Frame::decode(&reg).unwrap() {
-            Frame::RegAdd { by, .. } => assert_eq!(by, None),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn malformed_meta_frames_are_errors_naming_the_cause() {
-        let s = |v: &str| Value::from(v);
-        let cases = [
-            (
-                vec![s("session+"), s("r"), Value::from(0u64)],
-                "session must be an ID",
-            ),
-            (
-                vec![s("session-"), s("r"), Value::from(MAX_ID + 1)],
-                "session must be an ID",
-            ),
-            (
-                vec![s("session+"), s("r"), Value::from(3u64), Value::from(7u64)],
-                "expected a string",
-            ),
-            (
-                vec![s("subscriber+"), s("r"), s("x"), Value::from(1u64)],
-                "subscription must be an ID",
-            ),
-            (
-                vec![s("sub+"), s("r"), s("exact"), s("t"), Value::from(9u64)],
-                "too few elements",
-            ),
-            (
-                vec![
-                    s("hello"),
-                    s("a"),
-                    Value::from(1u64),
-                    s("u"),
-                    Value::Bytes(Bytes::new()),
-                    s("x"),
-                ],
-                "features",
-            ),
-        ];
-        for (items, want) in cases {
-            let e = Frame::decode(&encode_list(items.clone())).unwrap_err();
-            assert!(e.to_string().contains(want), "{items:?}: {e}");
-        }
-    }
-}
+mod tests;

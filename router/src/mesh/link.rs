@@ -28,7 +28,11 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{self, Frame, FrameError, FEATURE_META, SUBPROTOCOL};
+use super::fence::Fence;
+use super::frame::{
+    self, Frame, FrameError, FEATURE_FENCE, FEATURE_KILL, FEATURE_META, FEATURE_META_EVENTS,
+    SUBPROTOCOL,
+};
 use super::handshake;
 use super::realm::LinkState;
 use super::{Attach, Mesh};
@@ -98,6 +102,14 @@ pub(crate) struct LinkHandle {
     pub(crate) since: Instant,
     /// The peer understands the meta directory frames (it announced [`FEATURE_META`]).
     pub(crate) meta: bool,
+    /// The peer answers `fence` ([`FEATURE_FENCE`]): replies wait for its confirmation.
+    pub(crate) fence: bool,
+    /// The peer carries out `kill` orders ([`FEATURE_KILL`]).
+    pub(crate) kill: bool,
+    /// The peer takes forwarded meta events ([`FEATURE_META_EVENTS`]).
+    pub(crate) meta_events: bool,
+    /// The numbering of interest frames on this link and what the peer confirmed.
+    pub(crate) fence_state: Fence,
     queue: Queue<Bytes>,
     stop: CancellationToken,
     /// Cancelled once everything the peer created through this link is gone.
@@ -112,6 +124,25 @@ impl LinkHandle {
 
     pub(crate) fn send_bytes(&self, bytes: Bytes) {
         let _ = self.send_bytes_checked(bytes);
+    }
+
+    /// Sends a frame that changes what the peer knows of this node (interest, sessions,
+    /// subscribers): numbered, so that a reply can wait for the peer to confirm it.
+    pub(crate) fn send_interest(&self, bytes: Bytes) {
+        self.fence_state.numbered(|| self.send_bytes(bytes));
+    }
+
+    /// Ends the resync snapshot on this link (`synced`).
+    pub(crate) fn send_synced(&self) {
+        self.fence_state.resynced(
+            || self.send_bytes(Frame::SyncDone.encode()),
+            |fence| self.send_bytes(fence.encode()),
+        );
+    }
+
+    /// Resolves once the link has ended.
+    pub(crate) async fn ended(&self) {
+        self.stop.cancelled().await
     }
 
     fn send_bytes_checked(&self, bytes: Bytes) -> Result<(), Closed> {
@@ -129,6 +160,7 @@ impl LinkHandle {
     pub(crate) fn stop(&self) {
         self.stop.cancel();
         self.queue.close(Closed::Normal, false);
+        self.fence_state.close();
     }
 
     pub(crate) fn synced(&self) -> bool {
@@ -448,6 +480,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = mesh.inner.config.clone();
+    let has = |f: &str| peer.features.iter().any(|x| x == f);
     let handle = Arc::new(LinkHandle {
         id: mesh.next_link_id(),
         node: peer.node,
@@ -455,7 +488,11 @@ where
         url: peer.url,
         dialer,
         since: Instant::now(),
-        meta: peer.features.iter().any(|f| f == FEATURE_META),
+        meta: has(FEATURE_META),
+        fence: has(FEATURE_FENCE),
+        kill: has(FEATURE_KILL),
+        meta_events: has(FEATURE_META_EVENTS),
+        fence_state: Fence::new(),
         queue: Queue::new(cfg.queue.clone()),
         stop: CancellationToken::new(),
         cleaned: CancellationToken::new(),

@@ -9,11 +9,17 @@
 //! - [`link`]: one peer link's tasks (dial, accept, read, write, heartbeat);
 //! - [`realm`]: per-realm interest tables, the broker/dealer hooks, and applying frames;
 //! - [`directory`]: what peers announced about their sessions and subscribers (meta API);
-//! - [`rpc`]: the stand-in sessions that carry calls across a link.
+//! - [`rpc`]: the stand-in sessions that carry calls across a link;
+//! - [`conflict`]: the registration conflict rule (the older claim wins everywhere);
+//! - [`fence`]: replies to interest changes held until every peer applied them;
+//! - [`kill`]: the meta API's kills carried out on the node of each victim.
 
+mod conflict;
 pub mod directory;
+mod fence;
 pub mod frame;
 pub mod handshake;
+pub(crate) mod kill;
 pub mod link;
 mod realm;
 mod rpc;
@@ -72,6 +78,10 @@ pub struct MeshConfig {
     pub max_remote_sessions: usize,
     /// Most subscriber entries (session, subscription) one peer may add to it.
     pub max_remote_subscribers: usize,
+    /// How long a SUBSCRIBED, REGISTERED, UNSUBSCRIBED or UNREGISTERED waits for the peers to
+    /// confirm the change (and a kill order for their answer); `None`: `heartbeat_timeout`
+    /// plus 500 ms, so a peer that stays silent has lost its link by then.
+    pub interest_ack_timeout: Option<Duration>,
 }
 
 impl MeshConfig {
@@ -98,7 +108,14 @@ impl MeshConfig {
             },
             max_remote_sessions: 100_000,
             max_remote_subscribers: 1_000_000,
+            interest_ack_timeout: None,
         }
+    }
+
+    /// The effective [`MeshConfig::interest_ack_timeout`].
+    pub fn interest_ack_timeout(&self) -> Duration {
+        self.interest_ack_timeout
+            .unwrap_or(self.heartbeat_timeout + Duration::from_millis(500))
     }
 }
 
@@ -191,6 +208,8 @@ pub(crate) struct Inner {
     /// Wakes dialers when a link comes or goes.
     pub(crate) changed: Notify,
     next_link: AtomicU64,
+    /// Kill orders sent to peers, waiting for their answers.
+    pub(crate) kills: kill::Pending,
 }
 
 /// A node's mesh; cheap to clone.
@@ -248,6 +267,7 @@ impl Mesh {
                 realms,
                 changed: Notify::new(),
                 next_link: AtomicU64::new(1),
+                kills: kill::Pending::default(),
             }),
         };
         for realm in router.realms() {
@@ -405,7 +425,7 @@ impl Mesh {
                 rm.snapshot(realm, link);
             }
         }
-        let _ = link.send(&Frame::SyncDone);
+        link.send_synced();
         self.gossip();
         self.inner.changed.notify_waiters();
         Attach::Active { previous }

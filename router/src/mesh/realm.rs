@@ -12,26 +12,33 @@
 //! [`Directory`]; callees need nothing more, since remote callees are stand-ins in the dealer
 //! already. Sessions the meta API hides (router-internal, `trusted`) are not announced.
 //!
-//! Nothing under `wamp.` crosses a link: each node's meta API service registers the `wamp.*`
-//! procedures and publishes the `wamp.*` meta events for itself, so those registrations and
-//! subscriptions are neither announced nor accepted (a peer's `wamp.session.count` would
-//! otherwise conflict with ours, and the older claim would take over our meta API).
+//! No `wamp.*` registration crosses a link: each node's meta API service registers the
+//! `wamp.*` procedures for itself (a peer's `wamp.session.count` would otherwise conflict
+//! with ours, and the older claim would take over our meta API). Meta events do cross: each
+//! node publishes them for its own sessions, and subscriptions to `wamp.*` topics are
+//! announced like any other, so a client anywhere gets every node's events once. Peers
+//! deliver forwarded meta events to their clients only, never to their own router sessions
+//! (role `trusted`: masters follow their own node's workers).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::conflict::{add_remote_callee, Claim};
 use super::directory::{Directory, RemoteCallee, RemoteSession};
 use super::frame::{Frame, Principal};
 use super::link::LinkHandle;
-use super::rpc::{self, ReturnPath};
+use super::rpc::ReturnPath;
 use super::{Inner, Mesh};
 use crate::auth::Action;
 use crate::broker::{BrokerHook, Interest, Publication, Publisher};
+use crate::cluster::{Cluster, KillAnswer};
 use crate::dealer::{DealerHook, ForwardedCall, RegistrationClaim};
+use crate::kill::KillOrder;
 use crate::logsafe::Trunc;
 use crate::matcher::UriIndex;
+use crate::outbound::Hold;
 use crate::realm::Realm;
 use crate::session::SessionHandle;
 use crate::uri::{errors, is_reserved, MatchPolicy};
@@ -44,7 +51,7 @@ pub struct RealmMesh {
     /// (policy, topic) → links whose peer has local subscribers for it.
     subs: RwLock<UriIndex<HashSet<u64>>>,
     /// Conflict claims of remote stand-in callees: stand-in ID → (created ms, node).
-    claims: Mutex<HashMap<Id, (u64, String)>>,
+    pub(super) claims: Mutex<HashMap<Id, (u64, String)>>,
     /// What peers announced for the meta API.
     directory: Directory,
 }
@@ -69,6 +76,15 @@ impl RealmMesh {
         let _ = self.mesh.set(mesh);
     }
 
+    /// The mesh this realm is part of, while it runs.
+    pub(crate) fn inner(&self) -> Option<Arc<Inner>> {
+        self.mesh.get().and_then(Weak::upgrade)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Sends a frame to every linked peer.
     fn broadcast(&self, frame: Frame) {
         self.broadcast_to(frame, |_| true);
@@ -79,14 +95,16 @@ impl RealmMesh {
         self.broadcast_to(frame, |l| l.meta);
     }
 
+    /// Sends a frame that changes what peers know of this node, numbered on each link (see
+    /// [`super::fence`]).
     fn broadcast_to(&self, frame: Frame, to: impl Fn(&LinkHandle) -> bool) {
-        let Some(inner) = self.mesh.get().and_then(Weak::upgrade) else {
+        let Some(inner) = self.inner() else {
             return;
         };
         let peers = inner.peers.lock();
         let mut bytes = None;
         for l in peers.links().filter(|l| to(l)) {
-            l.send_bytes(bytes.get_or_insert_with(|| frame.encode()).clone());
+            l.send_interest(bytes.get_or_insert_with(|| frame.encode()).clone());
         }
     }
 
@@ -122,11 +140,8 @@ impl RealmMesh {
             });
         }
         realm.broker.for_each_interest(|sub, subscribers| {
-            if is_reserved(sub.topic) {
-                return;
-            }
             let _ = link.send(&sub_add(&self.name, sub));
-            if link.meta {
+            if link.meta && !is_reserved(sub.topic) {
                 for s in subscribers.filter(|s| !s.is_restricted()) {
                     let _ = link.send(&Frame::SubscriberAdd {
                         realm: self.name.clone(),
@@ -190,9 +205,7 @@ fn reg_add(realm: &str, reg: &RegistrationClaim<'_>, callee: &SessionHandle) -> 
 
 impl BrokerHook for RealmMesh {
     fn interest(&self, sub: &Interest<'_>, present: bool) {
-        if is_reserved(sub.topic) {
-            return; // meta events stay on their node: never forwarded, so never announced
-        }
+        // `wamp.*` too: subscribers of meta events get every node's.
         self.broadcast(if present {
             sub_add(&self.name, sub)
         } else {
@@ -225,6 +238,11 @@ impl BrokerHook for RealmMesh {
     }
 
     fn forward(&self, p: &Publication<'_>) {
+        // Only the meta service publishes under `wamp.`: meta events, for peers that take them.
+        let meta = is_reserved(p.topic);
+        if meta && !is_meta_event(p.topic) {
+            return;
+        }
         let mut targets: Vec<u64> = Vec::new();
         self.subs.read().for_each_match(p.topic, |_, links| {
             targets.extend(links.iter().copied());
@@ -252,10 +270,40 @@ impl BrokerHook for RealmMesh {
         .encode();
         let peers = inner.peers.lock();
         for id in targets {
-            if let Some(l) = peers.link(id) {
+            if let Some(l) = peers.link(id).filter(|l| l.meta_events || !meta) {
                 l.send_bytes(bytes.clone());
             }
         }
+    }
+}
+
+/// A meta event topic (`wamp.session.on_join`, `wamp.subscription.on_create`, ...).
+fn is_meta_event(topic: &str) -> bool {
+    [
+        "wamp.session.on_",
+        "wamp.subscription.on_",
+        "wamp.registration.on_",
+    ]
+    .iter()
+    .any(|p| topic.starts_with(p))
+}
+
+/// Read-your-writes interest and kills across nodes, for the protocol and the meta API
+/// (`super::fence`, `super::kill`).
+impl Cluster for RealmMesh {
+    fn holds_replies(&self) -> bool {
+        self.inner()
+            .is_some_and(|i| super::fence::any_confirming(&i))
+    }
+
+    fn release_when_applied(&self, hold: Hold) {
+        if let Some(inner) = self.inner() {
+            super::fence::release_when_applied(&inner, hold);
+        }
+    }
+
+    fn kill(&self, order: KillOrder) -> Option<KillAnswer> {
+        super::kill::across(self, order)
     }
 }
 
@@ -338,9 +386,6 @@ impl LinkState {
                 let Some((_, rm)) = realm_of(&realm) else {
                     return;
                 };
-                if is_reserved(&topic) {
-                    return;
-                }
                 let lr = self.realms.entry(realm).or_default();
                 if lr.subs.insert((policy, topic.clone())) {
                     {
@@ -558,7 +603,20 @@ impl LinkState {
                 };
                 let by = Principal { authid, authrole };
                 let exact = MatchPolicy::Exact;
-                if !self.allowed(mesh, &realm, Some(&by), &topic, Action::Publish, exact) {
+                let mut options = options;
+                if is_reserved(&topic) {
+                    // A peer's meta event (its router publishes there, no client can): for
+                    // our clients, not our own router sessions.
+                    if !is_meta_event(&topic) {
+                        return;
+                    }
+                    let mut roles = match options.remove("exclude_authrole") {
+                        Some(Value::List(l)) => l,
+                        _ => Vec::new(),
+                    };
+                    roles.push(Value::from("trusted"));
+                    options.insert("exclude_authrole".into(), Value::List(roles));
+                } else if !self.allowed(mesh, &realm, Some(&by), &topic, Action::Publish, exact) {
                     return;
                 }
                 let (authid, authrole) = (by.authid, by.authrole);
@@ -682,6 +740,26 @@ impl LinkState {
                     r.dealer.invocation_error(proxy, request, error, payload);
                 }
             }
+            Frame::Fence { seq } => {
+                let _ = self.link.send(&Frame::Fenced { seq });
+            }
+            Frame::Fenced { seq } => self.link.fence_state.confirmed(seq),
+            Frame::Kill {
+                realm,
+                request,
+                order,
+                by,
+            } => {
+                let (procedure, exact) = (order.target.procedure(), MatchPolicy::Exact);
+                let ok = self.allowed(mesh, &realm, by.as_ref(), procedure, Action::Call, exact);
+                super::kill::serve(mesh, &self.link, realm, request, &order, ok);
+            }
+            Frame::Killed {
+                request,
+                sessions,
+                error,
+                ..
+            } => (mesh.inner.kills).answered(self.link.id, request, sessions, error),
             other @ (Frame::Hello { .. }
             | Frame::Challenge { .. }
             | Frame::Auth { .. }
@@ -755,97 +833,4 @@ fn remove_sub(rm: &RealmMesh, policy: MatchPolicy, topic: &str, link: u64) {
             subs.remove(policy, topic);
         }
     }
-}
-
-/// Who holds a registration, for the conflict rule: the older claim wins, ties broken by
-/// the smaller node name. Every node sees the same claims, so all pick the same winner.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Claim {
-    created_ms: u64,
-    node: String,
-}
-
-/// Registers a remote callee as a stand-in, resolving a conflict with an existing
-/// registration of the same (policy, URI) by the claim rule. Returns the stand-in and our
-/// registration ID, or `None` if the remote claim lost (its own node will revoke it).
-#[allow(clippy::too_many_arguments)]
-fn add_remote_callee(
-    mesh: &Mesh,
-    link: &Arc<LinkHandle>,
-    realm: &Realm,
-    rm: &RealmMesh,
-    (registration, callee): (Id, Id),
-    policy: MatchPolicy,
-    procedure: &str,
-    invoke: crate::dealer::InvokePolicy,
-    claim: Claim,
-) -> Option<(SessionHandle, Id)> {
-    let proxy = rpc::proxy_callee(link, realm.name(), registration, callee, procedure);
-    let mut options = Dict::new();
-    options.insert("invoke".into(), Value::from(invoke.name()));
-    // Two rounds at most: register, or revoke the losing holder and register again.
-    for _ in 0..2 {
-        // Request 0: the stand-in drops the REGISTERED reply; nobody waits for it.
-        match realm
-            .dealer
-            .register(&proxy, 0, policy, procedure, &options)
-        {
-            Ok(local) => {
-                rm.claims
-                    .lock()
-                    .insert(proxy.id(), (claim.created_ms, claim.node.clone()));
-                return Some((proxy, local));
-            }
-            Err(e) => {
-                let Some(existing) = realm.dealer.existing(policy, procedure) else {
-                    continue; // gone in between: try again
-                };
-                let holder = {
-                    let claims = rm.claims.lock();
-                    existing
-                        .callees
-                        .iter()
-                        .filter_map(|c| {
-                            if c.is_mesh_proxy() {
-                                claims.get(&c.id()).map(|(t, n)| Claim {
-                                    created_ms: *t,
-                                    node: n.clone(),
-                                })
-                            } else {
-                                Some(Claim {
-                                    created_ms: existing.created_ms,
-                                    node: mesh.node_name().to_owned(),
-                                })
-                            }
-                        })
-                        .min()
-                };
-                match holder {
-                    Some(h) if h <= claim => {
-                        tracing::info!(
-                            procedure,
-                            peer = %link.node,
-                            "registration conflict: keeping '{}' (claim of node '{}'), peer's loses: {}",
-                            procedure, h.node, e.message
-                        );
-                        return None;
-                    }
-                    _ => {
-                        tracing::info!(
-                            procedure,
-                            peer = %link.node,
-                            "registration conflict: node '{}' holds the older claim; revoking this node's",
-                            claim.node
-                        );
-                        for c in &existing.callees {
-                            realm
-                                .dealer
-                                .revoke(c, existing.id, errors::PROCEDURE_ALREADY_EXISTS);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    None
 }
