@@ -30,6 +30,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod dealer;
+mod error;
 mod id;
 pub mod kill;
 pub mod logsafe;
@@ -37,6 +38,7 @@ pub mod matcher;
 pub mod mesh;
 pub mod meta;
 pub mod metrics;
+mod options;
 pub mod outbound;
 pub mod protocol;
 pub mod realm;
@@ -44,34 +46,13 @@ pub mod router;
 pub mod service;
 pub mod session;
 pub mod shutdown;
+mod timestamp;
 pub mod tls;
 pub mod transport;
 pub mod uri;
 pub mod wire;
 
 pub use config::{Limits, RealmConfig, RouterConfig};
+pub use error::WampError;
 pub use router::{LocalSession, Router};
 pub use shutdown::Shutdown;
-
-/// A WAMP-level error: an error URI and a message, sent to the peer as ERROR or ABORT.
-/// These are data, not Rust failures: the session carries on.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{uri}: {message}")]
-pub struct WampError {
-    pub uri: String,
-    pub message: String,
-}
-
-impl WampError {
-    pub fn new(uri: &str, message: impl Into<String>) -> Self {
-        WampError {
-            uri: uri.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    /// The ERROR message answering `request_type`/`request`.
-    pub fn to_message(&self, request_type: u64, request: wire::Id) -> wire::Message {
-        wire::Message::error(request_type, request, &self.uri, Some(self.message.clone()))
-    }
-}
