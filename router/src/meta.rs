@@ -32,7 +32,7 @@ use crate::mesh::directory::{Directory, RemoteSession, SubscriptionView};
 use crate::outbound::Taken;
 use crate::protocol::Connection;
 use crate::realm::Realm;
-use crate::session::SessionHandle;
+use crate::session::{self, SessionHandle};
 use crate::uri::{errors, MatchPolicy};
 use crate::wire::{code, Dict, Id, Message, Payload, Value};
 use crate::{Router, WampError};
@@ -251,49 +251,14 @@ fn visible_sessions(realm: &Realm) -> Vec<SessionHandle> {
         .collect()
 }
 
-/// The `transport` of a session's details.
-pub(crate) fn transport_details(transport: &str) -> Dict {
-    let mut t = Dict::new();
-    t.insert("peer".into(), Value::from(transport));
-    t
-}
-
-/// What `wamp.session.get` and `wamp.session.on_join` say about a session.
-pub(crate) fn session_details(s: &SessionHandle) -> Value {
-    let i = &s.info;
-    details_of(
-        i.id,
-        &i.realm,
-        [&i.authid, &i.authrole, &i.authmethod, &i.authprovider],
-        transport_details(&i.transport),
-    )
-}
-
 /// What `wamp.session.get` says about a session on another node: what its node would say.
 fn remote_session_details(id: Id, realm: &str, s: &RemoteSession) -> Value {
-    details_of(
+    session::session_details(
         id,
         realm,
         [&s.authid, &s.authrole, &s.authmethod, &s.authprovider],
         s.transport.clone(),
     )
-}
-
-fn details_of(
-    id: Id,
-    realm: &str,
-    [authid, authrole, authmethod, authprovider]: [&str; 4],
-    transport: Dict,
-) -> Value {
-    let mut d = Dict::new();
-    d.insert("session".into(), Value::from(id));
-    d.insert("realm".into(), Value::from(realm));
-    d.insert("authid".into(), Value::from(authid));
-    d.insert("authrole".into(), Value::from(authrole));
-    d.insert("authmethod".into(), Value::from(authmethod));
-    d.insert("authprovider".into(), Value::from(authprovider));
-    d.insert("transport".into(), Value::Dict(transport));
-    Value::Dict(d)
 }
 
 fn view_of(s: &SubscriptionInfo) -> SubscriptionView {
@@ -608,7 +573,7 @@ fn call(
         "wamp.session.get" => {
             let id = id_arg(args, 0, "session_id")?;
             match realm.session(id) {
-                Some(s) if !s.is_restricted() => one(session_details(&s)),
+                Some(s) if !s.is_restricted() => one(s.info.details()),
                 Some(_) => Err(no_such_session(id)),
                 None => match directory(realm).and_then(|d| d.session(id)) {
                     Some(s) => one(remote_session_details(id, realm.name(), &s)),

@@ -503,7 +503,7 @@ impl Connection {
         });
         realm.join(session.clone());
         realm.meta_event(&session, "wamp.session.on_join", || {
-            vec![crate::meta::session_details(&session)]
+            vec![session.info.details()]
         });
         tracing::debug!(session = id, realm = realm.name(), transport = %self.transport, "session joined");
         self.state = State::Established(Box::new(Joined {

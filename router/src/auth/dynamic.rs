@@ -133,8 +133,7 @@ impl DynamicAuth {
                 .authextra()
                 .map_or(Value::Null, |e| Value::Dict(e.clone())),
         );
-        let mut transport = Dict::new();
-        transport.insert("peer".into(), Value::from(hello.transport));
+        let transport = crate::session::transport_details(hello.transport);
         details.insert("transport".into(), Value::Dict(transport));
         let call = Call {
             client,

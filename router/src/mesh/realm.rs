@@ -174,7 +174,7 @@ fn session_add(realm: &str, s: &SessionHandle) -> Frame {
         authrole: i.authrole.clone(),
         authmethod: i.authmethod.clone(),
         authprovider: i.authprovider.clone(),
-        transport: crate::meta::transport_details(&i.transport),
+        transport: crate::session::transport_details(&i.transport),
     }
 }
 
