@@ -30,6 +30,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod dealer;
+pub mod directory;
 mod error;
 mod id;
 pub mod kill;

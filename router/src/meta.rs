@@ -10,7 +10,7 @@
 //!
 //! In a mesh, the session, subscription and registration procedures answer for the whole
 //! mesh: this node's own sessions, subscribers and callees plus what peers announced (the
-//! realm's [`Directory`]). IDs: a session has one ID mesh-wide; a subscription is answered
+//! realm's [`Directory`](crate::directory::Directory)). IDs: a session has one ID mesh-wide; a subscription is answered
 //! with this node's ID when it has one for the (match policy, URI), else with the ID of the
 //! peer with the smallest node name, and any node's ID for it is accepted and resolves to the
 //! subscribers on every node; a registration is answered with this node's ID (remote callees
@@ -27,8 +27,8 @@ use parking_lot::Mutex;
 
 use crate::broker::SubscriptionInfo;
 use crate::dealer::RegistrationInfo;
+use crate::directory::{RemoteSession, SubscriptionView};
 use crate::kill::{answer_here, kill_sessions, KillOrder, KillTarget};
-use crate::mesh::directory::{Directory, RemoteSession, SubscriptionView};
 use crate::outbound::Taken;
 use crate::protocol::Connection;
 use crate::realm::Realm;
@@ -306,20 +306,15 @@ fn visible_ids(realm: &Realm, sessions: &[Id]) -> Vec<Id> {
         .collect()
 }
 
-/// What peers announced in this realm, if the router is part of a mesh.
-fn directory(realm: &Realm) -> Option<&Directory> {
-    realm.mesh().map(|m| m.directory())
-}
-
 /// The callees of a registration the API shows: local ones by their session ID, and remote
 /// ones (stand-ins here) by their session ID on their own node.
 fn visible_callees(realm: &Realm, callees: &[Id]) -> Vec<Id> {
-    let dir = directory(realm);
+    let dir = realm.directory();
     callees
         .iter()
         .filter_map(|id| match realm.session(*id) {
             Some(s) => (!s.is_restricted()).then_some(*id),
-            None => dir.and_then(|d| d.callee(*id)),
+            None => dir.callee(*id),
         })
         .collect()
 }
@@ -328,7 +323,7 @@ fn visible_callees(realm: &Realm, callees: &[Id]) -> Vec<Id> {
 fn subscription_view(realm: &Realm, id: Id) -> Option<SubscriptionView> {
     match realm.broker.subscription(id) {
         Some(s) => Some(view_of(&s)),
-        None => directory(realm)?.subscription(id),
+        None => realm.directory().subscription(id),
     }
 }
 
@@ -342,11 +337,9 @@ fn mesh_subscribers(realm: &Realm, policy: MatchPolicy, topic: &str) -> Vec<Id> 
         Some(s) => visible_ids(realm, &s.subscribers),
         None => Vec::new(),
     };
-    if let Some(d) = directory(realm) {
-        for id in d.subscribers(policy, topic) {
-            if !out.contains(&id) {
-                out.push(id);
-            }
+    for id in realm.directory().subscribers(policy, topic) {
+        if !out.contains(&id) {
+            out.push(id);
         }
     }
     out
@@ -543,7 +536,7 @@ fn call(
             .dealer
             .registration(id)
             .or_else(|| {
-                let local = directory(realm)?.local_registration(id)?;
+                let local = realm.directory().local_registration(id)?;
                 realm.dealer.registration(local)
             })
             .ok_or_else(|| no_such_registration(id))?;
@@ -559,11 +552,9 @@ fn call(
                 .filter(|s| role_ok(&s.info.authrole))
                 .map(|s| s.id())
                 .collect();
-            if let Some(d) = directory(realm) {
-                // A remote ID equal to a local one (a collision) counts once.
-                let remote = d.session_ids(|s| role_ok(&s.authrole));
-                sessions.extend(remote.into_iter().filter(|id| realm.session(*id).is_none()));
-            }
+            // A remote ID equal to a local one (a collision) counts once.
+            let remote = realm.directory().session_ids(|s| role_ok(&s.authrole));
+            sessions.extend(remote.into_iter().filter(|id| realm.session(*id).is_none()));
             if name == "wamp.session.count" {
                 one(Value::from(sessions.len() as u64))
             } else {
@@ -575,7 +566,7 @@ fn call(
             match realm.session(id) {
                 Some(s) if !s.is_restricted() => one(s.info.details()),
                 Some(_) => Err(no_such_session(id)),
-                None => match directory(realm).and_then(|d| d.session(id)) {
+                None => match realm.directory().session(id) {
                     Some(s) => one(remote_session_details(id, realm.name(), &s)),
                     None => Err(no_such_session(id)),
                 },
@@ -588,7 +579,7 @@ fn call(
             let order = KillOrder::from_call(name, caller, args, kwargs).expect("a kill")?;
             let killed = kill_sessions(|id| realm.session(id), || realm.sessions(), &order);
             let node = match order.target {
-                KillTarget::Session(id) => directory(realm).and_then(|d| d.session(id)),
+                KillTarget::Session(id) => realm.directory().session(id),
                 _ => None,
             };
             answer_here(&order, killed, node.as_ref().map(|s| &*s.node))
@@ -608,15 +599,13 @@ fn call(
                 })
                 .map(|s| (s.policy, s.id))
                 .collect();
-            if let Some(d) = directory(realm) {
-                // Peers' subscriptions this node has none of its own for.
-                for (s, visible) in d.subscriptions() {
-                    if visible > 0
-                        && !hidden(&s.topic)
-                        && realm.broker.lookup(s.policy, &s.topic).is_none()
-                    {
-                        listed.push((s.policy, s.id));
-                    }
+            // Peers' subscriptions this node has none of its own for.
+            for (s, visible) in realm.directory().subscriptions() {
+                if visible > 0
+                    && !hidden(&s.topic)
+                    && realm.broker.lookup(s.policy, &s.topic).is_none()
+                {
+                    listed.push((s.policy, s.id));
                 }
             }
             one(by_policy(listed.into_iter()))
@@ -625,7 +614,8 @@ fn call(
             let topic = str_arg(args, 0, "topic")?;
             let policy = match_option(args, kwargs)?;
             let found = realm.broker.lookup(policy, topic).or_else(|| {
-                directory(realm)?
+                realm
+                    .directory()
                     .subscription_for(policy, topic)
                     .map(|s| s.id)
             });
@@ -642,11 +632,9 @@ fn call(
                     .subscription(*id)
                     .is_some_and(|s| !hidden(&s.topic))
             });
-            if let Some(d) = directory(realm) {
-                for s in d.matching(topic) {
-                    if !hidden(&s.topic) && realm.broker.lookup(s.policy, &s.topic).is_none() {
-                        found.push(s.id);
-                    }
+            for s in realm.directory().matching(topic) {
+                if !hidden(&s.topic) && realm.broker.lookup(s.policy, &s.topic).is_none() {
+                    found.push(s.id);
                 }
             }
             one(if found.is_empty() {

@@ -12,6 +12,7 @@ use crate::broker::Broker;
 use crate::cluster::Cluster;
 use crate::config::RealmConfig;
 use crate::dealer::Dealer;
+use crate::directory::Directory;
 use crate::mesh::RealmMesh;
 use crate::meta::{self, MetaService};
 use crate::session::SessionHandle;
@@ -22,6 +23,9 @@ pub struct Realm {
     pub broker: Broker,
     pub dealer: Dealer,
     sessions: DashMap<Id, SessionHandle>,
+    /// What peers announced about their sessions, subscriptions and callees (filled by the
+    /// mesh, read by the meta API; empty without a mesh).
+    directory: Arc<Directory>,
     /// The meta API service, once started (see [`crate::meta`]).
     meta: OnceLock<Arc<MetaService>>,
     /// The mesh side of this realm, once the router is part of a mesh: it announces joins
@@ -44,6 +48,7 @@ impl Realm {
             broker,
             dealer,
             sessions: DashMap::new(),
+            directory: Arc::default(),
             meta: OnceLock::new(),
             mesh: OnceLock::new(),
             membership: Mutex::new(()),
@@ -67,6 +72,11 @@ impl Realm {
     /// The other nodes of the mesh, for read-your-writes replies and kills across nodes.
     pub fn cluster(&self) -> Option<&dyn Cluster> {
         self.mesh.get().map(|m| m.as_ref() as &dyn Cluster)
+    }
+
+    /// What peers announced in this realm (see [`Directory`]).
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
     }
 
     pub fn meta_api_running(&self) -> bool {
@@ -173,8 +183,7 @@ impl Realm {
         ];
         // Created or deleted mesh-wide only if no peer holds it (registrations need no such
         // check: remote callees are in the dealer).
-        let elsewhere = |m: &Arc<RealmMesh>| m.directory().subscription(id).is_some();
-        let changed = changed && !self.mesh().is_some_and(elsewhere);
+        let changed = changed && self.directory.subscription(id).is_none();
         self.lifecycle_events(by, id, uri, added, changed, names, || {
             self.broker
                 .subscription(id)

@@ -8,14 +8,12 @@
 //! - [`handshake`]: challenge/response over the shared secret;
 //! - [`link`]: one peer link's tasks (dial, accept, read, write, heartbeat);
 //! - [`realm`]: per-realm interest tables, the broker/dealer hooks, and applying frames;
-//! - [`directory`]: what peers announced about their sessions and subscribers (meta API);
 //! - [`rpc`]: the stand-in sessions that carry calls across a link;
 //! - [`conflict`]: the registration conflict rule (the older claim wins everywhere);
 //! - [`fence`]: replies to interest changes held until every peer applied them;
 //! - [`kill`]: the meta API's kills carried out on the node of each victim.
 
 mod conflict;
-pub mod directory;
 mod fence;
 pub mod frame;
 pub mod handshake;
@@ -254,7 +252,7 @@ impl Mesh {
         for realm in router.realms() {
             realms.insert(
                 realm.name().to_owned(),
-                Arc::new(RealmMesh::new(realm.name())),
+                Arc::new(RealmMesh::new(realm.name(), realm.directory().clone())),
             );
         }
         let mesh = Mesh {

@@ -26,7 +26,6 @@ use std::sync::{Arc, OnceLock, Weak};
 use parking_lot::{Mutex, RwLock};
 
 use super::conflict::{add_remote_callee, Claim};
-use super::directory::{Directory, RemoteCallee, RemoteSession};
 use super::frame::{Frame, Principal};
 use super::link::LinkHandle;
 use super::rpc::ReturnPath;
@@ -35,6 +34,7 @@ use crate::auth::Action;
 use crate::broker::{BrokerHook, Interest, Publication, Publisher};
 use crate::cluster::{Cluster, KillAnswer};
 use crate::dealer::{DealerHook, ForwardedCall, RegistrationClaim};
+use crate::directory::{Directory, RemoteCallee, RemoteSession};
 use crate::kill::KillOrder;
 use crate::logsafe::Trunc;
 use crate::matcher::UriIndex;
@@ -52,23 +52,23 @@ pub struct RealmMesh {
     subs: RwLock<UriIndex<HashSet<u64>>>,
     /// Conflict claims of remote stand-in callees: stand-in ID → (created ms, node).
     pub(super) claims: Mutex<HashMap<Id, (u64, String)>>,
-    /// What peers announced for the meta API.
-    directory: Directory,
+    /// What peers announced for the meta API: the realm's directory, filled from here.
+    directory: Arc<Directory>,
 }
 
 impl RealmMesh {
-    pub(crate) fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str, directory: Arc<Directory>) -> Self {
         RealmMesh {
             name: name.to_owned(),
             mesh: OnceLock::new(),
             subs: RwLock::new(UriIndex::default()),
             claims: Mutex::new(HashMap::new()),
-            directory: Directory::default(),
+            directory,
         }
     }
 
-    /// What peers announced about their sessions, subscriptions and callees (meta API).
-    pub fn directory(&self) -> &Directory {
+    /// What peers announced about their sessions, subscriptions and callees (the realm's).
+    pub(crate) fn directory(&self) -> &Directory {
         &self.directory
     }
 
