@@ -31,7 +31,7 @@ use crate::directory::{RemoteSession, SubscriptionView};
 use crate::kill::{answer_here, kill_sessions, KillOrder, KillTarget};
 use crate::outbound::Taken;
 use crate::protocol::Connection;
-use crate::realm::Realm;
+use crate::realm::{InterestChange, Realm, RealmObserver};
 use crate::session::{self, SessionHandle};
 use crate::uri::{errors, MatchPolicy};
 use crate::wire::{code, Dict, Id, Message, Payload, Value};
@@ -73,7 +73,7 @@ pub struct MetaService {
 
 impl MetaService {
     /// Publishes a meta event. Called synchronously by whatever task caused it.
-    pub(crate) fn publish(&self, topic: &str, args: Vec<Value>) {
+    fn publish(&self, topic: &str, args: Vec<Value>) {
         let request = self.next_request.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(conn) = self.conn.lock().as_mut() {
             conn.handle(Message::Publish {
@@ -89,6 +89,81 @@ impl MetaService {
         if let Some(conn) = self.conn.lock().as_mut() {
             conn.handle(msg);
         }
+    }
+
+    /// The events of a subscribe or register (`[on_create, on_add, on_remove, on_delete]`),
+    /// or of their reverse, with the creation details from `details`. None for restricted
+    /// sessions or the meta API's own URIs (Crossbar's rule: "not for the meta API itself").
+    fn lifecycle(
+        &self,
+        by: &SessionHandle,
+        change: &InterestChange<'_>,
+        [on_create, on_add, on_remove, on_delete]: [&str; 4],
+        details: impl FnOnce() -> Option<Value>,
+    ) {
+        if by.is_restricted() || crate::uri::is_reserved(change.uri) {
+            return;
+        }
+        let (s, id) = (Value::from(by.id()), Value::from(change.id));
+        if change.added {
+            if change.changed {
+                if let Some(d) = details() {
+                    self.publish(on_create, vec![s.clone(), d]);
+                }
+            }
+            self.publish(on_add, vec![s, id]);
+        } else {
+            self.publish(on_remove, vec![s.clone(), id.clone()]);
+            if change.changed {
+                self.publish(on_delete, vec![s, id]);
+            }
+        }
+    }
+}
+
+/// The meta events, from what the realm reports. Sessions the API hides (router-internal,
+/// `trusted`, mesh stand-ins) raise none.
+impl RealmObserver for MetaService {
+    fn joined(&self, _realm: &Realm, session: &SessionHandle) {
+        if !session.is_restricted() {
+            self.publish("wamp.session.on_join", vec![session.info.details()]);
+        }
+    }
+
+    fn left(&self, _realm: &Realm, session: &SessionHandle) {
+        if !session.is_restricted() {
+            self.publish("wamp.session.on_leave", vec![Value::from(session.id())]);
+        }
+    }
+
+    fn subscription(&self, realm: &Realm, by: &SessionHandle, change: &InterestChange<'_>) {
+        let names = [
+            "wamp.subscription.on_create",
+            "wamp.subscription.on_subscribe",
+            "wamp.subscription.on_unsubscribe",
+            "wamp.subscription.on_delete",
+        ];
+        self.lifecycle(by, change, names, || {
+            realm
+                .broker
+                .subscription(change.id)
+                .map(|info| subscription_details(&info))
+        });
+    }
+
+    fn registration(&self, realm: &Realm, by: &SessionHandle, change: &InterestChange<'_>) {
+        let names = [
+            "wamp.registration.on_create",
+            "wamp.registration.on_register",
+            "wamp.registration.on_unregister",
+            "wamp.registration.on_delete",
+        ];
+        self.lifecycle(by, change, names, || {
+            realm
+                .dealer
+                .registration(change.id)
+                .map(|info| registration_details(&info))
+        });
     }
 }
 
@@ -138,7 +213,7 @@ fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
         conn: Mutex::new(Some(conn)),
         next_request: AtomicU64::new(0),
     });
-    if realm.set_meta(service.clone()).is_err() {
+    if realm.set_observer(service.clone()).is_err() {
         return Err("meta service already running".into());
     }
     let shutdown = router.shutdown().clone();
@@ -270,7 +345,7 @@ fn view_of(s: &SubscriptionInfo) -> SubscriptionView {
     }
 }
 
-pub(crate) fn subscription_details(s: &SubscriptionInfo) -> Value {
+fn subscription_details(s: &SubscriptionInfo) -> Value {
     view_details(&view_of(s))
 }
 
@@ -283,7 +358,7 @@ fn view_details(s: &SubscriptionView) -> Value {
     Value::Dict(d)
 }
 
-pub(crate) fn registration_details(r: &RegistrationInfo) -> Value {
+fn registration_details(r: &RegistrationInfo) -> Value {
     let mut d = Dict::new();
     d.insert("id".into(), Value::from(r.id));
     d.insert("created".into(), Value::from(r.created.as_str()));

@@ -502,9 +502,6 @@ impl Connection {
             details,
         });
         realm.join(session.clone());
-        realm.meta_event(&session, "wamp.session.on_join", || {
-            vec![session.info.details()]
-        });
         tracing::debug!(session = id, realm = realm.name(), transport = %self.transport, "session joined");
         self.state = State::Established(Box::new(Joined {
             realm,

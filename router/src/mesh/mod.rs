@@ -273,7 +273,8 @@ impl Mesh {
             rm.bind(Arc::downgrade(&mesh.inner));
             realm.broker.set_hook(rm.clone());
             realm.dealer.set_hook(rm.clone());
-            realm.set_mesh(rm);
+            realm.set_cluster(rm.clone());
+            realm.set_hook(rm);
         }
         mesh
     }

@@ -39,7 +39,7 @@ use crate::kill::KillOrder;
 use crate::logsafe::Trunc;
 use crate::matcher::UriIndex;
 use crate::outbound::Hold;
-use crate::realm::Realm;
+use crate::realm::{Realm, RealmHook};
 use crate::session::SessionHandle;
 use crate::uri::{errors, is_reserved, MatchPolicy};
 use crate::wire::{Dict, Id, Payload, Value};
@@ -105,23 +105,6 @@ impl RealmMesh {
         let mut bytes = None;
         for l in peers.links().filter(|l| to(l)) {
             l.send_interest(bytes.get_or_insert_with(|| frame.encode()).clone());
-        }
-    }
-
-    /// A session joined the realm (called by the realm, in join order).
-    pub(crate) fn session_joined(&self, s: &SessionHandle) {
-        if !s.is_restricted() {
-            self.broadcast_meta(session_add(&self.name, s));
-        }
-    }
-
-    /// A session left the realm (called by the realm, in leave order).
-    pub(crate) fn session_left(&self, s: &SessionHandle) {
-        if !s.is_restricted() {
-            self.broadcast_meta(Frame::SessionDel {
-                realm: self.name.clone(),
-                session: s.id(),
-            });
         }
     }
 
@@ -200,6 +183,24 @@ fn reg_add(realm: &str, reg: &RegistrationClaim<'_>, callee: &SessionHandle) -> 
             authid: callee.info.authid.clone(),
             authrole: callee.info.authrole.clone(),
         }),
+    }
+}
+
+/// Joins and leaves, in their order (the realm calls under its membership lock).
+impl RealmHook for RealmMesh {
+    fn joined(&self, s: &SessionHandle) {
+        if !s.is_restricted() {
+            self.broadcast_meta(session_add(&self.name, s));
+        }
+    }
+
+    fn left(&self, s: &SessionHandle) {
+        if !s.is_restricted() {
+            self.broadcast_meta(Frame::SessionDel {
+                realm: self.name.clone(),
+                session: s.id(),
+            });
+        }
     }
 }
 
