@@ -29,6 +29,7 @@ pub mod broker;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod dealer;
 pub mod directory;
 mod error;
@@ -55,5 +56,6 @@ pub mod wire;
 
 pub use config::{Limits, RealmConfig, RouterConfig};
 pub use error::WampError;
-pub use router::{LocalSession, Router};
+pub use protocol::local::LocalSession;
+pub use router::Router;
 pub use shutdown::Shutdown;

@@ -26,16 +26,17 @@ use futures_util::FutureExt;
 use parking_lot::Mutex;
 
 use crate::broker::SubscriptionInfo;
+use crate::context::Context;
 use crate::dealer::RegistrationInfo;
 use crate::directory::{RemoteSession, SubscriptionView};
 use crate::kill::{answer_here, kill_sessions, KillOrder, KillTarget};
 use crate::outbound::Taken;
-use crate::protocol::Connection;
+use crate::protocol::{local, Connection};
 use crate::realm::{InterestChange, Realm, RealmObserver};
 use crate::session::{self, SessionHandle};
 use crate::uri::{errors, MatchPolicy};
 use crate::wire::{code, Dict, Id, Message, Payload, Value};
-use crate::{Router, WampError};
+use crate::WampError;
 
 /// Every procedure the service registers: exactly what WELCOME announces.
 pub const PROCEDURES: &[&str] = &[
@@ -66,7 +67,7 @@ pub const PROCEDURES: &[&str] = &[
 /// A realm's meta service: the sending half of its in-process session.
 pub struct MetaService {
     /// `None` once the router shut down (dropping it leaves the realm and breaks the
-    /// realm → service → router → realm reference cycle).
+    /// realm → service → context → realm reference cycle).
     conn: Mutex<Option<Connection>>,
     next_request: AtomicU64,
 }
@@ -168,20 +169,20 @@ impl RealmObserver for MetaService {
 }
 
 /// Starts the meta service of every realm that enables it. Needs a tokio runtime; the
-/// [`Router`] constructors call it when one is running.
-pub(crate) fn start(router: &Router) {
-    for realm in router.realms() {
+/// [`Router`](crate::Router) constructors call it when one is running.
+pub(crate) fn start(ctx: &Context) {
+    for realm in ctx.realms() {
         if !realm.config.meta_api || realm.meta_api_running() {
             continue;
         }
-        if let Err(e) = start_realm(router, realm) {
+        if let Err(e) = start_realm(ctx, realm) {
             tracing::error!(realm = realm.name(), "meta API not started: {e}");
         }
     }
 }
 
-fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
-    let session = router.connect_local(realm.name(), "switchyard", "trusted")?;
+fn start_realm(ctx: &Context, realm: &Arc<Realm>) -> Result<(), String> {
+    let session = local::connect(ctx, realm.name(), "switchyard", "trusted", true)?;
     let (mut conn, queue) = session.into_parts();
     for (i, name) in PROCEDURES.iter().enumerate() {
         conn.handle(Message::Register {
@@ -216,9 +217,9 @@ fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
     if realm.set_observer(service.clone()).is_err() {
         return Err("meta service already running".into());
     }
-    let shutdown = router.shutdown().clone();
+    let shutdown = ctx.shutdown().clone();
     let realm = realm.clone();
-    let router = router.clone();
+    let ctx = ctx.clone();
     tokio::spawn(async move {
         loop {
             let mut batch = std::collections::VecDeque::new();
@@ -248,7 +249,7 @@ fn start_realm(router: &Router, realm: &Arc<Realm>) -> Result<(), String> {
                         tokio::spawn(async move { service.send(reply(request, across.await)) });
                         continue;
                     }
-                    let result = call(&router, &realm, caller, name, payload.args(), kwargs);
+                    let result = call(&ctx, &realm, caller, name, payload.args(), kwargs);
                     service.send(reply(request, result));
                 }
             }
@@ -440,7 +441,7 @@ fn match_option(args: &[Value], kwargs: &Dict) -> Result<MatchPolicy, WampError>
 /// when the testament is added (roles are static), so a caller learns at once that it would
 /// be refused.
 fn testament(
-    router: &Router,
+    ctx: &Context,
     realm: &Realm,
     session: &SessionHandle,
     name: &str,
@@ -511,7 +512,7 @@ fn testament(
             format!("invalid testament topic '{topic}'"),
         ));
     }
-    let auth = router.authorizer().authorize(
+    let auth = ctx.authorizer().authorize(
         realm.name(),
         &session.info.authrole,
         topic,
@@ -576,7 +577,7 @@ fn by_policy(items: impl Iterator<Item = (MatchPolicy, Id)>) -> Value {
 
 /// Runs one meta procedure.
 fn call(
-    router: &Router,
+    ctx: &Context,
     realm: &Realm,
     caller: Option<Id>,
     name: &str,
@@ -663,7 +664,7 @@ fn call(
             let session = caller
                 .and_then(|id| realm.session(id))
                 .ok_or_else(|| WampError::new(errors::NO_SUCH_SESSION, "the caller is unknown"))?;
-            testament(router, realm, &session, name, args, kwargs)
+            testament(ctx, realm, &session, name, args, kwargs)
         }
         "wamp.subscription.list" => {
             let local = realm.broker.subscriptions();

@@ -17,11 +17,12 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::wampcra::{Salt, WampCraUser};
-use super::{random_authid, AuthDecision, Hello, Identity, PendingAuth};
-use crate::service::{Answer, ServiceClient};
+use super::{
+    random_authid, AuthDecision, AuthHost, CallAnswer, Hello, Identity, PendingAuth,
+    ProcedureCaller,
+};
 use crate::uri::errors;
 use crate::wire::{Dict, Id, Payload, Value};
-use crate::Router;
 
 /// Which method a dynamic authenticator serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +53,7 @@ pub struct DynamicAuth {
     /// asked for.
     pub realm: Option<String>,
     /// One calling session per realm, made on first use.
-    clients: Mutex<HashMap<String, Arc<ServiceClient>>>,
+    clients: Mutex<HashMap<String, Arc<dyn ProcedureCaller>>>,
 }
 
 impl std::fmt::Debug for DynamicAuth {
@@ -67,7 +68,7 @@ impl std::fmt::Debug for DynamicAuth {
 
 /// Everything a call needs, owned (it runs in its own task).
 struct Call {
-    client: Arc<ServiceClient>,
+    client: Arc<dyn ProcedureCaller>,
     procedure: String,
     realm: String,
     authid: Option<String>,
@@ -91,19 +92,19 @@ impl DynamicAuth {
         self.method.name()
     }
 
-    fn client(&self, router: &Router, realm: &str) -> Result<Arc<ServiceClient>, String> {
+    fn client(&self, host: &dyn AuthHost, realm: &str) -> Result<Arc<dyn ProcedureCaller>, String> {
         let mut clients = self.clients.lock();
         if let Some(c) = clients.get(realm) {
             return Ok(c.clone());
         }
-        let c = ServiceClient::start_trusted(router, realm, "switchyard-authenticator")?;
+        let c = host.trusted_caller(realm, "switchyard-authenticator")?;
         clients.insert(realm.to_owned(), c.clone());
         Ok(c)
     }
 
     pub fn hello(&self, hello: &Hello<'_>) -> AuthDecision {
         let auth_realm = self.realm.as_deref().unwrap_or(hello.realm);
-        let client = match self.client(hello.router, auth_realm) {
+        let client = match self.client(hello.host, auth_realm) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(realm = auth_realm, "dynamic authenticator unavailable: {e}");
@@ -142,7 +143,7 @@ impl DynamicAuth {
             authid,
             details,
             method: self.method,
-            timeout: hello.router.limits().handshake_timeout,
+            timeout: hello.host.handshake_timeout(),
         };
         match self.method {
             // The ticket arrives with AUTHENTICATE: challenge first, call then.
@@ -198,11 +199,11 @@ async fn run(call: Call, session: Id) -> AuthDecision {
     let answer = tokio::time::timeout(
         call.timeout,
         call.client
-            .call(&call.procedure, Payload::new(args, Dict::new())),
+            .call_procedure(&call.procedure, Payload::new(args, Dict::new())),
     )
     .await;
     let principal = match answer {
-        Ok(Answer::Result(p)) => match p.args().first() {
+        Ok(CallAnswer::Result(p)) => match p.args().first() {
             Some(Value::String(role)) => {
                 let mut d = Dict::new();
                 d.insert("role".into(), Value::from(role.as_str()));
@@ -216,7 +217,7 @@ async fn run(call: Call, session: Id) -> AuthDecision {
                 )
             }
         },
-        Ok(Answer::Error(uri, p)) => {
+        Ok(CallAnswer::Error(uri, p)) => {
             let message = p
                 .args()
                 .first()
@@ -228,7 +229,7 @@ async fn run(call: Call, session: Id) -> AuthDecision {
                 message,
             };
         }
-        Ok(_) => {
+        Ok(CallAnswer::Gone) => {
             return AuthDecision::deny(
                 errors::AUTHENTICATION_FAILED,
                 "the authenticator is not available",

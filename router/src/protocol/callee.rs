@@ -57,7 +57,7 @@ fn admit(s: &Established<'_>, options: &Dict, procedure: &str) -> Result<MatchPo
             format!("not authorized to register '{procedure}'"),
         ));
     }
-    let max = s.router.limits().max_registrations_per_session;
+    let max = s.ctx.limits().max_registrations_per_session;
     if !s.internal && s.joined.registrations.len() >= max {
         return Err(cap_error("registrations", max));
     }

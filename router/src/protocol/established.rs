@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use super::Joined;
 use crate::auth::{Action, Authorization};
+use crate::context::Context;
 use crate::logsafe::Trunc;
 use crate::realm::Realm;
 use crate::session::SessionHandle;
 use crate::uri::{MatchPolicy, UriCheck};
 use crate::wire::{Id, Value};
-use crate::{Router, WampError};
+use crate::WampError;
 
 /// An established session, borrowed from its connection for one message.
 pub(super) struct Established<'a> {
-    pub(super) router: &'a Router,
+    pub(super) ctx: &'a Context,
     /// Router code (trusted in-process sessions): may use `wamp.` URIs, is not authorized
     /// and has no per-session caps.
     pub(super) internal: bool,
@@ -51,7 +52,7 @@ impl Established<'_> {
             return Authorization::ALLOW;
         }
         let info = &self.joined.session.info;
-        let a = self.router.authorizer().authorize_match(
+        let a = self.ctx.authorizer().authorize_match(
             self.joined.realm.name(),
             &info.authrole,
             &info.authid,

@@ -69,7 +69,7 @@ impl Connection {
         identity: Identity,
     ) -> Result<(), String> {
         let realm = self
-            .router
+            .ctx
             .realm(realm)
             .ok_or_else(|| format!("no realm named '{realm}'"))?;
         let mut details = Dict::new();
@@ -97,9 +97,9 @@ impl Connection {
         if !matches!(details.get("roles"), Some(Value::Dict(r)) if !r.is_empty()) {
             return self.protocol_violation("HELLO.Details.roles must be a non-empty dict");
         }
-        let Some(realm) = self.router.realm(&realm_name) else {
+        let Some(realm) = self.ctx.realm(&realm_name) else {
             tracing::info!(transport = %self.transport, "HELLO for unknown realm '{}'", Trunc(&realm_name));
-            self.router.metrics().auth_failure(errors::NO_SUCH_REALM);
+            self.ctx.metrics().auth_failure(errors::NO_SUCH_REALM);
             return self.abort(
                 errors::NO_SUCH_REALM,
                 format!("no realm named '{realm_name}'"),
@@ -111,7 +111,7 @@ impl Connection {
             realm: &realm_name,
             details: &details,
             session,
-            router: &self.router,
+            host: &self.ctx,
             transport: &self.transport,
         });
         self.decide(realm, features, decision, session, false)
@@ -130,7 +130,7 @@ impl Connection {
             AuthDecision::Deny { reason, message } => {
                 // The message names no secret, so it may be logged as it is sent.
                 tracing::info!(transport = %self.transport, realm = realm.name(), "authentication refused: {}: {}", Trunc(&reason), Trunc(&message));
-                self.router.metrics().auth_failure(&reason);
+                self.ctx.metrics().auth_failure(&reason);
                 self.abort(&reason, message)
             }
             AuthDecision::Defer(rx) => {
@@ -175,7 +175,7 @@ impl Connection {
     ) -> Flow {
         // A principal bound to another realm joins that one (as Crossbar does).
         let realm = match &identity.realm {
-            Some(name) if name != realm.name() => match self.router.realm(name) {
+            Some(name) if name != realm.name() => match self.ctx.realm(name) {
                 Some(r) => r,
                 None => {
                     return self.abort(
@@ -187,13 +187,13 @@ impl Connection {
             _ => realm,
         };
         if !self
-            .router
+            .ctx
             .authorizer()
             .has_role(realm.name(), &identity.authrole)
         {
             tracing::info!(transport = %self.transport, realm = realm.name(), authid = %Trunc(&identity.authid),
                 authrole = %Trunc(&identity.authrole), "authentication refused: no such role");
-            self.router.metrics().auth_failure(errors::NO_SUCH_ROLE);
+            self.ctx.metrics().auth_failure(errors::NO_SUCH_ROLE);
             return self.abort(
                 errors::NO_SUCH_ROLE,
                 format!(

@@ -11,7 +11,7 @@
 //!
 //! A transport feeds decoded messages to [`Connection::handle`] and stops reading when it
 //! answers [`Flow::Close`]; replies go out through the session's [`Link`]. In-process sessions
-//! use the very same state machine, with a link that carries decoded messages.
+//! ([`local`]) use the very same state machine, with a link that carries decoded messages.
 //!
 //! This module holds the state machine and the session's own messages (GOODBYE, ABORT);
 //! [`handshake`] takes HELLO to WELCOME; an established session's messages go to one handler
@@ -23,6 +23,7 @@ mod callee;
 mod caller;
 mod established;
 mod handshake;
+pub mod local;
 mod publisher;
 mod subscriber;
 
@@ -30,13 +31,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::auth::{AuthDecision, Authenticator, PendingAuth};
+use crate::context::Context;
 use crate::logsafe::Trunc;
 use crate::outbound::Closed;
 use crate::realm::Realm;
 use crate::session::{Link, PeerFeatures, SessionHandle};
 use crate::uri::errors;
 use crate::wire::{code, Dict, Id, Message};
-use crate::Router;
 use established::Established;
 
 /// Whether the transport keeps reading.
@@ -79,7 +80,7 @@ enum State {
 
 /// One transport connection's WAMP session state.
 pub struct Connection {
-    router: Router,
+    ctx: Context,
     link: Link,
     transport: String,
     state: State,
@@ -93,10 +94,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(router: Router, link: Link, transport: impl Into<String>) -> Self {
+    pub fn new(ctx: Context, link: Link, transport: impl Into<String>) -> Self {
         Connection {
-            authenticator: router.authenticator().clone(),
-            router,
+            authenticator: ctx.authenticator().clone(),
+            ctx,
             link,
             transport: transport.into(),
             state: State::AwaitHello,
@@ -113,10 +114,10 @@ impl Connection {
 
     /// An in-process connection; `trusted` ones (router code) may use `wamp.` URIs and skip
     /// authorization, others are checked like any client.
-    pub(crate) fn new_internal(router: Router, link: Link, trusted: bool) -> Self {
+    pub(crate) fn new_internal(ctx: Context, link: Link, trusted: bool) -> Self {
         Connection {
-            authenticator: router.authenticator().clone(),
-            router,
+            authenticator: ctx.authenticator().clone(),
+            ctx,
             link,
             transport: "local".into(),
             state: State::AwaitHello,
@@ -241,9 +242,7 @@ impl Connection {
             State::Established(joined) => {
                 // The router's own sessions (meta API) are not traffic worth counting.
                 if !self.internal {
-                    self.router
-                        .metrics()
-                        .message(joined.realm.name(), msg.name());
+                    self.ctx.metrics().message(joined.realm.name(), msg.name());
                 }
                 self.state = State::Established(joined);
                 self.established(msg)
@@ -296,7 +295,7 @@ impl Connection {
             unreachable!("checked by handle")
         };
         let mut s = Established {
-            router: &self.router,
+            ctx: &self.ctx,
             internal: self.internal,
             joined,
         };

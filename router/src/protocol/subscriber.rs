@@ -47,7 +47,7 @@ fn admit(s: &Established<'_>, options: &Dict, topic: &str) -> Result<MatchPolicy
             format!("not authorized to subscribe to '{topic}'"),
         ));
     }
-    let max = s.router.limits().max_subscriptions_per_session;
+    let max = s.ctx.limits().max_subscriptions_per_session;
     if !s.internal && s.joined.subscriptions.len() >= max {
         return Err(cap_error("subscriptions", max));
     }

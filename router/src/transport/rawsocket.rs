@@ -124,7 +124,7 @@ where
         serializer,
         queue: queue.clone(),
     };
-    let mut conn = Connection::new(router.clone(), link, label.clone())
+    let mut conn = Connection::new(router.context().clone(), link, label.clone())
         .with_authenticator(endpoint.authenticator.clone());
     let (control_tx, control_rx) = mpsc::channel(8);
     let writer_task = tokio::spawn(write_loop(

@@ -56,7 +56,7 @@ where
         queue: queue.clone(),
     };
     let label = format!("websocket {peer} {}", codec.subprotocol());
-    let mut conn = Connection::new(router.clone(), link, label.clone())
+    let mut conn = Connection::new(router.context().clone(), link, label.clone())
         .with_authenticator(endpoint.authenticator.clone());
     let (control_tx, control_rx) = mpsc::channel(4);
     let writer = tokio::spawn(write_loop(
