@@ -24,7 +24,7 @@ use crate::session::SessionHandle;
 use crate::wire::Id;
 
 /// Told of every join and leave, in order: called under the realm's membership lock, which
-/// [`Realm::for_each_session_ordered`] shares (the mesh announces sessions to peers; its
+/// `Realm::for_each_session_ordered` shares (the mesh announces sessions to peers; its
 /// snapshot for a new peer link and these calls cannot interleave). Must not block.
 pub trait RealmHook: Send + Sync {
     fn joined(&self, session: &SessionHandle);

@@ -14,7 +14,7 @@
 //! ([`local`]) use the very same state machine, with a link that carries decoded messages.
 //!
 //! This module holds the state machine and the session's own messages (GOODBYE, ABORT);
-//! [`handshake`] takes HELLO to WELCOME; an established session's messages go to one handler
+//! `handshake` takes HELLO to WELCOME; an established session's messages go to one handler
 //! per message in the module of its role: `publisher` (PUBLISH), `subscriber` (SUBSCRIBE,
 //! UNSUBSCRIBE), `caller` (CALL, CANCEL), `callee` (REGISTER, UNREGISTER, YIELD, ERROR), which
 //! see the session through `established::Established`.
