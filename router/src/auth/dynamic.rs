@@ -191,6 +191,15 @@ fn defer(call: Call, session: Id) -> AuthDecision {
 }
 
 async fn run(call: Call, session: Id) -> AuthDecision {
+    match ask(&call).await {
+        Ok(principal) => decide(call, principal, session).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Calls the authenticator; its answer as a principal dict (a role alone becomes `{role}`),
+/// or the refusal.
+async fn ask(call: &Call) -> Result<Dict, AuthDecision> {
     let args = vec![
         Value::from(call.realm.as_str()),
         call.authid.as_deref().map_or(Value::Null, Value::from),
@@ -202,20 +211,18 @@ async fn run(call: Call, session: Id) -> AuthDecision {
             .call_procedure(&call.procedure, Payload::new(args, Dict::new())),
     )
     .await;
-    let principal = match answer {
+    match answer {
         Ok(CallAnswer::Result(p)) => match p.args().first() {
             Some(Value::String(role)) => {
                 let mut d = Dict::new();
                 d.insert("role".into(), Value::from(role.as_str()));
-                d
+                Ok(d)
             }
-            Some(Value::Dict(d)) => d.clone(),
-            _ => {
-                return AuthDecision::deny(
-                    errors::AUTHENTICATION_FAILED,
-                    "the authenticator returned no principal",
-                )
-            }
+            Some(Value::Dict(d)) => Ok(d.clone()),
+            _ => Err(AuthDecision::deny(
+                errors::AUTHENTICATION_FAILED,
+                "the authenticator returned no principal",
+            )),
         },
         Ok(CallAnswer::Error(uri, p)) => {
             let message = p
@@ -224,24 +231,25 @@ async fn run(call: Call, session: Id) -> AuthDecision {
                 .and_then(Value::as_str)
                 .unwrap_or("refused by the authenticator")
                 .to_owned();
-            return AuthDecision::Deny {
+            Err(AuthDecision::Deny {
                 reason: uri,
                 message,
-            };
+            })
         }
-        Ok(CallAnswer::Gone) => {
-            return AuthDecision::deny(
-                errors::AUTHENTICATION_FAILED,
-                "the authenticator is not available",
-            )
-        }
-        Err(_) => {
-            return AuthDecision::deny(
-                errors::AUTHENTICATION_FAILED,
-                "the authenticator did not answer in time",
-            )
-        }
-    };
+        Ok(CallAnswer::Gone) => Err(AuthDecision::deny(
+            errors::AUTHENTICATION_FAILED,
+            "the authenticator is not available",
+        )),
+        Err(_) => Err(AuthDecision::deny(
+            errors::AUTHENTICATION_FAILED,
+            "the authenticator did not answer in time",
+        )),
+    }
+}
+
+/// The session's identity from the principal; for WAMP-CRA and cryptosign, the challenge
+/// with the secret or key the principal names.
+async fn decide(call: Call, principal: Dict, session: Id) -> AuthDecision {
     let text = |k: &str| principal.get(k).and_then(Value::as_str).map(str::to_owned);
     let Some(role) = text("role") else {
         return AuthDecision::deny(errors::NO_SUCH_ROLE, "no authrole assigned");
