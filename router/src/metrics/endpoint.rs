@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,6 +12,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::Metrics;
+use crate::realm::Realm;
 use crate::Router;
 
 fn label(v: &str) -> String {
@@ -25,70 +28,54 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// The Prometheus text exposition (format 0.0.4) of `router`'s metrics.
 pub fn render(router: &Router) -> String {
-    let m = router.metrics();
     let mut out = String::new();
     let mut realms: Vec<_> = router.realms().cloned().collect();
     realms.sort_by(|a, b| a.name().cmp(b.name()));
+    realm_gauges(&mut out, &realms);
+    counters(&mut out, router.metrics());
+    out
+}
 
-    header(
-        &mut out,
-        "switchyard_sessions",
-        "gauge",
-        "Sessions joined, by realm (router-internal sessions excluded).",
-    );
-    for r in &realms {
-        let n = r.sessions().iter().filter(|s| !s.info.internal).count();
-        let _ = writeln!(
-            out,
-            "switchyard_sessions{{realm=\"{}\"}} {n}",
-            label(r.name())
-        );
-    }
-    header(
-        &mut out,
-        "switchyard_subscriptions",
-        "gauge",
-        "Subscriptions, by realm.",
-    );
-    for r in &realms {
-        let n = r.broker.subscriptions().len();
-        let _ = writeln!(
-            out,
-            "switchyard_subscriptions{{realm=\"{}\"}} {n}",
-            label(r.name())
-        );
-    }
-    header(
-        &mut out,
-        "switchyard_registrations",
-        "gauge",
-        "Registrations, by realm (meta API procedures included).",
-    );
-    for r in &realms {
-        let n = r.dealer.registrations().len();
-        let _ = writeln!(
-            out,
-            "switchyard_registrations{{realm=\"{}\"}} {n}",
-            label(r.name())
-        );
-    }
-    header(
-        &mut out,
-        "switchyard_calls_in_flight",
-        "gauge",
-        "Invocations awaiting a callee's answer, by realm.",
-    );
-    for r in &realms {
-        let n = r.dealer.pending_count();
-        let _ = writeln!(
-            out,
-            "switchyard_calls_in_flight{{realm=\"{}\"}} {n}",
-            label(r.name())
-        );
-    }
+/// A gauge read from each realm: its name, its help, how to read it.
+type RealmGauge = (&'static str, &'static str, fn(&Realm) -> usize);
 
+/// The gauges read from each realm when scraped.
+fn realm_gauges(out: &mut String, realms: &[Arc<Realm>]) {
+    let gauges: [RealmGauge; 4] = [
+        (
+            "switchyard_sessions",
+            "Sessions joined, by realm (router-internal sessions excluded).",
+            |r| r.sessions().iter().filter(|s| !s.info.internal).count(),
+        ),
+        (
+            "switchyard_subscriptions",
+            "Subscriptions, by realm.",
+            |r| r.broker.subscriptions().len(),
+        ),
+        (
+            "switchyard_registrations",
+            "Registrations, by realm (meta API procedures included).",
+            |r| r.dealer.registrations().len(),
+        ),
+        (
+            "switchyard_calls_in_flight",
+            "Invocations awaiting a callee's answer, by realm.",
+            |r| r.dealer.pending_count(),
+        ),
+    ];
+    for (name, help, count) in gauges {
+        header(out, name, "gauge", help);
+        for r in realms {
+            let n = count(r);
+            let _ = writeln!(out, "{name}{{realm=\"{}\"}} {n}", label(r.name()));
+        }
+    }
+}
+
+/// The counters the router keeps as it runs.
+fn counters(out: &mut String, m: &Metrics) {
     header(
-        &mut out,
+        out,
         "switchyard_messages_received_total",
         "counter",
         "WAMP messages received from joined sessions, by realm and type.",
@@ -107,7 +94,7 @@ pub fn render(router: &Router) -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "switchyard_auth_failures_total",
         "counter",
         "Sessions refused at HELLO or AUTHENTICATE, by ABORT reason.",
@@ -147,10 +134,9 @@ pub fn render(router: &Router) -> String {
             &m.connections,
         ),
     ] {
-        header(&mut out, name, "counter", help);
+        header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", v.load(Relaxed));
     }
-    out
 }
 
 /// Serves `GET /metrics` on `listener` until the router shuts down.
