@@ -7,7 +7,8 @@
 //! - [`frame`]: what peers say to each other and its encoding;
 //! - [`handshake`]: challenge/response over the shared secret;
 //! - [`link`]: one peer link's tasks (dial, accept, read, write, heartbeat);
-//! - [`realm`]: per-realm interest tables, the broker/dealer hooks, and applying frames;
+//! - [`realm`]: per-realm interest tables and the broker/dealer/realm hooks;
+//! - [`state`]: what a peer created here through one link, and applying its frames;
 //! - [`rpc`]: the stand-in sessions that carry calls across a link;
 //! - [`conflict`]: the registration conflict rule (the older claim wins everywhere);
 //! - [`fence`]: replies to interest changes held until every peer applied them;
@@ -21,6 +22,7 @@ pub(crate) mod kill;
 pub mod link;
 mod realm;
 mod rpc;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
