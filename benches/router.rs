@@ -1,5 +1,7 @@
 //! Criterion micro-benchmarks of the router's hot paths: decode and encode per serializer,
-//! URI matching with 100,000 subscriptions, and one publish fanned out to 1..1000 sessions.
+//! URI matching with 100,000 subscriptions, one publish fanned out to 1..1000 sessions, and
+//! one PUBLISH and one CALL through the session state machine (in-process sessions: the
+//! protocol's checks, authorization and routing, no sockets).
 //!
 //! `cargo bench --bench router` (add `-- --quick` for a fast pass).
 
@@ -14,6 +16,7 @@ use switchyard_router::outbound::{Queue, QueueLimits};
 use switchyard_router::session::{Link, PeerFeatures, Session, SessionHandle, SessionInfo};
 use switchyard_router::uri::MatchPolicy;
 use switchyard_router::wire::{Dict, Message, Payload, Serializer, Value};
+use switchyard_router::{LocalSession, RealmConfig, Router, RouterConfig};
 
 fn event(size: usize) -> Message {
     let mut kw = Dict::new();
@@ -156,5 +159,77 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, matching, fanout);
+/// The next message already queued for `s`.
+fn next(s: &mut LocalSession) -> Message {
+    futures_util::FutureExt::now_or_never(s.recv())
+        .flatten()
+        .expect("a queued message")
+}
+
+/// PUBLISH to one subscriber, and CALL → INVOCATION → YIELD → RESULT, each through
+/// `Connection::handle` of ordinary (authorized, counted) in-process sessions.
+fn protocol(c: &mut Criterion) {
+    let router = Router::new(RouterConfig {
+        realms: vec![RealmConfig::new("bench")],
+        ..Default::default()
+    });
+    let session = |name: &str| {
+        router
+            .connect_local_untrusted("bench", name, "anonymous")
+            .unwrap()
+    };
+    let (mut publisher, mut subscriber) = (session("pub"), session("sub"));
+    let (mut caller, mut callee) = (session("caller"), session("callee"));
+    subscriber.send(Message::Subscribe {
+        request: 1,
+        options: Dict::new(),
+        topic: "com.bench.topic".into(),
+    });
+    next(&mut subscriber);
+    callee.send(Message::Register {
+        request: 1,
+        options: Dict::new(),
+        procedure: "com.bench.echo".into(),
+    });
+    next(&mut callee);
+    let payload = Payload::new(vec![Value::Bytes(Bytes::from(vec![1u8; 64]))], Dict::new());
+    let mut g = c.benchmark_group("protocol");
+    g.bench_function("publish_1_subscriber", |b| {
+        let mut request = 0;
+        b.iter(|| {
+            request += 1;
+            publisher.send(Message::Publish {
+                request,
+                options: Dict::new(),
+                topic: "com.bench.topic".into(),
+                payload: payload.clone(),
+            });
+            black_box(next(&mut subscriber));
+        })
+    });
+    g.bench_function("call_and_yield", |b| {
+        let mut request = 0;
+        b.iter(|| {
+            request += 1;
+            caller.send(Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "com.bench.echo".into(),
+                payload: payload.clone(),
+            });
+            let Message::Invocation { request: inv, .. } = next(&mut callee) else {
+                panic!("INVOCATION expected");
+            };
+            callee.send(Message::Yield {
+                request: inv,
+                options: Dict::new(),
+                payload: payload.clone(),
+            });
+            black_box(next(&mut caller));
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, matching, fanout, protocol);
 criterion_main!(benches);

@@ -409,10 +409,9 @@ async fn serve_metrics(
             let local = l.local_addr().expect("bound socket has an address");
             tracing::info!(%local, "serving Prometheus metrics at /metrics");
             println!("switchyard metrics on {local}");
-            Ok(Some(tokio::spawn(switchyard_router::metrics::serve(
-                l,
-                router.clone(),
-            ))))
+            Ok(Some(tokio::spawn(
+                switchyard_router::metrics::endpoint::serve(l, router.clone()),
+            )))
         }
         Err(e) => {
             eprintln!("switchyard: cannot serve metrics on {addr}: {e}");

@@ -304,6 +304,21 @@ async fn silent_connections_are_dropped_after_the_handshake_timeout() {
 }
 
 #[tokio::test]
+async fn idle_websockets_are_pinged_and_dropped_without_a_pong() {
+    let mut config = RouterConfig::default();
+    config.limits.ping_interval = Some(Duration::from_millis(200));
+    config.limits.ping_timeout = Duration::from_millis(300);
+    let r = TestRouter::with_config(config).await;
+    // A client that keeps reading answers the router's pings (tungstenite does): it stays.
+    let (mut alive, _) = r.joined("wamp.2.json").await;
+    // A client that reads nothing answers none: it is dropped after ping + timeout.
+    let (mut mute, _) = r.joined("wamp.2.json").await;
+    alive.expect_silence(Duration::from_millis(1500)).await;
+    alive.subscribe("com.example.still.here", Dict::new()).await;
+    mute.expect_closed().await;
+}
+
+#[tokio::test]
 async fn slow_consumer_is_cut_off_and_memory_stays_bounded() {
     let mut config = RouterConfig::default();
     config.limits.queue.soft_bytes = 256 * 1024;

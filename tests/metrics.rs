@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 
 use common::*;
-use switchyard_router::metrics::render;
+use switchyard_router::metrics::endpoint::render;
 use switchyard_router::wire::{Dict, Message, Value};
 
 /// The value of the sample `series` (name and labels exactly as rendered).

@@ -20,6 +20,7 @@ use parking_lot::RwLock;
 
 use crate::id::random_id;
 use crate::matcher::UriIndex;
+use crate::options::{bad_option, bool_option};
 use crate::session::{EncodeCache, SessionHandle};
 use crate::uri::{errors, MatchPolicy};
 use crate::wire::{Dict, Id, Message, Payload, Value};
@@ -43,7 +44,7 @@ impl Subscription {
             policy,
             topic: topic.to_owned(),
             subscribers: IndexMap::new(),
-            created: crate::auth::wampcra::utc_timestamp(std::time::SystemTime::now()),
+            created: crate::timestamp::utc_timestamp(std::time::SystemTime::now()),
             persistent,
         }
     }
@@ -243,22 +244,6 @@ fn string_list(options: &Dict, key: &str) -> Result<Option<Vec<String>>, WampErr
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(bad_option(key, "a list of strings")),
-    }
-}
-
-fn bad_option(key: &str, expected: &str) -> WampError {
-    WampError::new(
-        errors::INVALID_ARGUMENT,
-        format!("option '{key}' must be {expected}"),
-    )
-}
-
-/// Reads a boolean option; anything but a bool is an error.
-pub(crate) fn bool_option(options: &Dict, key: &str) -> Result<Option<bool>, WampError> {
-    match options.get(key) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(bad_option(key, "a boolean")),
     }
 }
 

@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use rand::Rng;
 
-use crate::broker::bool_option;
 use crate::matcher::UriIndex;
+use crate::options::bool_option;
 use crate::session::SessionHandle;
 use crate::uri::{errors, MatchPolicy};
 use crate::wire::{code, Dict, Id, Message, Payload, Value};
@@ -143,7 +143,7 @@ impl Registration {
             procedure: self.procedure.clone(),
             invoke: self.invoke,
             callees: self.callees.iter().map(|c| c.id()).collect(),
-            created: crate::auth::wampcra::utc_timestamp(
+            created: crate::timestamp::utc_timestamp(
                 UNIX_EPOCH + std::time::Duration::from_millis(self.created_ms),
             ),
         }

@@ -1,25 +1,30 @@
 //! switchyard's WAMP v2 router.
 //!
-//! Layout, one concern per module:
-//! - [`wire`]: values, messages, serializers, batched framing (no I/O);
-//! - [`transport`]: TCP listener, WebSocket and RawSocket on one port, HTTP;
-//! - [`protocol`]: the per-connection session state machine (HELLO → WELCOME → ... → GOODBYE);
-//! - [`admission`]: checks on a client's requests (HELLO sizes, per-session caps, disclosure);
-//! - [`router`], [`realm`]: realms, each owning a [`broker::Broker`] and a [`dealer::Dealer`];
-//! - [`matcher`]: the exact/prefix/wildcard URI index both of them use;
+//! Layout, one concern per module, lowest layer first (dependencies go one way: a module uses
+//! only lower layers; ARCHITECTURE.md, "Layers", and `tests/layers.rs`, which checks it):
+//! - [`wire`]: values, messages, serializers, batched framing (no I/O); [`uri`]: URI rules;
+//!   [`logsafe`]: bounded display of client-provided strings in log lines; [`shutdown`]: the
+//!   one shutdown mechanism every task watches; [`tls`]: TLS configurations and connections;
+//!   [`metrics`]: the counters (and [`metrics::endpoint`], the `/metrics` endpoint);
+//! - [`matcher`]: the exact/prefix/wildcard URI index the broker and dealer use;
 //! - [`session`], [`outbound`]: what routing code sends to, and the bounded queue behind it;
-//! - [`mesh`]: the peer mesh (links to other nodes, interest sync, forwarding);
-//! - [`auth`]: Accept/Deny/Challenge authentication (anonymous, ticket, WAMP-CRA, cryptosign)
-//!   and role-based authorization;
+//! - [`broker`], [`dealer`]: pub/sub and RPC within one realm; [`directory`]: what mesh peers
+//!   announced, for the meta API; [`auth`]: Accept/Deny/Challenge authentication (anonymous,
+//!   ticket, WAMP-CRA, cryptosign, dynamic) and role-based authorization;
+//! - [`config`]; [`admission`]: checks on a client's requests (HELLO sizes, per-session caps,
+//!   disclosure); [`client`]: a WAMP client; [`kill`]: the meta API's kill orders (data) and
+//!   which sessions of a node they reach; [`cluster`]: what the protocol and the meta API ask
+//!   of the mesh's other nodes (a trait the mesh implements);
+//! - [`realm`]: a broker, a dealer and the joined sessions, with the hooks the mesh and the
+//!   meta API plug in through;
+//! - [`context`]: what a session needs of the router (realms, limits, auth, counters);
+//! - [`protocol`]: the per-connection session state machine (HELLO → WELCOME → ... →
+//!   GOODBYE), one handler per message by role, and in-process sessions;
+//! - [`service`]: in-process clients for router services (the HTTP bridge, dynamic auth);
 //! - [`meta`]: the session/subscription/registration meta APIs, served in-process;
-//! - [`kill`]: which sessions the meta API's kills reach;
-//! - [`cluster`]: what the protocol and the meta API ask of the mesh's other nodes (a trait
-//!   the mesh implements);
-//! - [`logsafe`]: bounded display of client-provided strings in log lines;
-//! - [`metrics`]: counters and the Prometheus `/metrics` endpoint;
-//! - [`service`]: in-process clients for router services (the HTTP bridge);
-//! - [`shutdown`]: the one shutdown mechanism every task watches;
-//! - [`tls`]: TLS configurations from PEM files, and TLS connections for dialers.
+//! - [`router`]: the assembled router (a context with its meta services started);
+//! - [`mesh`]: the peer mesh (links to other nodes, interest sync, forwarding);
+//! - [`transport`]: TCP listener, WebSocket and RawSocket on one port, HTTP.
 //!
 //! See ARCHITECTURE.md at the repository root for how a message flows from socket to socket.
 
@@ -29,7 +34,10 @@ pub mod broker;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod dealer;
+pub mod directory;
+mod error;
 mod id;
 pub mod kill;
 pub mod logsafe;
@@ -37,6 +45,7 @@ pub mod matcher;
 pub mod mesh;
 pub mod meta;
 pub mod metrics;
+mod options;
 pub mod outbound;
 pub mod protocol;
 pub mod realm;
@@ -44,34 +53,14 @@ pub mod router;
 pub mod service;
 pub mod session;
 pub mod shutdown;
+mod timestamp;
 pub mod tls;
 pub mod transport;
 pub mod uri;
 pub mod wire;
 
 pub use config::{Limits, RealmConfig, RouterConfig};
-pub use router::{LocalSession, Router};
+pub use error::WampError;
+pub use protocol::local::LocalSession;
+pub use router::Router;
 pub use shutdown::Shutdown;
-
-/// A WAMP-level error: an error URI and a message, sent to the peer as ERROR or ABORT.
-/// These are data, not Rust failures: the session carries on.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{uri}: {message}")]
-pub struct WampError {
-    pub uri: String,
-    pub message: String,
-}
-
-impl WampError {
-    pub fn new(uri: &str, message: impl Into<String>) -> Self {
-        WampError {
-            uri: uri.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    /// The ERROR message answering `request_type`/`request`.
-    pub fn to_message(&self, request_type: u64, request: wire::Id) -> wire::Message {
-        wire::Message::error(request_type, request, &self.uri, Some(self.message.clone()))
-    }
-}

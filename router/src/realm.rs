@@ -2,6 +2,13 @@
 //!
 //! Sessions talk only to their realm (as in Crossbar, one Router per realm); nothing crosses
 //! realms.
+//!
+//! The layers above plug in through two traits defined here, as they plug into the broker and
+//! dealer through `BrokerHook` and `DealerHook`: a [`RealmHook`] is told of every join and
+//! leave in order (the mesh announces them to peers), and a [`RealmObserver`] is told what
+//! sessions did (the meta API turns that into meta events). The protocol and the meta API ask
+//! the other nodes of a mesh through the realm's [`Cluster`] (implemented by the mesh). The
+//! realm knows neither module.
 
 use std::sync::{Arc, OnceLock};
 
@@ -12,21 +19,58 @@ use crate::broker::Broker;
 use crate::cluster::Cluster;
 use crate::config::RealmConfig;
 use crate::dealer::Dealer;
-use crate::mesh::RealmMesh;
-use crate::meta::{self, MetaService};
+use crate::directory::Directory;
 use crate::session::SessionHandle;
-use crate::wire::{Id, Value};
+use crate::wire::Id;
+
+/// Told of every join and leave, in order: called under the realm's membership lock, which
+/// `Realm::for_each_session_ordered` shares (the mesh announces sessions to peers; its
+/// snapshot for a new peer link and these calls cannot interleave). Must not block.
+pub trait RealmHook: Send + Sync {
+    fn joined(&self, session: &SessionHandle);
+    fn left(&self, session: &SessionHandle);
+}
+
+/// Told what the realm's sessions did, after the realm did it, by the task that caused it
+/// (the meta API implements it and publishes the meta events). Router-internal and `trusted`
+/// sessions are reported too: the observer decides what to show.
+pub trait RealmObserver: Send + Sync {
+    /// A session joined (its WELCOME is queued).
+    fn joined(&self, realm: &Realm, session: &SessionHandle);
+    /// A session left, after everything it owned was removed.
+    fn left(&self, realm: &Realm, session: &SessionHandle);
+    /// `by` subscribed or unsubscribed.
+    fn subscription(&self, realm: &Realm, by: &SessionHandle, change: &InterestChange<'_>);
+    /// `by` registered or unregistered.
+    fn registration(&self, realm: &Realm, by: &SessionHandle, change: &InterestChange<'_>);
+}
+
+/// One subscribe or unsubscribe (register or unregister), as a [`RealmObserver`] is told of it.
+#[derive(Clone, Copy, Debug)]
+pub struct InterestChange<'a> {
+    /// The subscription (registration) ID.
+    pub id: Id,
+    pub uri: &'a str,
+    /// Subscribed (registered), else unsubscribed (unregistered).
+    pub added: bool,
+    /// The subscription (registration) was created or deleted with it.
+    pub changed: bool,
+}
 
 pub struct Realm {
     pub config: RealmConfig,
     pub broker: Broker,
     pub dealer: Dealer,
     sessions: DashMap<Id, SessionHandle>,
-    /// The meta API service, once started (see [`crate::meta`]).
-    meta: OnceLock<Arc<MetaService>>,
-    /// The mesh side of this realm, once the router is part of a mesh: it announces joins
-    /// and leaves to peers and holds what peers announced (the meta API answers with both).
-    mesh: OnceLock<Arc<RealmMesh>>,
+    /// What peers announced about their sessions, subscriptions and callees (filled by the
+    /// mesh, read by the meta API; empty without a mesh).
+    directory: Arc<Directory>,
+    /// The meta API service, once started.
+    observer: OnceLock<Arc<dyn RealmObserver>>,
+    /// The mesh side of this realm, once the router is part of a mesh.
+    hook: OnceLock<Arc<dyn RealmHook>>,
+    /// The other nodes of the mesh, once the router is part of one.
+    cluster: OnceLock<Arc<dyn Cluster>>,
     /// Orders joins and leaves (and their announcements) with the mesh's snapshot of the
     /// sessions on a new peer link, as the broker's and dealer's locks order theirs.
     membership: Mutex<()>,
@@ -44,60 +88,62 @@ impl Realm {
             broker,
             dealer,
             sessions: DashMap::new(),
-            meta: OnceLock::new(),
-            mesh: OnceLock::new(),
+            directory: Arc::default(),
+            observer: OnceLock::new(),
+            hook: OnceLock::new(),
+            cluster: OnceLock::new(),
             membership: Mutex::new(()),
         })
     }
 
-    pub(crate) fn set_meta(&self, service: Arc<MetaService>) -> Result<(), Arc<MetaService>> {
-        self.meta.set(service)
+    /// Attaches the observer (the meta API service); there is at most one.
+    pub(crate) fn set_observer(
+        &self,
+        observer: Arc<dyn RealmObserver>,
+    ) -> Result<(), Arc<dyn RealmObserver>> {
+        self.observer.set(observer)
     }
 
-    /// Attaches the mesh (once, when the mesh is created).
-    pub(crate) fn set_mesh(&self, mesh: Arc<RealmMesh>) {
-        let _ = self.mesh.set(mesh);
-    }
-
-    /// The mesh side of this realm, if the router is part of a mesh.
-    pub fn mesh(&self) -> Option<&Arc<RealmMesh>> {
-        self.mesh.get()
+    /// Attaches the membership hook (once, when the mesh is created).
+    pub(crate) fn set_hook(&self, hook: Arc<dyn RealmHook>) {
+        let _ = self.hook.set(hook);
     }
 
     /// The other nodes of the mesh, for read-your-writes replies and kills across nodes.
     pub fn cluster(&self) -> Option<&dyn Cluster> {
-        self.mesh.get().map(|m| m.as_ref() as &dyn Cluster)
+        self.cluster.get().map(|c| c.as_ref())
     }
 
+    /// Attaches the other nodes (once, when the mesh is created).
+    pub(crate) fn set_cluster(&self, cluster: Arc<dyn Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// What peers announced in this realm (see [`Directory`]).
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// Whether the realm serves the meta API (its service is the realm's observer).
     pub fn meta_api_running(&self) -> bool {
-        self.meta.get().is_some()
-    }
-
-    /// Publishes a meta event if the realm serves the meta API and `by` is a session whose
-    /// actions are visible (not router-internal or `trusted`).
-    pub(crate) fn meta_event(
-        &self,
-        by: &SessionHandle,
-        topic: &str,
-        args: impl FnOnce() -> Vec<Value>,
-    ) {
-        if by.is_restricted() {
-            return;
-        }
-        if let Some(m) = self.meta.get() {
-            m.publish(topic, args());
-        }
+        self.observer.get().is_some()
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
     }
 
+    /// Adds a session whose WELCOME is queued; the hook, then the observer, are told.
     pub(crate) fn join(&self, session: SessionHandle) {
-        let _order = self.membership.lock();
-        self.sessions.insert(session.id(), session.clone());
-        if let Some(mesh) = self.mesh.get() {
-            mesh.session_joined(&session);
+        {
+            let _order = self.membership.lock();
+            self.sessions.insert(session.id(), session.clone());
+            if let Some(hook) = self.hook.get() {
+                hook.joined(&session);
+            }
+        }
+        if let Some(o) = self.observer.get() {
+            o.joined(self, &session);
         }
     }
 
@@ -110,8 +156,9 @@ impl Realm {
         }
     }
 
-    /// Removes a session and everything it owned in the broker and dealer, with the meta
-    /// events Crossbar sends for each (unsubscribe/delete, unregister/delete, then leave).
+    /// Removes a session and everything it owned in the broker and dealer, telling the
+    /// observer of each in the order Crossbar sends their meta events (unsubscribe/delete,
+    /// unregister/delete, then leave).
     pub(crate) fn leave(
         &self,
         session: Id,
@@ -123,7 +170,6 @@ impl Realm {
             self.dealer.remove_session(session, registrations);
             return;
         };
-        let sid = Value::from(session);
         // Testaments first, while the session is still a publisher (as Crossbar orders it).
         for t in handle.take_testaments() {
             if let Err(e) = self
@@ -148,15 +194,18 @@ impl Realm {
         {
             let _order = self.membership.lock();
             if self.sessions.remove(&session).is_some() {
-                if let Some(mesh) = self.mesh.get() {
-                    mesh.session_left(&handle);
+                if let Some(hook) = self.hook.get() {
+                    hook.left(&handle);
                 }
             }
         }
-        self.meta_event(&handle, "wamp.session.on_leave", || vec![sid]);
+        if let Some(o) = self.observer.get() {
+            o.left(self, &handle);
+        }
     }
 
-    /// Meta events for a subscribe (`added`) or unsubscribe, with creation or deletion.
+    /// Tells the observer of a subscribe (`added`) or unsubscribe, with creation or deletion
+    /// (`changed`).
     pub(crate) fn subscription_events(
         &self,
         by: &SessionHandle,
@@ -165,24 +214,22 @@ impl Realm {
         added: bool,
         changed: bool,
     ) {
-        let names = [
-            "wamp.subscription.on_create",
-            "wamp.subscription.on_subscribe",
-            "wamp.subscription.on_unsubscribe",
-            "wamp.subscription.on_delete",
-        ];
-        // Created or deleted mesh-wide only if no peer holds it (registrations need no such
-        // check: remote callees are in the dealer).
-        let elsewhere = |m: &Arc<RealmMesh>| m.directory().subscription(id).is_some();
-        let changed = changed && !self.mesh().is_some_and(elsewhere);
-        self.lifecycle_events(by, id, uri, added, changed, names, || {
-            self.broker
-                .subscription(id)
-                .map(|info| meta::subscription_details(&info))
-        });
+        if let Some(o) = self.observer.get() {
+            // Created or deleted mesh-wide only if no peer holds it (registrations need no
+            // such check: remote callees are in the dealer).
+            let changed = changed && self.directory.subscription(id).is_none();
+            let change = InterestChange {
+                id,
+                uri,
+                added,
+                changed,
+            };
+            o.subscription(self, by, &change);
+        }
     }
 
-    /// Meta events for a register (`added`) or unregister, with creation or deletion.
+    /// Tells the observer of a register (`added`) or unregister, with creation or deletion
+    /// (`changed`).
     pub(crate) fn registration_events(
         &self,
         by: &SessionHandle,
@@ -191,49 +238,14 @@ impl Realm {
         added: bool,
         changed: bool,
     ) {
-        let names = [
-            "wamp.registration.on_create",
-            "wamp.registration.on_register",
-            "wamp.registration.on_unregister",
-            "wamp.registration.on_delete",
-        ];
-        self.lifecycle_events(by, id, uri, added, changed, names, || {
-            self.dealer
-                .registration(id)
-                .map(|info| meta::registration_details(&info))
-        });
-    }
-
-    /// The shared shape of both: `[on_create, on_add, on_remove, on_delete]`, with the
-    /// creation details from `details`. None for restricted sessions or the meta API's own
-    /// URIs (Crossbar's rule: "not for the meta API itself").
-    #[allow(clippy::too_many_arguments)]
-    fn lifecycle_events(
-        &self,
-        by: &SessionHandle,
-        id: Id,
-        uri: &str,
-        added: bool,
-        changed: bool,
-        [on_create, on_add, on_remove, on_delete]: [&str; 4],
-        details: impl FnOnce() -> Option<Value>,
-    ) {
-        if by.is_restricted() || self.meta.get().is_none() || crate::uri::is_reserved(uri) {
-            return;
-        }
-        let s = Value::from(by.id());
-        if added {
-            if changed {
-                if let Some(d) = details() {
-                    self.meta_event(by, on_create, || vec![s.clone(), d]);
-                }
-            }
-            self.meta_event(by, on_add, || vec![s.clone(), Value::from(id)]);
-        } else {
-            self.meta_event(by, on_remove, || vec![s.clone(), Value::from(id)]);
-            if changed {
-                self.meta_event(by, on_delete, || vec![s.clone(), Value::from(id)]);
-            }
+        if let Some(o) = self.observer.get() {
+            let change = InterestChange {
+                id,
+                uri,
+                added,
+                changed,
+            };
+            o.registration(self, by, &change);
         }
     }
 

@@ -16,10 +16,12 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::{AuthHost, CallAnswer, ProcedureCaller};
+use crate::context::Context;
 use crate::outbound::Taken;
+use crate::protocol::local::{self, LocalSession};
 use crate::protocol::Connection;
 use crate::wire::{Dict, Id, Message, Payload, MAX_ID};
-use crate::Router;
 
 /// Who waits for what a request brings back.
 enum Waiter {
@@ -78,27 +80,27 @@ impl ServiceClient {
     /// Joins `realm` as `authid`/`authrole`, subject to that role's permissions, and starts
     /// the reader task. Needs a tokio runtime.
     pub fn start(
-        router: &Router,
+        ctx: &Context,
         realm: &str,
         authid: &str,
         authrole: &str,
     ) -> Result<Arc<ServiceClient>, String> {
-        let session = router.connect_local_untrusted(realm, authid, authrole)?;
-        Ok(Self::run(router, session))
+        let session = local::connect(ctx, realm, authid, authrole, false)?;
+        Ok(Self::run(ctx, session))
     }
 
     /// Joins `realm` as router code (role `trusted`, no authorization), as Crossbar's service
     /// session calls dynamic authenticators.
     pub fn start_trusted(
-        router: &Router,
+        ctx: &Context,
         realm: &str,
         authid: &str,
     ) -> Result<Arc<ServiceClient>, String> {
-        let session = router.connect_local(realm, authid, "trusted")?;
-        Ok(Self::run(router, session))
+        let session = local::connect(ctx, realm, authid, "trusted", true)?;
+        Ok(Self::run(ctx, session))
     }
 
-    fn run(router: &Router, session: crate::LocalSession) -> Arc<ServiceClient> {
+    fn run(ctx: &Context, session: LocalSession) -> Arc<ServiceClient> {
         let (conn, queue) = session.into_parts();
         let routes: SharedRoutes = Arc::default();
         let client = Arc::new(ServiceClient {
@@ -106,7 +108,7 @@ impl ServiceClient {
             routes: routes.clone(),
             next: AtomicU64::new(0),
         });
-        let shutdown = router.shutdown().clone();
+        let shutdown = ctx.shutdown().clone();
         tokio::spawn(async move {
             loop {
                 let mut batch = std::collections::VecDeque::new();
@@ -259,6 +261,37 @@ impl ServiceClient {
         self.routes.lock().waiters.insert(request, waiter);
         self.conn.lock().handle(make(request));
         request
+    }
+}
+
+/// Dynamic authenticators call their procedure through a trusted service session.
+impl AuthHost for Context {
+    fn trusted_caller(
+        &self,
+        realm: &str,
+        authid: &str,
+    ) -> Result<Arc<dyn ProcedureCaller>, String> {
+        Ok(ServiceClient::start_trusted(self, realm, authid)?)
+    }
+
+    fn handshake_timeout(&self) -> std::time::Duration {
+        self.limits().handshake_timeout
+    }
+}
+
+impl ProcedureCaller for ServiceClient {
+    fn call_procedure<'a>(
+        &'a self,
+        procedure: &'a str,
+        payload: Payload,
+    ) -> futures_util::future::BoxFuture<'a, CallAnswer> {
+        Box::pin(async move {
+            match self.call(procedure, payload).await {
+                Answer::Result(p) => CallAnswer::Result(p),
+                Answer::Error(uri, p) => CallAnswer::Error(uri, p),
+                Answer::Published(_) | Answer::Gone => CallAnswer::Gone,
+            }
+        })
     }
 }
 

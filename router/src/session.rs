@@ -160,6 +160,49 @@ pub struct SessionInfo {
     pub transport: String,
 }
 
+impl SessionInfo {
+    /// What `wamp.session.get` and `wamp.session.on_join` say about the session.
+    pub fn details(&self) -> Value {
+        session_details(
+            self.id,
+            &self.realm,
+            [
+                &self.authid,
+                &self.authrole,
+                &self.authmethod,
+                &self.authprovider,
+            ],
+            transport_details(&self.transport),
+        )
+    }
+}
+
+/// The `transport` of a session's details.
+pub fn transport_details(transport: &str) -> Dict {
+    let mut t = Dict::new();
+    t.insert("peer".into(), Value::from(transport));
+    t
+}
+
+/// A session's details as the meta API shows them, for a session here or on another node
+/// (whose node announced these facts).
+pub fn session_details(
+    id: Id,
+    realm: &str,
+    [authid, authrole, authmethod, authprovider]: [&str; 4],
+    transport: Dict,
+) -> Value {
+    let mut d = Dict::new();
+    d.insert("session".into(), Value::from(id));
+    d.insert("realm".into(), Value::from(realm));
+    d.insert("authid".into(), Value::from(authid));
+    d.insert("authrole".into(), Value::from(authrole));
+    d.insert("authmethod".into(), Value::from(authmethod));
+    d.insert("authprovider".into(), Value::from(authprovider));
+    d.insert("transport".into(), Value::Dict(transport));
+    Value::Dict(d)
+}
+
 /// Advanced-profile features the client announced in HELLO that change what the router sends.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerFeatures {

@@ -17,11 +17,12 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::wampcra::{Salt, WampCraUser};
-use super::{random_authid, AuthDecision, Hello, Identity, PendingAuth};
-use crate::service::{Answer, ServiceClient};
+use super::{
+    random_authid, AuthDecision, AuthHost, CallAnswer, Hello, Identity, PendingAuth,
+    ProcedureCaller,
+};
 use crate::uri::errors;
 use crate::wire::{Dict, Id, Payload, Value};
-use crate::Router;
 
 /// Which method a dynamic authenticator serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +53,7 @@ pub struct DynamicAuth {
     /// asked for.
     pub realm: Option<String>,
     /// One calling session per realm, made on first use.
-    clients: Mutex<HashMap<String, Arc<ServiceClient>>>,
+    clients: Mutex<HashMap<String, Arc<dyn ProcedureCaller>>>,
 }
 
 impl std::fmt::Debug for DynamicAuth {
@@ -67,7 +68,7 @@ impl std::fmt::Debug for DynamicAuth {
 
 /// Everything a call needs, owned (it runs in its own task).
 struct Call {
-    client: Arc<ServiceClient>,
+    client: Arc<dyn ProcedureCaller>,
     procedure: String,
     realm: String,
     authid: Option<String>,
@@ -91,19 +92,19 @@ impl DynamicAuth {
         self.method.name()
     }
 
-    fn client(&self, router: &Router, realm: &str) -> Result<Arc<ServiceClient>, String> {
+    fn client(&self, host: &dyn AuthHost, realm: &str) -> Result<Arc<dyn ProcedureCaller>, String> {
         let mut clients = self.clients.lock();
         if let Some(c) = clients.get(realm) {
             return Ok(c.clone());
         }
-        let c = ServiceClient::start_trusted(router, realm, "switchyard-authenticator")?;
+        let c = host.trusted_caller(realm, "switchyard-authenticator")?;
         clients.insert(realm.to_owned(), c.clone());
         Ok(c)
     }
 
     pub fn hello(&self, hello: &Hello<'_>) -> AuthDecision {
         let auth_realm = self.realm.as_deref().unwrap_or(hello.realm);
-        let client = match self.client(hello.router, auth_realm) {
+        let client = match self.client(hello.host, auth_realm) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(realm = auth_realm, "dynamic authenticator unavailable: {e}");
@@ -133,8 +134,7 @@ impl DynamicAuth {
                 .authextra()
                 .map_or(Value::Null, |e| Value::Dict(e.clone())),
         );
-        let mut transport = Dict::new();
-        transport.insert("peer".into(), Value::from(hello.transport));
+        let transport = crate::session::transport_details(hello.transport);
         details.insert("transport".into(), Value::Dict(transport));
         let call = Call {
             client,
@@ -143,7 +143,7 @@ impl DynamicAuth {
             authid,
             details,
             method: self.method,
-            timeout: hello.router.limits().handshake_timeout,
+            timeout: hello.host.handshake_timeout(),
         };
         match self.method {
             // The ticket arrives with AUTHENTICATE: challenge first, call then.
@@ -191,6 +191,15 @@ fn defer(call: Call, session: Id) -> AuthDecision {
 }
 
 async fn run(call: Call, session: Id) -> AuthDecision {
+    match ask(&call).await {
+        Ok(principal) => decide(call, principal, session).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Calls the authenticator; its answer as a principal dict (a role alone becomes `{role}`),
+/// or the refusal.
+async fn ask(call: &Call) -> Result<Dict, AuthDecision> {
     let args = vec![
         Value::from(call.realm.as_str()),
         call.authid.as_deref().map_or(Value::Null, Value::from),
@@ -199,49 +208,48 @@ async fn run(call: Call, session: Id) -> AuthDecision {
     let answer = tokio::time::timeout(
         call.timeout,
         call.client
-            .call(&call.procedure, Payload::new(args, Dict::new())),
+            .call_procedure(&call.procedure, Payload::new(args, Dict::new())),
     )
     .await;
-    let principal = match answer {
-        Ok(Answer::Result(p)) => match p.args().first() {
+    match answer {
+        Ok(CallAnswer::Result(p)) => match p.args().first() {
             Some(Value::String(role)) => {
                 let mut d = Dict::new();
                 d.insert("role".into(), Value::from(role.as_str()));
-                d
+                Ok(d)
             }
-            Some(Value::Dict(d)) => d.clone(),
-            _ => {
-                return AuthDecision::deny(
-                    errors::AUTHENTICATION_FAILED,
-                    "the authenticator returned no principal",
-                )
-            }
+            Some(Value::Dict(d)) => Ok(d.clone()),
+            _ => Err(AuthDecision::deny(
+                errors::AUTHENTICATION_FAILED,
+                "the authenticator returned no principal",
+            )),
         },
-        Ok(Answer::Error(uri, p)) => {
+        Ok(CallAnswer::Error(uri, p)) => {
             let message = p
                 .args()
                 .first()
                 .and_then(Value::as_str)
                 .unwrap_or("refused by the authenticator")
                 .to_owned();
-            return AuthDecision::Deny {
+            Err(AuthDecision::Deny {
                 reason: uri,
                 message,
-            };
+            })
         }
-        Ok(_) => {
-            return AuthDecision::deny(
-                errors::AUTHENTICATION_FAILED,
-                "the authenticator is not available",
-            )
-        }
-        Err(_) => {
-            return AuthDecision::deny(
-                errors::AUTHENTICATION_FAILED,
-                "the authenticator did not answer in time",
-            )
-        }
-    };
+        Ok(CallAnswer::Gone) => Err(AuthDecision::deny(
+            errors::AUTHENTICATION_FAILED,
+            "the authenticator is not available",
+        )),
+        Err(_) => Err(AuthDecision::deny(
+            errors::AUTHENTICATION_FAILED,
+            "the authenticator did not answer in time",
+        )),
+    }
+}
+
+/// The session's identity from the principal; for WAMP-CRA and cryptosign, the challenge
+/// with the secret or key the principal names.
+async fn decide(call: Call, principal: Dict, session: Id) -> AuthDecision {
     let text = |k: &str| principal.get(k).and_then(Value::as_str).map(str::to_owned);
     let Some(role) = text("role") else {
         return AuthDecision::deny(errors::NO_SUCH_ROLE, "no authrole assigned");

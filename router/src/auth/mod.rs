@@ -19,10 +19,14 @@ pub mod roles;
 pub mod ticket;
 pub mod wampcra;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 use subtle::ConstantTimeEq;
 
 use crate::uri::MatchPolicy;
-use crate::wire::{Dict, Id, Value};
+use crate::wire::{Dict, Id, Payload, Value};
 
 /// Who a session is once authenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,8 +80,8 @@ pub struct Hello<'a> {
     pub details: &'a Dict,
     /// The ID the session gets if it is accepted (WAMP-CRA puts it in its challenge).
     pub session: Id,
-    /// The router, for authenticators that call WAMP procedures (dynamic authenticators).
-    pub router: &'a crate::Router,
+    /// What the router lends authenticators (dynamic authenticators call WAMP procedures).
+    pub host: &'a dyn AuthHost,
     /// The transport, as the meta API describes it (`websocket 127.0.0.1:5555 wamp.2.json`).
     pub transport: &'a str,
 }
@@ -98,6 +102,40 @@ impl Hello<'_> {
     pub fn authextra(&self) -> Option<&Dict> {
         self.details.get("authextra").and_then(Value::as_dict)
     }
+}
+
+/// What authenticators may ask of the router while they decide: dynamic authenticators call
+/// a WAMP procedure from a trusted in-process session. The layer that runs in-process clients
+/// implements it (`service`), so authentication needs nothing above this module.
+pub trait AuthHost: Send + Sync {
+    /// A trusted in-process session (role `trusted`) in `realm`, as `authid`, that calls
+    /// procedures.
+    fn trusted_caller(&self, realm: &str, authid: &str)
+        -> Result<Arc<dyn ProcedureCaller>, String>;
+
+    /// How long a session may take to authenticate (bounds an authenticator's calls).
+    fn handshake_timeout(&self) -> Duration;
+}
+
+/// Calls WAMP procedures, for an authenticator.
+pub trait ProcedureCaller: Send + Sync {
+    /// Calls `procedure`; the answer arrives when the callee answers (unbounded: the caller
+    /// bounds the wait).
+    fn call_procedure<'a>(
+        &'a self,
+        procedure: &'a str,
+        payload: Payload,
+    ) -> BoxFuture<'a, CallAnswer>;
+}
+
+/// How a [`ProcedureCaller`]'s call ended.
+#[derive(Debug)]
+pub enum CallAnswer {
+    Result(Payload),
+    /// A WAMP error: its URI and payload.
+    Error(String, Payload),
+    /// The session or the router went away before answering.
+    Gone,
 }
 
 /// Decides how a HELLO is authenticated.

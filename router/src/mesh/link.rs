@@ -34,7 +34,7 @@ use super::frame::{
     SUBPROTOCOL,
 };
 use super::handshake;
-use super::realm::LinkState;
+use super::state::LinkState;
 use super::{Attach, Mesh};
 use crate::logsafe::Trunc;
 use crate::outbound::{Closed, Queue, Taken};

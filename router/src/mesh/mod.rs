@@ -7,15 +7,14 @@
 //! - [`frame`]: what peers say to each other and its encoding;
 //! - [`handshake`]: challenge/response over the shared secret;
 //! - [`link`]: one peer link's tasks (dial, accept, read, write, heartbeat);
-//! - [`realm`]: per-realm interest tables, the broker/dealer hooks, and applying frames;
-//! - [`directory`]: what peers announced about their sessions and subscribers (meta API);
+//! - [`realm`]: per-realm interest tables and the broker/dealer/realm hooks;
+//! - [`state`]: what a peer created here through one link, and applying its frames;
 //! - [`rpc`]: the stand-in sessions that carry calls across a link;
 //! - [`conflict`]: the registration conflict rule (the older claim wins everywhere);
 //! - [`fence`]: replies to interest changes held until every peer applied them;
 //! - [`kill`]: the meta API's kills carried out on the node of each victim.
 
 mod conflict;
-pub mod directory;
 mod fence;
 pub mod frame;
 pub mod handshake;
@@ -23,6 +22,7 @@ pub(crate) mod kill;
 pub mod link;
 mod realm;
 mod rpc;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -254,7 +254,7 @@ impl Mesh {
         for realm in router.realms() {
             realms.insert(
                 realm.name().to_owned(),
-                Arc::new(RealmMesh::new(realm.name())),
+                Arc::new(RealmMesh::new(realm.name(), realm.directory().clone())),
             );
         }
         let mesh = Mesh {
@@ -275,7 +275,8 @@ impl Mesh {
             rm.bind(Arc::downgrade(&mesh.inner));
             realm.broker.set_hook(rm.clone());
             realm.dealer.set_hook(rm.clone());
-            realm.set_mesh(rm);
+            realm.set_cluster(rm.clone());
+            realm.set_hook(rm);
         }
         mesh
     }

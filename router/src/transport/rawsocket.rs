@@ -65,22 +65,31 @@ enum Control {
     Pong(Bytes),
 }
 
-/// Runs one RawSocket connection (plain TCP or TLS) to its end.
-pub async fn serve<S>(mut stream: S, peer: SocketAddr, router: Router, endpoint: Endpoint)
+/// What the handshake settled: the serializer, the most the client accepts and the most the
+/// router accepts (bytes per message).
+struct Agreed {
+    serializer: Serializer,
+    client_max: usize,
+    our_max: usize,
+}
+
+/// Reads the client's handshake and answers it (both bounded by the listener's timeouts);
+/// `None` when the connection ends there (refused, timed out, failed).
+async fn handshake<S>(stream: &mut S, peer: SocketAddr, endpoint: &Endpoint) -> Option<Agreed>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
-    let limits = endpoint.limits.clone();
+    let limits = &endpoint.limits;
     let mut hs = [0u8; 4];
     match timeout(limits.handshake_timeout, stream.read_exact(&mut hs)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "RawSocket handshake read failed");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::info!(%peer, "RawSocket handshake not completed within {:?}", limits.handshake_timeout);
-            return;
+            return None;
         }
     }
     let parsed = parse_handshake(hs).and_then(|(s, max)| {
@@ -99,39 +108,50 @@ where
                 stream.write_all(&[MAGIC, code << 4, 0, 0]),
             )
             .await;
-            return;
+            return None;
         }
     };
     let our_exponent = length_exponent(limits.max_message_size);
-    let our_max = 1usize << (9 + our_exponent);
     let reply = [
         MAGIC,
         (our_exponent << 4) | serializer.rawsocket_code(),
         0,
         0,
     ];
-    if timeout(limits.write_timeout, stream.write_all(&reply))
-        .await
-        .is_err()
-    {
-        return;
+    match timeout(limits.write_timeout, stream.write_all(&reply)).await {
+        Ok(_) => Some(Agreed {
+            serializer,
+            client_max,
+            our_max: 1usize << (9 + our_exponent),
+        }),
+        Err(_) => None,
     }
+}
 
-    let label = format!("rawsocket {peer} {serializer}");
+/// Runs one RawSocket connection (plain TCP or TLS) to its end.
+pub async fn serve<S>(mut stream: S, peer: SocketAddr, router: Router, endpoint: Endpoint)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(agreed) = handshake(&mut stream, peer, &endpoint).await else {
+        return;
+    };
+    let limits = endpoint.limits.clone();
+    let label = format!("rawsocket {peer} {}", agreed.serializer);
     let (mut reader, writer) = tokio::io::split(stream);
     let queue = Arc::new(Queue::<Bytes>::new(limits.queue.clone()));
     let link = Link::Remote {
-        serializer,
+        serializer: agreed.serializer,
         queue: queue.clone(),
     };
-    let mut conn = Connection::new(router.clone(), link, label.clone())
+    let mut conn = Connection::new(router.context().clone(), link, label.clone())
         .with_authenticator(endpoint.authenticator.clone());
     let (control_tx, control_rx) = mpsc::channel(8);
     let writer_task = tokio::spawn(write_loop(
         writer,
         queue.clone(),
         control_rx,
-        client_max,
+        agreed.client_max,
         limits.clone(),
         label.clone(),
         router.metrics().clone(),
@@ -142,52 +162,9 @@ where
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let handshake_deadline = tokio::time::Instant::now() + limits.handshake_timeout;
     let mut goodbye_deadline = None;
-    'read: loop {
-        // Check-then-parse every complete frame already buffered.
-        while buf.len() >= 4 {
-            let header = [buf[0], buf[1], buf[2], buf[3]];
-            let len = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
-            if header[0] & 0xf8 != 0 {
-                conn.protocol_violation(format!(
-                    "RawSocket frame header {:#04x} uses reserved bits",
-                    header[0]
-                ));
-                break 'read;
-            }
-            if len > our_max {
-                tracing::info!(peer = %label, "frame of {len} bytes exceeds the announced {our_max}");
-                conn.abort(
-                    errors::PAYLOAD_SIZE_EXCEEDED,
-                    format!("message exceeds the limit of {our_max} bytes"),
-                );
-                break 'read;
-            }
-            if buf.len() < 4 + len {
-                buf.reserve(4 + len - buf.len());
-                break;
-            }
-            buf.advance(4);
-            let payload = buf.split_to(len).freeze();
-            router.metrics().bytes_received(len);
-            match header[0] & 0x07 {
-                FRAME_MESSAGE => {
-                    let flow = match serializer.decode(&payload) {
-                        Ok(msg) => conn.handle(msg),
-                        Err(e) => conn.protocol_violation(e.to_string()),
-                    };
-                    if flow == Flow::Close {
-                        break 'read;
-                    }
-                }
-                FRAME_PING => {
-                    let _ = control_tx.try_send(Control::Pong(payload));
-                }
-                FRAME_PONG => {}
-                other => {
-                    conn.protocol_violation(format!("unknown RawSocket frame type {other}"));
-                    break 'read;
-                }
-            }
+    loop {
+        if drain_frames(&mut buf, &mut conn, &agreed, &control_tx, &router, &label) == Flow::Close {
+            break;
         }
         let wake = goodbye_deadline.unwrap_or(if conn.is_established() {
             tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
@@ -250,6 +227,63 @@ where
     conn.transport_closed();
     drop(control_tx);
     let _ = timeout(limits.write_timeout, writer_task).await;
+}
+
+/// Check-then-parse: handles every complete frame already in `buf` (messages to the state
+/// machine, PINGs answered through the writer) and leaves a partial one for the next read.
+/// `Close` on a bad frame or when the state machine closes.
+fn drain_frames(
+    buf: &mut BytesMut,
+    conn: &mut Connection,
+    agreed: &Agreed,
+    control: &mpsc::Sender<Control>,
+    router: &Router,
+    label: &str,
+) -> Flow {
+    let our_max = agreed.our_max;
+    while buf.len() >= 4 {
+        let header = [buf[0], buf[1], buf[2], buf[3]];
+        let len = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+        if header[0] & 0xf8 != 0 {
+            return conn.protocol_violation(format!(
+                "RawSocket frame header {:#04x} uses reserved bits",
+                header[0]
+            ));
+        }
+        if len > our_max {
+            tracing::info!(peer = %label, "frame of {len} bytes exceeds the announced {our_max}");
+            return conn.abort(
+                errors::PAYLOAD_SIZE_EXCEEDED,
+                format!("message exceeds the limit of {our_max} bytes"),
+            );
+        }
+        if buf.len() < 4 + len {
+            buf.reserve(4 + len - buf.len());
+            break;
+        }
+        buf.advance(4);
+        let payload = buf.split_to(len).freeze();
+        router.metrics().bytes_received(len);
+        match header[0] & 0x07 {
+            FRAME_MESSAGE => {
+                let flow = match agreed.serializer.decode(&payload) {
+                    Ok(msg) => conn.handle(msg),
+                    Err(e) => conn.protocol_violation(e.to_string()),
+                };
+                if flow == Flow::Close {
+                    return Flow::Close;
+                }
+            }
+            FRAME_PING => {
+                let _ = control.try_send(Control::Pong(payload));
+            }
+            FRAME_PONG => {}
+            other => {
+                return conn.protocol_violation(format!("unknown RawSocket frame type {other}"));
+            }
+        }
+    }
+    Flow::Continue
 }
 
 async fn write_loop<S: AsyncWrite>(

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::SplitSink;
@@ -36,6 +37,92 @@ enum Control {
     JsonSeparator(u8),
 }
 
+/// When the reader wakes up by itself: the handshake's end (no HELLO yet), an idle peer's
+/// ping, the pong's deadline, or the end of the wait for the peer's GOODBYE.
+struct Clock {
+    idle: Option<Duration>,
+    ping_timeout: Duration,
+    /// A year away: "never" for an established session without pings.
+    far: Instant,
+    said_goodbye: bool,
+    awaiting_pong: bool,
+    deadline: Instant,
+    /// Without a HELLO by then, the connection is dropped.
+    handshake: Option<Instant>,
+}
+
+/// What the clock says when it rings.
+enum Alarm {
+    /// Nothing is due yet.
+    Wait,
+    /// The peer has been idle: ping it.
+    Ping,
+    NoHello,
+    NoPong,
+    /// The peer did not answer our GOODBYE in time.
+    NoGoodbye,
+}
+
+impl Clock {
+    fn new(limits: &crate::Limits) -> Clock {
+        let now = Instant::now();
+        let far = now + Duration::from_secs(86_400 * 365);
+        Clock {
+            idle: limits.ping_interval,
+            ping_timeout: limits.ping_timeout,
+            far,
+            said_goodbye: false,
+            awaiting_pong: false,
+            deadline: limits.ping_interval.map(|d| now + d).unwrap_or(far),
+            handshake: Some(now + limits.handshake_timeout),
+        }
+    }
+
+    fn wake(&self) -> Instant {
+        self.handshake
+            .map_or(self.deadline, |h| h.min(self.deadline))
+    }
+
+    /// The router said GOODBYE (shutdown, kill): the peer has `timeout` to answer.
+    fn goodbye(&mut self, timeout: Duration) {
+        self.said_goodbye = true;
+        self.deadline = Instant::now() + timeout;
+    }
+
+    /// The peer sent a frame: it is alive.
+    fn heard(&mut self) {
+        if !self.said_goodbye {
+            self.awaiting_pong = false;
+            self.deadline = self.idle.map(|d| Instant::now() + d).unwrap_or(self.far);
+        }
+    }
+
+    /// The session is established: the handshake deadline is over.
+    fn joined(&mut self, established: bool) {
+        if established {
+            self.handshake = None;
+        }
+    }
+
+    fn ring(&mut self, established: bool) -> Alarm {
+        if self.handshake.is_some_and(|h| Instant::now() >= h) && !established {
+            return Alarm::NoHello;
+        }
+        self.handshake = None;
+        if Instant::now() < self.deadline {
+            Alarm::Wait
+        } else if self.said_goodbye {
+            Alarm::NoGoodbye
+        } else if self.awaiting_pong {
+            Alarm::NoPong
+        } else {
+            self.awaiting_pong = true;
+            self.deadline = Instant::now() + self.ping_timeout;
+            Alarm::Ping
+        }
+    }
+}
+
 /// Runs one WebSocket WAMP connection to its end.
 pub async fn serve<S>(io: S, peer: SocketAddr, mut codec: Codec, router: Router, endpoint: Endpoint)
 where
@@ -56,7 +143,7 @@ where
         queue: queue.clone(),
     };
     let label = format!("websocket {peer} {}", codec.subprotocol());
-    let mut conn = Connection::new(router.clone(), link, label.clone())
+    let mut conn = Connection::new(router.context().clone(), link, label.clone())
         .with_authenticator(endpoint.authenticator.clone());
     let (control_tx, control_rx) = mpsc::channel(4);
     let writer = tokio::spawn(write_loop(
@@ -70,33 +157,23 @@ where
     ));
 
     let shutdown = router.shutdown().clone();
-    let mut said_goodbye = false;
-    let mut awaiting_pong = false;
-    let idle = limits.ping_interval;
-    let far = Instant::now() + std::time::Duration::from_secs(86_400 * 365);
-    let mut deadline = idle.map(|d| Instant::now() + d).unwrap_or(far);
-    // Without a HELLO in time, the connection is dropped.
-    let mut handshake_deadline = Some(Instant::now() + limits.handshake_timeout);
-
+    let mut clock = Clock::new(&limits);
     loop {
-        let wake = handshake_deadline.map_or(deadline, |h| h.min(deadline));
         // The joined session's (a transport may carry a new session after GOODBYE).
         let kill = conn.kill_switch();
         tokio::select! {
-            _ = shutdown.requested(), if !said_goodbye => {
-                said_goodbye = true;
+            _ = shutdown.requested(), if !clock.said_goodbye => {
+                clock.goodbye(limits.goodbye_timeout);
                 if conn.begin_goodbye(errors::SYSTEM_SHUTDOWN) == Flow::Close {
                     break;
                 }
-                deadline = Instant::now() + limits.goodbye_timeout;
             }
-            goodbye = super::kill_requested(kill.as_deref()), if !said_goodbye => {
+            goodbye = super::kill_requested(kill.as_deref()), if !clock.said_goodbye => {
                 // Killed (meta API): the peer gets goodbye_timeout to answer GOODBYE.
-                said_goodbye = true;
+                clock.goodbye(limits.goodbye_timeout);
                 if conn.say_goodbye(goodbye) == Flow::Close {
                     break;
                 }
-                deadline = Instant::now() + limits.goodbye_timeout;
             }
             reason = queue.closed() => {
                 if reason == Closed::SlowConsumer {
@@ -120,60 +197,33 @@ where
                         break;
                     }
                 };
-                if !said_goodbye {
-                    awaiting_pong = false;
-                    deadline = idle.map(|d| Instant::now() + d).unwrap_or(far);
-                }
-                let data: &[u8] = match &frame {
-                    WsMessage::Text(t) => t.as_bytes(),
-                    WsMessage::Binary(b) => b,
-                    // Keep reading: tungstenite flushes its close reply on the next poll, which
-                    // then ends the stream, so the peer sees a clean 1000 close.
-                    WsMessage::Close(_) => continue,
-                    _ => continue, // tungstenite answers pings itself
-                };
-                if let Some(sep) = codec.frame_json_separator(data) {
-                    if sep != codec.json_separator {
-                        codec.json_separator = sep;
-                        let _ = control_tx.send(Control::JsonSeparator(sep)).await;
-                    }
-                }
-                router.metrics().bytes_received(data.len());
-                if handle_frame(&mut conn, codec, data) == Flow::Close {
+                clock.heard();
+                if read(&mut conn, &mut codec, &frame, &control_tx, &router).await == Flow::Close {
                     break;
                 }
-                if conn.is_established() {
-                    handshake_deadline = None;
-                }
+                clock.joined(conn.is_established());
             }
             decision = conn.deferred(), if conn.has_deferred() => {
                 if conn.resolve_deferred(decision) == Flow::Close {
                     break;
                 }
-                if conn.is_established() {
-                    handshake_deadline = None;
-                }
+                clock.joined(conn.is_established());
             }
-            _ = sleep_until(wake) => {
-                if handshake_deadline.is_some_and(|h| Instant::now() >= h) && !conn.is_established() {
+            _ = sleep_until(clock.wake()) => match clock.ring(conn.is_established()) {
+                Alarm::Wait => {}
+                Alarm::Ping => {
+                    let _ = control_tx.try_send(Control::Ping);
+                }
+                Alarm::NoHello => {
                     tracing::info!(peer = %label, "no HELLO within {:?}; closed", limits.handshake_timeout);
                     conn.abort(errors::PROTOCOL_VIOLATION, "no HELLO within the handshake timeout");
                     break;
                 }
-                handshake_deadline = None;
-                if Instant::now() < deadline {
-                    continue;
-                }
-                if said_goodbye {
-                    break; // the peer did not answer our GOODBYE in time
-                }
-                if awaiting_pong {
+                Alarm::NoPong => {
                     tracing::info!(peer = %label, "no pong within {:?}; disconnected", limits.ping_timeout);
                     break;
                 }
-                let _ = control_tx.try_send(Control::Ping);
-                awaiting_pong = true;
-                deadline = Instant::now() + limits.ping_timeout;
+                Alarm::NoGoodbye => break,
             }
         }
     }
@@ -183,6 +233,33 @@ where
     if timeout(limits.write_timeout, writer).await.is_err() {
         tracing::debug!(peer = %label, "writer did not finish in time");
     }
+}
+
+/// One data frame from the peer: its messages to the state machine (a JSON batch separator
+/// the peer uses is echoed through the writer).
+async fn read(
+    conn: &mut Connection,
+    codec: &mut Codec,
+    frame: &WsMessage,
+    control: &mpsc::Sender<Control>,
+    router: &Router,
+) -> Flow {
+    let data: &[u8] = match frame {
+        WsMessage::Text(t) => t.as_bytes(),
+        WsMessage::Binary(b) => b,
+        // Keep reading: tungstenite flushes its close reply on the next poll, which then ends
+        // the stream, so the peer sees a clean 1000 close.
+        WsMessage::Close(_) => return Flow::Continue,
+        _ => return Flow::Continue, // tungstenite answers pings itself
+    };
+    if let Some(sep) = codec.frame_json_separator(data) {
+        if sep != codec.json_separator {
+            codec.json_separator = sep;
+            let _ = control.send(Control::JsonSeparator(sep)).await;
+        }
+    }
+    router.metrics().bytes_received(data.len());
+    handle_frame(conn, *codec, data)
 }
 
 fn handle_frame(conn: &mut Connection, codec: Codec, data: &[u8]) -> Flow {

@@ -1,71 +1,20 @@
-//! Prometheus metrics: what the router counts and the `/metrics` endpoint that shows it
-//! (Crossbar's open-source router has none).
-//!
-//! Counters are plain atomics updated on the paths that already know the facts (a message
-//! handled, a session refused, a slow consumer cut off); gauges (sessions, subscriptions,
-//! registrations) are read from the realms when scraped, so they cost nothing in between.
+//! The `/metrics` endpoint: the Prometheus text exposition of a router's counters, with the
+//! gauges (sessions, subscriptions, registrations) read from its realms when scraped.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::Metrics;
+use crate::realm::Realm;
 use crate::Router;
-
-/// A router's counters.
-#[derive(Default)]
-pub struct Metrics {
-    /// WAMP messages received from established sessions, by (realm, message type).
-    messages: DashMap<(String, &'static str), AtomicU64>,
-    bytes_received: AtomicU64,
-    bytes_sent: AtomicU64,
-    /// Sessions refused at HELLO/AUTHENTICATE, by ABORT reason.
-    auth_failures: DashMap<String, AtomicU64>,
-    slow_consumers: AtomicU64,
-    connections: AtomicU64,
-}
-
-impl Metrics {
-    pub fn message(&self, realm: &str, kind: &'static str) {
-        if let Some(c) = self.messages.get(&(realm.to_owned(), kind)) {
-            c.fetch_add(1, Relaxed);
-            return;
-        }
-        self.messages
-            .entry((realm.to_owned(), kind))
-            .or_default()
-            .fetch_add(1, Relaxed);
-    }
-
-    pub fn bytes_received(&self, n: usize) {
-        self.bytes_received.fetch_add(n as u64, Relaxed);
-    }
-
-    pub fn bytes_sent(&self, n: usize) {
-        self.bytes_sent.fetch_add(n as u64, Relaxed);
-    }
-
-    pub fn auth_failure(&self, reason: &str) {
-        self.auth_failures
-            .entry(reason.to_owned())
-            .or_default()
-            .fetch_add(1, Relaxed);
-    }
-
-    pub fn slow_consumer(&self) {
-        self.slow_consumers.fetch_add(1, Relaxed);
-    }
-
-    pub fn connection(&self) {
-        self.connections.fetch_add(1, Relaxed);
-    }
-}
 
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -79,70 +28,54 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// The Prometheus text exposition (format 0.0.4) of `router`'s metrics.
 pub fn render(router: &Router) -> String {
-    let m = router.metrics();
     let mut out = String::new();
     let mut realms: Vec<_> = router.realms().cloned().collect();
     realms.sort_by(|a, b| a.name().cmp(b.name()));
+    realm_gauges(&mut out, &realms);
+    counters(&mut out, router.metrics());
+    out
+}
 
-    header(
-        &mut out,
-        "switchyard_sessions",
-        "gauge",
-        "Sessions joined, by realm (router-internal sessions excluded).",
-    );
-    for r in &realms {
-        let n = r.sessions().iter().filter(|s| !s.info.internal).count();
-        let _ = writeln!(
-            out,
-            "switchyard_sessions{{realm=\"{}\"}} {n}",
-            label(r.name())
-        );
-    }
-    header(
-        &mut out,
-        "switchyard_subscriptions",
-        "gauge",
-        "Subscriptions, by realm.",
-    );
-    for r in &realms {
-        let n = r.broker.subscriptions().len();
-        let _ = writeln!(
-            out,
-            "switchyard_subscriptions{{realm=\"{}\"}} {n}",
-            label(r.name())
-        );
-    }
-    header(
-        &mut out,
-        "switchyard_registrations",
-        "gauge",
-        "Registrations, by realm (meta API procedures included).",
-    );
-    for r in &realms {
-        let n = r.dealer.registrations().len();
-        let _ = writeln!(
-            out,
-            "switchyard_registrations{{realm=\"{}\"}} {n}",
-            label(r.name())
-        );
-    }
-    header(
-        &mut out,
-        "switchyard_calls_in_flight",
-        "gauge",
-        "Invocations awaiting a callee's answer, by realm.",
-    );
-    for r in &realms {
-        let n = r.dealer.pending_count();
-        let _ = writeln!(
-            out,
-            "switchyard_calls_in_flight{{realm=\"{}\"}} {n}",
-            label(r.name())
-        );
-    }
+/// A gauge read from each realm: its name, its help, how to read it.
+type RealmGauge = (&'static str, &'static str, fn(&Realm) -> usize);
 
+/// The gauges read from each realm when scraped.
+fn realm_gauges(out: &mut String, realms: &[Arc<Realm>]) {
+    let gauges: [RealmGauge; 4] = [
+        (
+            "switchyard_sessions",
+            "Sessions joined, by realm (router-internal sessions excluded).",
+            |r| r.sessions().iter().filter(|s| !s.info.internal).count(),
+        ),
+        (
+            "switchyard_subscriptions",
+            "Subscriptions, by realm.",
+            |r| r.broker.subscriptions().len(),
+        ),
+        (
+            "switchyard_registrations",
+            "Registrations, by realm (meta API procedures included).",
+            |r| r.dealer.registrations().len(),
+        ),
+        (
+            "switchyard_calls_in_flight",
+            "Invocations awaiting a callee's answer, by realm.",
+            |r| r.dealer.pending_count(),
+        ),
+    ];
+    for (name, help, count) in gauges {
+        header(out, name, "gauge", help);
+        for r in realms {
+            let n = count(r);
+            let _ = writeln!(out, "{name}{{realm=\"{}\"}} {n}", label(r.name()));
+        }
+    }
+}
+
+/// The counters the router keeps as it runs.
+fn counters(out: &mut String, m: &Metrics) {
     header(
-        &mut out,
+        out,
         "switchyard_messages_received_total",
         "counter",
         "WAMP messages received from joined sessions, by realm and type.",
@@ -161,7 +94,7 @@ pub fn render(router: &Router) -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "switchyard_auth_failures_total",
         "counter",
         "Sessions refused at HELLO or AUTHENTICATE, by ABORT reason.",
@@ -201,10 +134,9 @@ pub fn render(router: &Router) -> String {
             &m.connections,
         ),
     ] {
-        header(&mut out, name, "counter", help);
+        header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", v.load(Relaxed));
     }
-    out
 }
 
 /// Serves `GET /metrics` on `listener` until the router shuts down.

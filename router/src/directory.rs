@@ -1,11 +1,12 @@
 //! The mesh directory of one realm: what peers announced about their sessions, their
 //! subscriptions (with subscribers) and their callees, kept for the meta API only (routing
-//! never reads it).
+//! never reads it). The realm owns it (empty on a node without a mesh); the mesh fills it and
+//! the meta API reads it, so neither needs the other.
 //!
-//! Every entry belongs to the peer link it arrived on; the link's [`super::realm::LinkState`]
-//! removes its entries when the link ends, as it does the routing state. So a dead peer's
-//! sessions vanish from `wamp.session.count` as soon as its link is dropped, and a returning
-//! peer's resync rebuilds them from scratch.
+//! Every entry belongs to the peer link it arrived on (a link ID); the mesh removes a link's
+//! entries when the link ends, as it does the routing state. So a dead peer's sessions vanish
+//! from `wamp.session.count` as soon as its link is dropped, and a returning peer's resync
+//! rebuilds them from scratch.
 //!
 //! Session IDs are drawn uniformly at random in [1, 2^53] by every node, as the WAMP spec
 //! asks, so a mesh is as likely to see two equal IDs as one node with as many sessions (about
