@@ -9,6 +9,7 @@
 #
 #   benches/soak_master.sh                     # 10 minutes
 #   DURATION=120 benches/soak_master.sh        # a short run
+#   KEEP=1 benches/soak_master.sh              # keep the nodes' logs (the folder is printed)
 #
 # The simulated workers live in the bench process (they reconnect to the next node when
 # theirs dies, or when a master redirects them), so "a worker killed" is not exercised
@@ -27,7 +28,7 @@ declare -A NODE_PID
 cleanup() {
     for p in "${NODE_PID[@]}" ${BENCH_PID:-}; do kill -9 "$p" 2>/dev/null || true; done
     psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
+    if [ -n "${KEEP:-}" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
