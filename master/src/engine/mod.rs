@@ -1213,49 +1213,33 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
             let Some(starting) = inner.begin_start() else {
                 return Ok(());
             };
-            // A worker whose slot was taken for a request another master claimed first is
-            // still free: offer it the next request before the rest of the list.
+            // A worker offered a request another master claimed first is still free: offer
+            // it the next request before the rest of the list.
             while let Some((wid, wname, max)) = spare.take().or_else(|| next.next()) {
-                let slot = match inner
-                    .store
-                    .acquire_worker_slot(inner.master, wid, max, request.id)
-                    .await?
-                {
-                    WorkerSlot::Taken(slot) => slot,
-                    WorkerSlot::Full => {
-                        load.slots.insert(wid, i64::from(max));
-                        continue;
-                    }
-                    WorkerSlot::BuilderRunning => {
-                        load.running.insert((wid, builderid));
-                        continue;
-                    }
-                };
+                // The claim and the worker slot in one transaction: both or neither.
                 match inner
                     .store
-                    .claim_buildrequests(inner.master, &[request.id])
+                    .claim_with_slot(inner.master, request.id, wid, max)
                     .await
                 {
-                    Ok(()) => {
+                    Ok(WorkerSlot::Taken(slot)) => {
                         *load.slots.entry(wid).or_default() += 1;
                         load.running.insert((wid, builderid));
                         let (r, w) = (request.clone(), wname.to_owned());
                         start_build(inner, r, wid, w, slot, starting.again()).await;
                     }
+                    Ok(WorkerSlot::Full) => {
+                        load.slots.insert(wid, i64::from(max));
+                        continue;
+                    }
+                    Ok(WorkerSlot::BuilderRunning) => {
+                        load.running.insert((wid, builderid));
+                        continue;
+                    }
                     Err(StoreError::AlreadyClaimed) | Err(StoreError::UnknownBuildRequest) => {
-                        inner
-                            .store
-                            .release_worker_slot(inner.master, wid, slot)
-                            .await?;
                         spare = Some((wid, wname, max));
                     }
-                    Err(e) => {
-                        let _ = inner
-                            .store
-                            .release_worker_slot(inner.master, wid, slot)
-                            .await;
-                        return Err(e);
-                    }
+                    Err(e) => return Err(e),
                 }
                 break;
             }

@@ -32,20 +32,23 @@ impl Store {
     pub async fn begin_step(&self, s: &StepStart<'_>) -> Result<(StepId, LogId, i64), StoreError> {
         self.retrying("begin_step", || async {
             let mut tx = self.begin_write().await?;
-            if let Some(props) = s.properties {
-                for (name, (value, source)) in props {
-                    sqlx::query(
-                        "INSERT INTO build_properties (buildid, name, value, source) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (buildid, name) \
-                         DO UPDATE SET value = excluded.value, source = excluded.source",
-                    )
-                    .bind(s.build)
-                    .bind(name)
-                    .bind(value.to_string())
-                    .bind(source)
-                    .execute(&mut *tx)
-                    .await?;
+            let props: Vec<_> = s.properties.into_iter().flatten().collect();
+            // One statement per 500 properties (bind counts stay far below the limits).
+            for chunk in props.chunks(500) {
+                let values = (0..chunk.len())
+                    .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "INSERT INTO build_properties (buildid, name, value, source) VALUES {values} \
+                     ON CONFLICT (buildid, name) \
+                     DO UPDATE SET value = excluded.value, source = excluded.source"
+                );
+                let mut q = sqlx::query(&sql).bind(s.build);
+                for (name, (value, source)) in chunk {
+                    q = q.bind(name.as_str()).bind(value.to_string()).bind(source.as_str());
                 }
+                q.execute(&mut *tx).await?;
             }
             sqlx::query("UPDATE builds SET state_string = $1 WHERE id = $2")
                 .bind(format!("running {}", s.name))

@@ -121,6 +121,32 @@ impl Store {
         .await
     }
 
+    /// Why `worker` has no slot for `brid`: it runs a build of the request's builder
+    /// already, or every slot is held.
+    pub(super) async fn slot_refusal(
+        &self,
+        worker: WorkerId,
+        brid: BuildRequestId,
+    ) -> Result<WorkerSlot, StoreError> {
+        self.retrying("slot_refusal", || async {
+            let running = sqlx::query(
+                "SELECT COUNT(*) AS n FROM worker_leases l JOIN buildrequests r \
+                 ON r.builderid = l.builderid WHERE l.workerid = $1 AND r.id = $2",
+            )
+            .bind(worker)
+            .bind(brid)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<i64, _>("n")?;
+            Ok(if running > 0 {
+                WorkerSlot::BuilderRunning
+            } else {
+                WorkerSlot::Full
+            })
+        })
+        .await
+    }
+
     pub async fn release_worker_slot(
         &self,
         master: MasterId,
