@@ -227,7 +227,11 @@ async fn claim_with_slot_takes_both_or_neither(db: &TestDb) {
     };
     assert_eq!(a.claims().await.unwrap(), vec![(r, winner)]);
     assert_eq!(a.worker_slots_held(worker).await.unwrap(), 1);
-    assert_eq!(a.worker_slots_held(loser_worker).await.unwrap(), 0, "the loser took no slot");
+    assert_eq!(
+        a.worker_slots_held(loser_worker).await.unwrap(),
+        0,
+        "the loser took no slot"
+    );
 
     // The same claim again (a retry after a lost acknowledgement) finds its slot.
     assert_eq!(

@@ -439,7 +439,13 @@ async fn answer_run(client: &Client, request: u64, a: &MasterArgs) {
 async fn join_bus(
     a: &MasterArgs,
     i: usize,
-) -> Result<(Client, tokio::sync::mpsc::Receiver<switchyard_router::client::Event>), String> {
+) -> Result<
+    (
+        Client,
+        tokio::sync::mpsc::Receiver<switchyard_router::client::Event>,
+    ),
+    String,
+> {
     let url = a.urls[i].as_str();
     let o = ClientOptions::new(url, a.realm.as_str());
     let client = tokio::time::timeout(Duration::from_secs(10), Client::connect(&o))

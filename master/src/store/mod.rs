@@ -55,12 +55,12 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::StoreError;
 
 pub use coord::Expiry;
+pub use progress::StepStart;
 pub use query::{
     BuildRequestRow, BuildRow, BuilderRow, BuildsetRow, ChangeRow, Cmp, Condition, LogChunkRow,
     LogRow, MasterRow, OrderKey, Page, PropertyRow, SchedulerRow, Selection, StepRow, Table,
     WorkerRow,
 };
-pub use progress::StepStart;
 pub use records::{Build, BuildRequest};
 pub use running::{
     ChangeId, ChangeRecord, LogId, NewBuildset, SchedulerId, StepId, WorkerLoad, WorkerSlot,

@@ -46,7 +46,10 @@ impl Store {
                 );
                 let mut q = sqlx::query(&sql).bind(s.build);
                 for (name, (value, source)) in chunk {
-                    q = q.bind(name.as_str()).bind(value.to_string()).bind(source.as_str());
+                    q = q
+                        .bind(name.as_str())
+                        .bind(value.to_string())
+                        .bind(source.as_str());
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -209,15 +212,14 @@ pub(super) async fn append_in(
 ) -> Result<(i64, i64), StoreError> {
     // Callers pass whole lines; a stray partial line still counts as one.
     let lines = (text.matches('\n').count() as i64).max(1);
-    let first: i64 = sqlx::query(
-        "UPDATE logs SET num_lines = num_lines + $1 WHERE id = $2 RETURNING num_lines",
-    )
-    .bind(lines)
-    .bind(log)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get::<i64, _>("num_lines")?
-        - lines;
+    let first: i64 =
+        sqlx::query("UPDATE logs SET num_lines = num_lines + $1 WHERE id = $2 RETURNING num_lines")
+            .bind(lines)
+            .bind(log)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get::<i64, _>("num_lines")?
+            - lines;
     sqlx::query(
         "INSERT INTO logchunks (logid, first_line, last_line, content, compressed) \
          VALUES ($1, $2, $3, $4, 0)",
