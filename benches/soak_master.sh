@@ -10,7 +10,7 @@
 #
 #   benches/soak_master.sh                     # 10 minutes
 #   DURATION=120 benches/soak_master.sh        # a short run
-#   KEEP=1 benches/soak_master.sh              # keep the nodes' logs (the folder is printed)
+#   KEEP=1 benches/soak_master.sh              # keep the logs and the database (printed)
 #
 # The simulated workers live in the bench process (they reconnect to the next node when
 # theirs dies, or when a master redirects them); the real workers are the ones killed.
@@ -29,8 +29,12 @@ declare -A NODE_PID
 declare -A WORKER_PID
 cleanup() {
     for p in "${NODE_PID[@]}" "${WORKER_PID[@]}" ${BENCH_PID:-}; do kill -9 "$p" 2>/dev/null || true; done
-    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    if [ -n "${KEEP:-}" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
+    if [ -n "${KEEP:-}" ]; then
+        echo "logs kept in $WORK, the database in $PG/$DB (drop it when done)" >&2
+    else
+        psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true

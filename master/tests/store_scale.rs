@@ -35,6 +35,7 @@ on_both_backends!(
     concurrent_completions_need_no_lock_retries,
     heartbeat_repair_completes_finished_buildsets,
     claim_with_slot_takes_both_or_neither,
+    a_build_ends_with_its_request_or_not_at_all,
 );
 
 /// A store that never retries: a transaction the database refuses fails the test.
@@ -268,4 +269,66 @@ async fn claim_with_slot_takes_both_or_neither(db: &TestDb) {
         Err(StoreError::AlreadyClaimed)
     ));
     assert_eq!(a.worker_slots_held(loser_worker).await.unwrap(), 0);
+}
+
+/// A build's end and its request's completion are one transaction (the chaos soak found a
+/// request with two SUCCESS builds when a master was killed between the two): done
+/// together, repeatable, and refused together for a build its master no longer holds.
+async fn a_build_ends_with_its_request_or_not_at_all(db: &TestDb) {
+    let store = db.store().await;
+    let m = store.register_master("m").await.unwrap();
+    let app = store.ensure_builder("app").await.unwrap();
+    let docs = store.ensure_builder("docs").await.unwrap();
+    let w = store.ensure_worker("w").await.unwrap();
+    let (bs, requests) = store.add_buildset("one", &[app, docs], 0).await.unwrap();
+    let (r1, r2) = (requests[0].1, requests[1].1);
+    store.claim_buildrequests(m, &[r1, r2]).await.unwrap();
+    let (b1, _) = store.add_build(m, r1, Some(w), "starting").await.unwrap();
+    let (b2, _) = store.add_build(m, r2, Some(w), "starting").await.unwrap();
+
+    // Both at once; the buildset waits for its other request. A repeat (a retried commit)
+    // succeeds and changes nothing.
+    for _ in 0..2 {
+        let set = store
+            .finish_build_and_request(m, b1, "done", r1, bs, Results::Success)
+            .await
+            .unwrap();
+        assert_eq!(set, None);
+    }
+    let build = store.get_build(b1).await.unwrap().unwrap();
+    assert_eq!(
+        (build.results, build.state_string.as_str()),
+        (Some(Results::Success), "done")
+    );
+    assert!(store.get_buildrequest(r1).await.unwrap().unwrap().complete);
+
+    // The master restarts (its previous life is cleaned up: b2 ends RETRY, r2 is released):
+    // the old build can neither finish nor complete the request.
+    store.deactivate_master(m).await.unwrap();
+    assert!(store
+        .finish_build_and_request(m, b2, "done", r2, bs, Results::Success)
+        .await
+        .is_err());
+    assert_eq!(store.register_master("m").await.unwrap(), m);
+    assert!(matches!(
+        store
+            .finish_build_and_request(m, b2, "done", r2, bs, Results::Success)
+            .await,
+        Err(StoreError::NotClaimed { .. })
+    ));
+    assert_eq!(
+        store.get_build(b2).await.unwrap().unwrap().results,
+        Some(Results::Retry)
+    );
+    let r2_row = store.get_buildrequest(r2).await.unwrap().unwrap();
+    assert!(!r2_row.complete && r2_row.claimed_by_masterid.is_none());
+
+    // The request runs again, and its end completes the buildset.
+    store.claim_buildrequests(m, &[r2]).await.unwrap();
+    let (b3, _) = store.add_build(m, r2, Some(w), "starting").await.unwrap();
+    let set = store
+        .finish_build_and_request(m, b3, "done", r2, bs, Results::Failure)
+        .await
+        .unwrap();
+    assert_eq!(set, Some(Results::Failure));
 }

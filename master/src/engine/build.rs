@@ -204,15 +204,35 @@ pub(super) async fn run(
 /// Records a build's end: the build row, its request (completed, or released to run again
 /// after a RETRY), and the buildset when this was its last request.
 async fn record_end(inner: &Inner, mut request: BuildRequest, build: &mut Build, result: Results) {
-    let end = inner
-        .store
-        .end_build(inner.master, build.id, result, &build.state_string)
-        .await;
-    if let Err(e) = end {
-        let build = build.id;
-        tracing::warn!(build, error = %e, "cannot record the build's end (this master may have been expired)");
-        return;
-    }
+    let (id, state) = (build.id, build.state_string.as_str());
+    let set = if result == Results::Retry {
+        inner
+            .store
+            .end_build(inner.master, id, result, state)
+            .await
+            .map(|()| None)
+    } else {
+        // The build's end and its request's completion are one transaction: a kill between
+        // them would let the request run a second time.
+        inner
+            .store
+            .finish_build_and_request(
+                inner.master,
+                id,
+                state,
+                request.id,
+                request.buildsetid,
+                result,
+            )
+            .await
+    };
+    let set = match set {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!(build = id, brid = request.id, error = %e, "cannot record the build's end (this master may have been expired)");
+            return;
+        }
+    };
     build.complete_at = Some(unix_now());
     build.results = Some(result);
     inner.bus.build(build, "finished");
@@ -220,23 +240,12 @@ async fn record_end(inner: &Inner, mut request: BuildRequest, build: &mut Build,
         unclaim(inner, request.id).await;
         return;
     }
-    match inner
-        .store
-        .complete_request(inner.master, request.id, request.buildsetid, result)
-        .await
-    {
-        Ok(set) => {
-            request.complete = true;
-            request.results = Some(result);
-            request.complete_at = build.complete_at;
-            inner.bus.buildrequest(&request, "complete");
-            if let Some(results) = set {
-                inner.publish_buildset_complete(request.buildsetid, results);
-            }
-        }
-        Err(e) => {
-            tracing::warn!(brid = request.id, error = %e, "cannot complete the build request")
-        }
+    request.complete = true;
+    request.results = Some(result);
+    request.complete_at = build.complete_at;
+    inner.bus.buildrequest(&request, "complete");
+    if let Some(results) = set {
+        inner.publish_buildset_complete(request.buildsetid, results);
     }
 }
 

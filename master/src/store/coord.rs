@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::{
     is_foreign_key_violation, is_unique_violation, placeholders, BuildId, BuildRequestId, MasterId,
@@ -380,7 +380,7 @@ impl Store {
     /// Cleans up after masters just marked inactive in `tx`.
     async fn housekeep(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut super::WriteTx,
         mut masters: Vec<MasterId>,
     ) -> Result<Expiry, StoreError> {
         masters.sort_unstable();
@@ -473,7 +473,7 @@ impl Store {
     /// doc of `store` for why it must come first); fails if the master is inactive.
     pub(super) async fn touch_master(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut super::WriteTx,
         master: MasterId,
     ) -> Result<i64, StoreError> {
         let now = self.now();
@@ -510,7 +510,7 @@ impl Store {
         Ok(held == brids.len() as i64)
     }
 
-    async fn all_completed_by(
+    pub(super) async fn all_completed_by(
         &self,
         master: MasterId,
         brids: &[BuildRequestId],

@@ -1,7 +1,7 @@
 //! A build's progress in as few write transactions as its meaning allows: a step begins
 //! (build state, step, log, its first lines, and the build's properties for the first step)
-//! in one, ends (last lines, log and step complete) in one, the build ends (state and
-//! result) in one, and its request completes together with its buildset when it was the
+//! in one, ends (last lines, log and step complete) in one, and the build ends (state and
+//! result) in one with its request's completion, and its buildset's when it was the
 //! last. Every write transaction costs a commit under SQLite's single write lock, and each
 //! statement a round trip to the connection's thread; issue 15 measured 18 commits per
 //! build as the limit of a master with 1,000 workers.
@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::{BuildId, BuildRequestId, BuildsetId, LogId, MasterId, StepId, Store};
 use crate::{Results, StoreError};
@@ -154,23 +154,42 @@ impl Store {
         .await
     }
 
-    /// Completes request `brid` (claimed by `master`) with `results` and, when it was the
-    /// last incomplete request of its buildset, the buildset: one transaction. Returns the
-    /// buildset's results if this call completed it. Same guarantees as
-    /// [`Store::complete_buildrequests`] (a repeated completion succeeds; a request this
-    /// master does not hold is `NotClaimed`) and [`Store::maybe_complete_buildset`].
-    pub async fn complete_request(
+    /// Ends a build of `master` with `results` and its final state, and completes its
+    /// request `brid` with the same result (and the request's buildset when it was the
+    /// last), all in one transaction. Two transactions left a window: a master killed
+    /// between them left a finished build whose request its restart (or its expiry)
+    /// released to run again, so the request got a second SUCCESS build (the chaos soak
+    /// found one in 11,866 requests). Returns the buildset's results if this completed it.
+    /// If the build is not this master's unfinished build, or the request not its
+    /// incomplete claim, nothing changes and it fails with `NotClaimed` (or
+    /// `MasterInactive`), unless an earlier try committed (the request is complete with
+    /// this result by this master): then it succeeds.
+    pub async fn finish_build_and_request(
         &self,
         master: MasterId,
+        build: BuildId,
+        state_string: &str,
         brid: BuildRequestId,
         buildset: BuildsetId,
         results: Results,
     ) -> Result<Option<Results>, StoreError> {
         let done = self
-            .retrying("complete_request", || async {
+            .retrying("finish_build_and_request", || async {
                 let mut tx = self.begin_write().await?;
                 let now = self.touch_master(&mut tx, master).await?;
-                let updated = sqlx::query(
+                let ended = sqlx::query(
+                    "UPDATE builds SET complete_at = $1, results = $2, state_string = $3 \
+                     WHERE id = $4 AND masterid = $5 AND complete_at IS NULL",
+                )
+                .bind(now)
+                .bind(results.code())
+                .bind(state_string)
+                .bind(build)
+                .bind(master)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let completed = sqlx::query(
                     "UPDATE buildrequests SET complete = 1, results = $1, complete_at = $2 \
                      WHERE complete = 0 AND id = $3 \
                      AND id IN (SELECT brid FROM buildrequest_claims WHERE masterid = $4)",
@@ -182,7 +201,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                if updated != 1 {
+                if ended != 1 || completed != 1 {
                     tx.rollback().await?;
                     return Ok(None);
                 }
@@ -193,20 +212,17 @@ impl Store {
             .await?;
         match done {
             Some(set) => Ok(set),
-            // Completed already (a retried commit) or not ours: the separate operations
-            // tell which, and finish the buildset if the first try did not.
-            None => {
-                self.complete_buildrequests(master, &[brid], results)
-                    .await?;
+            None if self.all_completed_by(master, &[brid], results).await? => {
                 self.maybe_complete_buildset(buildset).await
             }
+            None => Err(StoreError::NotClaimed { masterid: master }),
         }
     }
 }
 
 /// Appends newline-terminated `text` to a log inside `tx`; the first and last line numbers.
 pub(super) async fn append_in(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut super::WriteTx,
     log: LogId,
     text: &str,
 ) -> Result<(i64, i64), StoreError> {
@@ -238,7 +254,7 @@ pub(super) async fn append_in(
 /// completing its last two requests are ordered and the second sees the first's request
 /// complete (READ COMMITTED reads anew per statement): one of them completes the buildset.
 pub(super) async fn complete_buildset_in(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut super::WriteTx,
     buildset: BuildsetId,
     now: i64,
 ) -> Result<Option<Results>, StoreError> {

@@ -704,7 +704,7 @@ impl Store {
 }
 
 async fn insert_buildset(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut super::WriteTx,
     now: i64,
     b: &NewBuildset,
 ) -> Result<(BuildsetId, Vec<(BuilderId, BuildRequestId)>), StoreError> {
