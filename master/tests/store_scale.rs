@@ -271,8 +271,8 @@ async fn claim_with_slot_takes_both_or_neither(db: &TestDb) {
     assert_eq!(a.worker_slots_held(loser_worker).await.unwrap(), 0);
 }
 
-/// A build's end and its request's completion are one transaction (the chaos soak found a
-/// request with two SUCCESS builds when a master was killed between the two): done
+/// A build's end and its request's completion are one transaction (a master killed between
+/// two would leave a finished build whose request runs again: a second SUCCESS build): done
 /// together, repeatable, and refused together for a build its master no longer holds.
 async fn a_build_ends_with_its_request_or_not_at_all(db: &TestDb) {
     let store = db.store().await;

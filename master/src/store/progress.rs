@@ -158,8 +158,8 @@ impl Store {
     /// request `brid` with the same result (and the request's buildset when it was the
     /// last), all in one transaction. Two transactions left a window: a master killed
     /// between them left a finished build whose request its restart (or its expiry)
-    /// released to run again, so the request got a second SUCCESS build (the chaos soak
-    /// found one in 11,866 requests). Returns the buildset's results if this completed it.
+    /// released to run again, so the request got a second SUCCESS build (the likely cause
+    /// of one such request in 11,866 in a chaos soak). Returns the buildset's results if this completed it.
     /// If the build is not this master's unfinished build, or the request not its
     /// incomplete claim, nothing changes and it fails with `NotClaimed` (or
     /// `MasterInactive`), unless an earlier try committed (the request is complete with
