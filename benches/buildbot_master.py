@@ -100,8 +100,12 @@ def main():
                            stdout=subprocess.DEVNULL)
             with open(os.path.join(d, "master.cfg"), "w") as f:
                 f.write(MASTER_CFG.format(workers=a.workers, pb=pb, www=www, db=db, extra=extra))
-            subprocess.run([bb, "start", "--start_timeout=180", d], check=True,
-                           stdout=subprocess.DEVNULL)
+            if subprocess.run([bb, "start", "--start_timeout=180", d],
+                              stdout=subprocess.DEVNULL).returncode != 0:
+                # Say why: the master's own log has the traceback.
+                with open(os.path.join(d, "twistd.log"), errors="replace") as f:
+                    tail = f.read()[-3000:]
+                sys.exit(f"Buildbot master {m} did not start; the end of its twistd.log:\n{tail}")
             started.append(("master", d))
             with open(os.path.join(d, "twistd.pid")) as f:
                 pids.append(int(f.read().strip()))

@@ -143,7 +143,9 @@ for setup in $SETUPS; do
             PIDS+=($!)
             wait_port 18300
             bbdb=$(new_db bb)
-            bbargs=(--db "${bbdb/postgres:/postgresql:}" --masters 2 --router ws://127.0.0.1:18300/ws
+            # SQLAlchemy 2.1 (what Buildbot 4.3 installs) reads a bare postgresql:// as
+            # psycopg 3, which is not installed: name psycopg2's dialect.
+            bbargs=(--db "${bbdb/postgres:/postgresql+psycopg2:}" --masters 2 --router ws://127.0.0.1:18300/ws
                 --label "Buildbot 4.3, 2 masters, PostgreSQL, mq wamp")
         fi
         for r in $(seq 1 "$RUNS"); do

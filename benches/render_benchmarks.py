@@ -3,6 +3,9 @@
 benches/compare.sh. Standard library only.
 
 usage: render_benchmarks.py RESULTS.jsonl OUT.md --duration S --crossbar V --switchyard V --command CMD
+       render_benchmarks.py --master-only BENCHMARKS.md
+         (puts benches/master.md in place of BENCHMARKS.md's build master section, leaving
+         the router's sections as they were rendered)
 """
 
 import argparse
@@ -11,6 +14,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 
 
 def machine():
@@ -61,7 +65,22 @@ def ratio(a, b):
     return f"{a / b:.1f}×" if a / b >= 10 else f"{a / b:.2f}×"
 
 
+MASTER_HEADING = "## Build master"
+
+
+def master_only(path):
+    """Replaces the build master's section (from its heading to the end) with master.md."""
+    master = os.path.join(os.path.dirname(os.path.abspath(__file__)), "master.md")
+    text = open(path).read()
+    cut = text.find("\n" + MASTER_HEADING)
+    head = text if cut < 0 else text[:cut + 1]
+    open(path, "w").write(head.rstrip("\n") + "\n\n" + open(master).read().rstrip() + "\n\n")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--master-only":
+        master_only(sys.argv[2])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
     ap.add_argument("out")

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::TestDb;
 use switchyard_master::store::WorkerSlot;
-use switchyard_master::{Results, RetryPolicy, Store, StoreOptions};
+use switchyard_master::{Results, RetryPolicy, Store, StoreError, StoreOptions};
 
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {$(
@@ -34,6 +34,8 @@ on_both_backends!(
     one_build_of_a_builder_per_worker_across_masters,
     concurrent_completions_need_no_lock_retries,
     heartbeat_repair_completes_finished_buildsets,
+    claim_with_slot_takes_both_or_neither,
+    a_build_ends_with_its_request_or_not_at_all,
 );
 
 /// A store that never retries: a transaction the database refuses fails the test.
@@ -197,4 +199,136 @@ async fn heartbeat_repair_completes_finished_buildsets(db: &TestDb) {
         .unwrap()
         .is_empty());
     let _ = half;
+}
+
+/// The queue's claim: the request and a worker slot in one transaction. Two masters racing
+/// for a request get one winner, and the loser's worker keeps its slot; a worker that is
+/// busy leaves the request unclaimed; a repeated claim finds its own slot.
+async fn claim_with_slot_takes_both_or_neither(db: &TestDb) {
+    let a = db.store().await;
+    let b = db.store().await;
+    let ma = a.register_master("a").await.unwrap();
+    let mb = b.register_master("b").await.unwrap();
+    let app = a.ensure_builder("app").await.unwrap();
+    let docs = a.ensure_builder("docs").await.unwrap();
+    let w1 = a.ensure_worker("w1").await.unwrap();
+    let w2 = a.ensure_worker("w2").await.unwrap();
+    let (_, one) = a.add_buildset("one", &[app, docs], 0).await.unwrap();
+    let (_, two) = a.add_buildset("two", &[app], 0).await.unwrap();
+    let (r, r_docs, r2) = (one[0].1, one[1].1, two[0].1);
+
+    let (x, y) = tokio::join!(
+        a.claim_with_slot(ma, r, w1, 1),
+        b.claim_with_slot(mb, r, w2, 1)
+    );
+    let (winner, worker, slot, loser_worker) = match (x, y) {
+        (Ok(WorkerSlot::Taken(s)), Err(StoreError::AlreadyClaimed)) => (ma, w1, s, w2),
+        (Err(StoreError::AlreadyClaimed), Ok(WorkerSlot::Taken(s))) => (mb, w2, s, w1),
+        other => panic!("expected one winner and one AlreadyClaimed, got {other:?}"),
+    };
+    assert_eq!(a.claims().await.unwrap(), vec![(r, winner)]);
+    assert_eq!(a.worker_slots_held(worker).await.unwrap(), 1);
+    assert_eq!(
+        a.worker_slots_held(loser_worker).await.unwrap(),
+        0,
+        "the loser took no slot"
+    );
+
+    // The same claim again (a retry after a lost acknowledgement) finds its slot.
+    assert_eq!(
+        a.claim_with_slot(winner, r, worker, 1).await.unwrap(),
+        WorkerSlot::Taken(slot)
+    );
+    // The winner's worker is busy: a request of the same builder, then of another builder,
+    // is refused and stays unclaimed.
+    assert_eq!(
+        a.claim_with_slot(winner, r2, worker, 2).await.unwrap(),
+        WorkerSlot::BuilderRunning
+    );
+    assert_eq!(
+        a.claim_with_slot(winner, r_docs, worker, 1).await.unwrap(),
+        WorkerSlot::Full
+    );
+    let unclaimed: Vec<i64> = a
+        .unclaimed_buildrequests(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| q.id)
+        .collect();
+    assert_eq!(unclaimed, vec![r_docs, r2]);
+    assert_eq!(a.claims().await.unwrap(), vec![(r, winner)]);
+
+    // A completed request is never claimed again.
+    a.complete_buildrequests(winner, &[r], Results::Success)
+        .await
+        .unwrap();
+    a.release_worker_slot(winner, worker, slot).await.unwrap();
+    assert!(matches!(
+        a.claim_with_slot(ma, r, loser_worker, 1).await,
+        Err(StoreError::AlreadyClaimed)
+    ));
+    assert_eq!(a.worker_slots_held(loser_worker).await.unwrap(), 0);
+}
+
+/// A build's end and its request's completion are one transaction (a master killed between
+/// two would leave a finished build whose request runs again: a second SUCCESS build): done
+/// together, repeatable, and refused together for a build its master no longer holds.
+async fn a_build_ends_with_its_request_or_not_at_all(db: &TestDb) {
+    let store = db.store().await;
+    let m = store.register_master("m").await.unwrap();
+    let app = store.ensure_builder("app").await.unwrap();
+    let docs = store.ensure_builder("docs").await.unwrap();
+    let w = store.ensure_worker("w").await.unwrap();
+    let (bs, requests) = store.add_buildset("one", &[app, docs], 0).await.unwrap();
+    let (r1, r2) = (requests[0].1, requests[1].1);
+    store.claim_buildrequests(m, &[r1, r2]).await.unwrap();
+    let (b1, _) = store.add_build(m, r1, Some(w), "starting").await.unwrap();
+    let (b2, _) = store.add_build(m, r2, Some(w), "starting").await.unwrap();
+
+    // Both at once; the buildset waits for its other request. A repeat (a retried commit)
+    // succeeds and changes nothing.
+    for _ in 0..2 {
+        let set = store
+            .finish_build_and_request(m, b1, "done", r1, bs, Results::Success)
+            .await
+            .unwrap();
+        assert_eq!(set, None);
+    }
+    let build = store.get_build(b1).await.unwrap().unwrap();
+    assert_eq!(
+        (build.results, build.state_string.as_str()),
+        (Some(Results::Success), "done")
+    );
+    assert!(store.get_buildrequest(r1).await.unwrap().unwrap().complete);
+
+    // The master restarts (its previous life is cleaned up: b2 ends RETRY, r2 is released):
+    // the old build can neither finish nor complete the request.
+    store.deactivate_master(m).await.unwrap();
+    assert!(store
+        .finish_build_and_request(m, b2, "done", r2, bs, Results::Success)
+        .await
+        .is_err());
+    assert_eq!(store.register_master("m").await.unwrap(), m);
+    assert!(matches!(
+        store
+            .finish_build_and_request(m, b2, "done", r2, bs, Results::Success)
+            .await,
+        Err(StoreError::NotClaimed { .. })
+    ));
+    assert_eq!(
+        store.get_build(b2).await.unwrap().unwrap().results,
+        Some(Results::Retry)
+    );
+    let r2_row = store.get_buildrequest(r2).await.unwrap().unwrap();
+    assert!(!r2_row.complete && r2_row.claimed_by_masterid.is_none());
+
+    // The request runs again, and its end completes the buildset.
+    store.claim_buildrequests(m, &[r2]).await.unwrap();
+    let (b3, _) = store.add_build(m, r2, Some(w), "starting").await.unwrap();
+    let set = store
+        .finish_build_and_request(m, b3, "done", r2, bs, Results::Failure)
+        .await
+        .unwrap();
+    assert_eq!(set, Some(Results::Failure));
 }

@@ -27,8 +27,9 @@ use super::rss_bytes;
 
 #[derive(Args, Clone, Debug)]
 pub struct MasterArgs {
-    /// Router URL the simulated workers join (repeat for a mesh: round-robin). The first is
-    /// also where the bench listens to the bus.
+    /// Router URL the simulated workers join (repeat for a mesh: round-robin). The bench
+    /// watches the bus on every one (rejoining a node that restarts), so a completion is
+    /// seen while any node is up.
     #[arg(long = "url", default_value = "ws://127.0.0.1:8080/ws")]
     pub urls: Vec<String>,
     /// The master's HTTP address for the REST API (repeat: forces go round-robin).
@@ -91,8 +92,8 @@ struct Seen {
     submitted: HashMap<u64, Instant>,
     bsid_of: HashMap<u64, u64>,
     runs: HashMap<u64, Vec<Instant>>,
-    /// bsid → (time, results), every complete event.
-    completes: HashMap<u64, Vec<(Instant, i64)>>,
+    /// bsid → (time, results, watcher), every complete event (each URL has a watcher).
+    completes: HashMap<u64, Vec<(Instant, i64, usize)>>,
     force_errors: u64,
 }
 
@@ -192,7 +193,10 @@ pub async fn run(a: MasterArgs) -> Result<(), String> {
             sim_worker(a2, name, url, seen, connected, gate).await
         }));
     }
-    let bus = subscribe_bus(&a, seen.clone()).await?;
+    let mut bus = Vec::new();
+    for i in 0..a.urls.len() {
+        bus.push(watch_bus(&a, i, seen.clone()).await?);
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     while connected.load(Ordering::Relaxed) < a.workers as u64 {
         if Instant::now() > deadline {
@@ -238,7 +242,9 @@ pub async fn run(a: MasterArgs) -> Result<(), String> {
     pb.finish_and_clear();
     sampler.abort();
     let cpu = cpu0.and_then(|c0| cpu_seconds(&a.router_pids).map(|c1| c1 - c0));
-    bus.disconnect();
+    for w in bus {
+        w.abort();
+    }
     for w in workers {
         w.abort();
     }
@@ -429,53 +435,87 @@ async fn answer_run(client: &Client, request: u64, a: &MasterArgs) {
         .await;
 }
 
-/// Listens for `buildsets.<id>.complete` on the bus.
-async fn subscribe_bus(a: &MasterArgs, seen: Arc<Mutex<Seen>>) -> Result<Client, String> {
-    let o = ClientOptions::new(a.urls[0].as_str(), a.realm.as_str());
-    let client = Client::connect(&o)
+/// Joins `a.urls[i]` and subscribes to the bus's buildsets.
+async fn join_bus(
+    a: &MasterArgs,
+    i: usize,
+) -> Result<
+    (
+        Client,
+        tokio::sync::mpsc::Receiver<switchyard_router::client::Event>,
+    ),
+    String,
+> {
+    let url = a.urls[i].as_str();
+    let o = ClientOptions::new(url, a.realm.as_str());
+    let client = tokio::time::timeout(Duration::from_secs(10), Client::connect(&o))
         .await
-        .map_err(|e| format!("cannot join {} to watch the bus: {e}", a.urls[0]))?;
+        .map_err(|_| format!("cannot join {url} to watch the bus: timed out"))?
+        .map_err(|e| format!("cannot join {url} to watch the bus: {e}"))?;
     let mut options = Dict::new();
     options.insert("match".into(), Value::from("prefix"));
-    let (_, mut events) = client
+    let (_, events) = client
         .subscribe("org.buildbot.mq.buildsets.", options)
         .await
-        .map_err(|e| format!("cannot subscribe to the bus: {e}"))?;
-    tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
-            let now = Instant::now();
-            let Some(topic) = ev.details.get("topic").and_then(Value::as_str) else {
-                continue;
-            };
-            // Only `buildsets.<id>.complete` (a request's keys also start with `buildsets.`).
-            let Some(rest) = topic.strip_prefix("org.buildbot.mq.buildsets.") else {
-                continue;
-            };
-            let Some(bsid) = rest
-                .strip_suffix(".complete")
-                .and_then(|id| id.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let results = ev
-                .payload
-                .args()
-                .first()
-                .and_then(Value::as_dict)
-                .and_then(|d| d.get("results"))
-                .and_then(|v| match v {
-                    Value::Int(i) => Some(*i),
-                    v => v.as_u64().map(|u| u as i64),
-                })
-                .unwrap_or(-1);
-            seen.lock()
-                .completes
-                .entry(bsid)
-                .or_default()
-                .push((now, results));
+        .map_err(|e| format!("cannot subscribe to the bus at {url}: {e}"))?;
+    Ok((client, events))
+}
+
+/// Watches `buildsets.<id>.complete` on the bus through `a.urls[i]`, joining again (every
+/// second) whenever that node goes away; the first join must succeed. Abort the task to
+/// stop.
+async fn watch_bus(
+    a: &MasterArgs,
+    i: usize,
+    seen: Arc<Mutex<Seen>>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let first = join_bus(a, i).await?;
+    let a = a.clone();
+    Ok(tokio::spawn(async move {
+        let mut joined = Some(first);
+        loop {
+            if let Some((client, mut events)) = joined.take() {
+                while let Some(ev) = events.recv().await {
+                    record_complete(&ev, i, &seen);
+                }
+                client.disconnect();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            joined = join_bus(&a, i).await.ok();
         }
-    });
-    Ok(client)
+    }))
+}
+
+/// Records a `buildsets.<id>.complete` event (a request's keys also start with
+/// `buildsets.`, and are skipped).
+fn record_complete(ev: &switchyard_router::client::Event, watcher: usize, seen: &Mutex<Seen>) {
+    let now = Instant::now();
+    let Some(topic) = ev.details.get("topic").and_then(Value::as_str) else {
+        return;
+    };
+    let Some(bsid) = topic
+        .strip_prefix("org.buildbot.mq.buildsets.")
+        .and_then(|rest| rest.strip_suffix(".complete"))
+        .and_then(|id| id.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let results = ev
+        .payload
+        .args()
+        .first()
+        .and_then(Value::as_dict)
+        .and_then(|d| d.get("results"))
+        .and_then(|v| match v {
+            Value::Int(i) => Some(*i),
+            v => v.as_u64().map(|u| u as i64),
+        })
+        .unwrap_or(-1);
+    seen.lock()
+        .completes
+        .entry(bsid)
+        .or_default()
+        .push((now, results, watcher));
 }
 
 /// Polls the REST API until the master lists every simulated worker as connected.
@@ -632,10 +672,16 @@ fn summarize(a: &MasterArgs, s: &Seen, start: Instant) -> MasterReport {
         let Some(bsid) = s.bsid_of.get(id) else {
             continue;
         };
-        match s.completes.get(bsid).map(Vec::as_slice) {
-            Some([(at, results), rest @ ..]) => {
+        let events = s.completes.get(bsid).map(Vec::as_slice).unwrap_or(&[]);
+        // The first to arrive, whichever watcher saw it.
+        match events.iter().min_by_key(|(at, _, _)| *at) {
+            Some((at, results, _)) => {
                 completed += 1;
-                duplicate_completions += rest.len() as u64;
+                // Each watcher sees every event once: more from one watcher are extra.
+                for w in 0..a.urls.len() {
+                    let n = events.iter().filter(|e| e.2 == w).count() as u64;
+                    duplicate_completions += n.saturating_sub(1);
+                }
                 if *results != 0 {
                     failures += 1;
                 }

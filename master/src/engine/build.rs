@@ -26,7 +26,7 @@ use super::git::{checkout_script, sh_quote, BadRef};
 use super::{unix_now, Inner, RunningBuild};
 use crate::auth::worker_procedure;
 use crate::config::{StepCommand, StepConfig};
-use crate::store::{BuildId, BuildRequest, LogId, StepId, WorkerId};
+use crate::store::{Build, BuildId, BuildRequest, LogId, StepId, StepStart, WorkerId};
 use crate::{Results, StoreError};
 
 /// How long a worker has to answer after its command was interrupted.
@@ -55,6 +55,13 @@ pub(super) async fn run(
     slot: i64,
 ) {
     let stop = CancellationToken::new();
+    // As Buildbot: the request is claimed (its UI moves it out of the pending list). The
+    // events of a build carry what this task wrote (times are this host's clock, as the
+    // database's are), rather than reading each row back: four reads a build fewer.
+    let mut request = request;
+    request.claimed_by_masterid = Some(inner.master);
+    request.claimed_at = Some(unix_now());
+    inner.bus.buildrequest(&request, "claimed");
     let started = inner
         .store
         .add_build(inner.master, request.id, Some(worker), "starting")
@@ -72,11 +79,19 @@ pub(super) async fn run(
         reason: parking_lot::Mutex::new(None),
     });
     inner.running.lock().insert(build, running.clone());
-    if let Ok(Some(b)) = inner.store.get_build(build).await {
-        inner.bus.build(&b, "new");
-    }
-    // As Buildbot: the request is claimed (Buildbot's UI moves it out of the pending list).
-    inner.publish_request(request.id, "claimed").await;
+    let mut record = Build {
+        id: build,
+        number,
+        builderid: request.builderid,
+        buildrequestid: request.id,
+        workerid: Some(worker),
+        masterid: inner.master,
+        started_at: unix_now(),
+        complete_at: None,
+        state_string: "starting".into(),
+        results: None,
+    };
+    inner.bus.build(&record, "new");
     let builder = inner
         .builder(request.builderid)
         .expect("claimed only for our builders")
@@ -96,9 +111,6 @@ pub(super) async fn run(
     ] {
         props.insert(k.into(), (v, "Build".into()));
     }
-    if let Err(e) = inner.store.set_build_properties(build, &props).await {
-        tracing::warn!(build, error = %e, "cannot store build properties");
-    }
 
     let mut result = Results::Success;
     let mut halted = false;
@@ -107,10 +119,6 @@ pub(super) async fn run(
         if halted {
             break;
         }
-        let _ = inner
-            .store
-            .set_build_state(build, &format!("running {}", step.name))
-            .await;
         let outcome = run_step(
             &inner,
             build,
@@ -180,12 +188,13 @@ pub(super) async fn run(
         tracing::warn!(error = %e, "cannot release worker slot (the heartbeat's repair will)");
     }
     inner.wake.notify_one();
-    let _ = inner.store.set_build_state(build, &state).await;
     if stopped_reason.as_deref() != Some("master expired") {
-        // (If this master was expired, the master that expired it finished the build and
-        // released the request already.)
-        record_end(&inner, &request, build, final_result).await;
+        record.state_string = state;
+        record_end(&inner, request, &mut record, final_result).await;
         tracing::info!(build, number, builder = %builder.name, result = %final_result, "build finished");
+    } else {
+        // The master that expired this one finished the build and released the request.
+        let _ = inner.store.set_build_state(build, &state).await;
     }
     // Only now is the build off this master's books: a stop waits for this, so a
     // completion is never abandoned half-way.
@@ -194,30 +203,49 @@ pub(super) async fn run(
 
 /// Records a build's end: the build row, its request (completed, or released to run again
 /// after a RETRY), and the buildset when this was its last request.
-async fn record_end(inner: &Inner, request: &BuildRequest, build: BuildId, result: Results) {
-    if let Err(e) = inner.store.finish_build(inner.master, build, result).await {
-        tracing::warn!(build, error = %e, "cannot record the build's end (this master may have been expired)");
-        return;
-    }
-    if let Ok(Some(b)) = inner.store.get_build(build).await {
-        inner.bus.build(&b, "finished");
-    }
+async fn record_end(inner: &Inner, mut request: BuildRequest, build: &mut Build, result: Results) {
+    let (id, state) = (build.id, build.state_string.as_str());
+    let set = if result == Results::Retry {
+        inner
+            .store
+            .end_build(inner.master, id, result, state)
+            .await
+            .map(|()| None)
+    } else {
+        // The build's end and its request's completion are one transaction: a kill between
+        // them would let the request run a second time.
+        inner
+            .store
+            .finish_build_and_request(
+                inner.master,
+                id,
+                state,
+                request.id,
+                request.buildsetid,
+                result,
+            )
+            .await
+    };
+    let set = match set {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!(build = id, brid = request.id, error = %e, "cannot record the build's end (this master may have been expired)");
+            return;
+        }
+    };
+    build.complete_at = Some(unix_now());
+    build.results = Some(result);
+    inner.bus.build(build, "finished");
     if result == Results::Retry {
         unclaim(inner, request.id).await;
         return;
     }
-    match inner
-        .store
-        .complete_buildrequests(inner.master, &[request.id], result)
-        .await
-    {
-        Ok(()) => {
-            inner.publish_request(request.id, "complete").await;
-            inner.maybe_complete_buildset(request.buildsetid).await;
-        }
-        Err(e) => {
-            tracing::warn!(brid = request.id, error = %e, "cannot complete the build request")
-        }
+    request.complete = true;
+    request.results = Some(result);
+    request.complete_at = build.complete_at;
+    inner.bus.buildrequest(&request, "complete");
+    if let Some(results) = set {
+        inner.publish_buildset_complete(request.buildsetid, results);
     }
 }
 
@@ -337,6 +365,12 @@ struct LogWriter<'a> {
 impl LogWriter<'_> {
     async fn write(&mut self, text: &str) -> Result<(), StoreError> {
         let (first, last) = self.inner.store.append_log(self.log, text).await?;
+        self.appended(first, last, text);
+        Ok(())
+    }
+
+    /// Publishes lines `first..=last`, written to the store by the caller.
+    fn appended(&mut self, first: i64, last: i64, text: &str) {
         self.lines = last + 1;
         let data = json!({"logid": self.log, "stepid": self.step, "name": "stdio",
             "slug": "stdio", "type": "t", "complete": false, "num_lines": self.lines,
@@ -344,7 +378,6 @@ impl LogWriter<'_> {
         self.inner
             .bus
             .log(self.step, self.log, "stdio", &data, "append");
-        Ok(())
     }
 }
 
@@ -359,14 +392,29 @@ async fn run_step(
     props: &BTreeMap<String, (Json, String)>,
     stop: &CancellationToken,
 ) -> Result<Results, StoreError> {
-    let stepid = inner.store.add_step(build, number, &step.name).await?;
+    let command = command_for(step, props);
+    let workdir = format!("{builder}/{}", step.workdir());
+    let header = command
+        .as_ref()
+        .ok()
+        .map(|(_, h)| format!("$ {h}\n  in {workdir} on worker {worker}\n"));
+    let (stepid, log, lines) = inner
+        .store
+        .begin_step(&StepStart {
+            build,
+            number,
+            name: &step.name,
+            // The build's properties go in with its first step's transaction.
+            properties: (number == 0).then_some(props),
+            header: header.as_deref(),
+        })
+        .await?;
     inner.bus.step(
         build,
         stepid,
         &step_json(stepid, build, number, &step.name, None, "running"),
         "new",
     );
-    let log = inner.store.add_log(stepid, "stdio", "t").await?;
     inner.bus.log(
         stepid,
         log,
@@ -381,11 +429,14 @@ async fn run_step(
         log,
         lines: 0,
     };
-    let end = match command_for(step, props) {
-        Ok((command, header)) => {
+    if let Some(h) = &header {
+        out.appended(0, lines - 1, h);
+    }
+    let end = match command {
+        Ok((command, _)) => {
             call_worker(
                 inner, &mut out, build, stepid, step, builder, worker, props, stop, command,
-                &header,
+                &workdir,
             )
             .await?
         }
@@ -430,9 +481,11 @@ async fn run_step(
         StepEnd::Stopped => "stopped\n".into(),
         StepEnd::Invalid(m) => format!("{m}\nthe step did not run\n"),
     };
-    out.write(&footer).await?;
-    inner.store.finish_log(log).await?;
-    inner.store.finish_step(stepid, result, &state).await?;
+    let (first, last) = inner
+        .store
+        .end_step(stepid, log, &footer, result, &state)
+        .await?;
+    out.appended(first, last, &footer);
     inner.bus.log(
         stepid,
         log,
@@ -463,15 +516,11 @@ async fn call_worker(
     props: &BTreeMap<String, (Json, String)>,
     stop: &CancellationToken,
     command: Value,
-    header: &str,
+    workdir: &str,
 ) -> Result<StepEnd, StoreError> {
-    let workdir = format!("{builder}/{}", step.workdir());
-    out.write(&format!("$ {header}\n  in {workdir} on worker {worker}\n"))
-        .await?;
-
     let mut kwargs = Dict::new();
     kwargs.insert("command".into(), command);
-    kwargs.insert("workdir".into(), Value::from(workdir.as_str()));
+    kwargs.insert("workdir".into(), Value::from(workdir));
     let mut env: Dict = step
         .env
         .iter()

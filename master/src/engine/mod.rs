@@ -25,7 +25,7 @@ pub mod events;
 mod git;
 pub mod secrets;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ use crate::auth::{worker_procedure, BusTrust, WORKER_NAMESPACE};
 use crate::config::{BuilderConfig, MasterConfig, SchedulerKind};
 use crate::store::{
     BuildId, BuildRequest, BuilderId, MasterId, NewBuildset, SchedulerId, Store, WorkerId,
-    WorkerLoad, WorkerSlot,
+    WorkerSlot,
 };
 use crate::StoreError;
 use events::{to_json, Bus};
@@ -123,6 +123,8 @@ pub(crate) struct Inner {
     name: String,
     builders_by_id: HashMap<BuilderId, usize>,
     worker_ids: HashMap<String, WorkerId>,
+    /// Each configured worker's `max_builds`, by id (the queue looks it up per candidate).
+    worker_max: HashMap<WorkerId, u32>,
     scheduler_ids: HashMap<String, SchedulerId>,
     running: Mutex<HashMap<BuildId, Arc<RunningBuild>>>,
     /// Builds between "this master may claim" and the end of their run, so a graceful
@@ -219,14 +221,17 @@ impl Inner {
         }
     }
 
+    /// Publishes `buildsets.<id>.complete`.
+    fn publish_buildset_complete(&self, bsid: i64, results: crate::Results) {
+        let data = json!({"bsid": bsid, "complete": true, "results": results.code(),
+            "complete_at": unix_now()});
+        self.bus.buildset(bsid, &data, "complete");
+    }
+
     /// After a request completed: completes its buildset if it was the last.
     async fn maybe_complete_buildset(&self, bsid: i64) {
         match self.store.maybe_complete_buildset(bsid).await {
-            Ok(Some(results)) => {
-                let data = json!({"bsid": bsid, "complete": true, "results": results.code(),
-                    "complete_at": unix_now()});
-                self.bus.buildset(bsid, &data, "complete");
-            }
+            Ok(Some(results)) => self.publish_buildset_complete(bsid, results),
             Ok(None) => {}
             Err(e) => tracing::warn!(bsid, error = %e, "cannot complete buildset"),
         }
@@ -285,8 +290,11 @@ impl Master {
         let ids: Vec<BuilderId> = builders_by_id.keys().copied().collect();
         store.set_builder_masters(master, &ids).await?;
         let mut worker_ids = HashMap::new();
+        let mut worker_max = HashMap::new();
         for w in &config.workers {
-            worker_ids.insert(w.name.clone(), store.ensure_worker(&w.name).await?);
+            let id = store.ensure_worker(&w.name).await?;
+            worker_ids.insert(w.name.clone(), id);
+            worker_max.insert(id, w.max_builds);
         }
         let mut scheduler_ids = HashMap::new();
         for s in &config.schedulers {
@@ -303,6 +311,7 @@ impl Master {
             name,
             builders_by_id,
             worker_ids,
+            worker_max,
             scheduler_ids,
             running: Mutex::new(HashMap::new()),
             starting: Arc::default(),
@@ -1146,7 +1155,8 @@ async fn queue_task(inner: Arc<Inner>) {
 /// many of the builder's oldest requests as it has workers with a free slot and no build of
 /// that builder running (Buildbot's rule: one build of a builder per worker at a time, so
 /// builds never share a workdir): requests for builders this master does not run, or whose
-/// workers are busy, cost nothing.
+/// workers are busy, cost nothing. A pass costs O(workers of the builder) in memory besides
+/// its queries, whatever the number of requests it starts (no scan per request).
 async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
     let only = (!inner.workers_anywhere).then_some(inner.master);
     let available = inner.store.available_workers(only).await?;
@@ -1155,8 +1165,11 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
     }
     let mut load = inner.store.worker_load().await?;
     let now = Instant::now();
-    inner.quarantine.lock().retain(|_, until| *until > now);
-    let quarantined: Vec<WorkerId> = inner.quarantine.lock().keys().copied().collect();
+    let quarantined: HashSet<WorkerId> = {
+        let mut q = inner.quarantine.lock();
+        q.retain(|_, until| *until > now);
+        q.keys().copied().collect()
+    };
     let mut builders: Vec<(BuilderId, usize)> =
         inner.builders_by_id.iter().map(|(k, v)| (*k, *v)).collect();
     {
@@ -1166,81 +1179,67 @@ async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
     for (builderid, index) in builders {
         let builder = &inner.config.builders[index];
         // Workers up, not quarantined, with a free slot and no build of this builder
-        // running (one build of a builder per worker: they share its workdir).
-        let candidates = |load: &WorkerLoad| {
-            let mut c: Vec<(WorkerId, &str, u32)> = builder
-                .workers
-                .iter()
-                .filter_map(|w| {
-                    let id = *inner.worker_ids.get(w)?;
-                    let max = inner.config.worker(w)?.max_builds;
-                    let up = available.iter().any(|(a, _)| *a == id) && !quarantined.contains(&id);
-                    let busy = load.slots.get(&id).copied().unwrap_or(0) >= i64::from(max)
-                        || load.running.contains(&(id, builderid));
-                    (up && !busy).then_some((id, w.as_str(), max))
-                })
-                .collect();
-            // Least loaded first; ties broken at random so masters spread out.
-            {
-                use rand::seq::SliceRandom;
-                c.shuffle(&mut rand::rng());
-            }
-            c.sort_by_key(|(id, _, _)| load.slots.get(id).copied().unwrap_or(0));
-            c
-        };
-        // Each candidate can take one request of this builder now.
-        let free = candidates(&load).len() as i64;
-        if free <= 0 {
+        // running (one build of a builder per worker: they share its workdir). A worker
+        // given a build of this builder is out of the list for the rest of the pass, so the
+        // list is made once and walked in order.
+        let mut candidates: Vec<(WorkerId, &str, u32)> = builder
+            .workers
+            .iter()
+            .filter_map(|w| {
+                let id = *inner.worker_ids.get(w)?;
+                let max = *inner.worker_max.get(&id)?;
+                let up = available.contains(&id) && !quarantined.contains(&id);
+                let busy = load.slots.get(&id).copied().unwrap_or(0) >= i64::from(max)
+                    || load.running.contains(&(id, builderid));
+                (up && !busy).then_some((id, w.as_str(), max))
+            })
+            .collect();
+        if candidates.is_empty() {
             continue;
         }
+        // Least loaded first; ties broken at random so masters spread out.
+        {
+            use rand::seq::SliceRandom;
+            candidates.shuffle(&mut rand::rng());
+        }
+        candidates.sort_by_key(|(id, _, _)| load.slots.get(id).copied().unwrap_or(0));
         let pending = inner
             .store
-            .unclaimed_buildrequests(Some(builderid), free)
+            .unclaimed_buildrequests(Some(builderid), candidates.len() as i64)
             .await?;
+        let mut next = candidates.iter().copied();
+        let mut spare: Option<(WorkerId, &str, u32)> = None;
         for request in pending {
             let Some(starting) = inner.begin_start() else {
                 return Ok(());
             };
-            for (wid, wname, max) in candidates(&load) {
-                let slot = match inner
-                    .store
-                    .acquire_worker_slot(inner.master, wid, max, request.id)
-                    .await?
-                {
-                    WorkerSlot::Taken(slot) => slot,
-                    WorkerSlot::Full => {
-                        load.slots.insert(wid, i64::from(max));
-                        continue;
-                    }
-                    WorkerSlot::BuilderRunning => {
-                        load.running.insert((wid, builderid));
-                        continue;
-                    }
-                };
+            // A worker offered a request another master claimed first is still free: offer
+            // it the next request before the rest of the list.
+            while let Some((wid, wname, max)) = spare.take().or_else(|| next.next()) {
+                // The claim and the worker slot in one transaction: both or neither.
                 match inner
                     .store
-                    .claim_buildrequests(inner.master, &[request.id])
+                    .claim_with_slot(inner.master, request.id, wid, max)
                     .await
                 {
-                    Ok(()) => {
+                    Ok(WorkerSlot::Taken(slot)) => {
                         *load.slots.entry(wid).or_default() += 1;
                         load.running.insert((wid, builderid));
                         let (r, w) = (request.clone(), wname.to_owned());
                         start_build(inner, r, wid, w, slot, starting.again()).await;
                     }
+                    Ok(WorkerSlot::Full) => {
+                        load.slots.insert(wid, i64::from(max));
+                        continue;
+                    }
+                    Ok(WorkerSlot::BuilderRunning) => {
+                        load.running.insert((wid, builderid));
+                        continue;
+                    }
                     Err(StoreError::AlreadyClaimed) | Err(StoreError::UnknownBuildRequest) => {
-                        inner
-                            .store
-                            .release_worker_slot(inner.master, wid, slot)
-                            .await?;
+                        spare = Some((wid, wname, max));
                     }
-                    Err(e) => {
-                        let _ = inner
-                            .store
-                            .release_worker_slot(inner.master, wid, slot)
-                            .await;
-                        return Err(e);
-                    }
+                    Err(e) => return Err(e),
                 }
                 break;
             }
@@ -1257,7 +1256,6 @@ async fn start_build(
     slot: i64,
     starting: Starting,
 ) {
-    inner.publish_request(request.id, "claimed").await;
     let inner2 = inner.clone();
     tokio::spawn(async move {
         build::run(inner2.clone(), request, worker, worker_name, slot).await;

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::{
     is_foreign_key_violation, is_unique_violation, placeholders, BuildId, BuildRequestId, MasterId,
@@ -153,6 +153,98 @@ impl Store {
         .await
     }
 
+    /// Claims request `brid` for `master` and takes one of `worker`'s `max_builds` slots
+    /// for it, in one transaction: both or neither. The claim is arbitrated as in
+    /// [`Store::claim_buildrequests`] (another master's claim, a completed or unknown
+    /// request: `Err(AlreadyClaimed)`), the slot as in [`Store::acquire_worker_slot`]
+    /// (`Ok(Full)` or `Ok(BuilderRunning)`, and the claim is not taken). A retry after a
+    /// lost commit acknowledgement finds both and returns the slot.
+    pub async fn claim_with_slot(
+        &self,
+        master: MasterId,
+        brid: BuildRequestId,
+        worker: super::WorkerId,
+        max_builds: u32,
+    ) -> Result<super::WorkerSlot, StoreError> {
+        use super::WorkerSlot;
+        let outcome = self
+            .retrying("claim_with_slot", || async {
+                let mut tx = self.begin_write().await?;
+                let now = self.touch_master(&mut tx, master).await?;
+                // ON CONFLICT DO NOTHING: a lost race must not abort the transaction.
+                let claimed = sqlx::query(
+                    "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) \
+                     SELECT id, $1, $2 FROM buildrequests WHERE id = $3 AND complete = 0 \
+                     ON CONFLICT (brid) DO NOTHING",
+                )
+                .bind(master)
+                .bind(now)
+                .bind(brid)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed != 1 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                for slot in 0..i64::from(max_builds) {
+                    let taken = sqlx::query(
+                        "INSERT INTO worker_leases \
+                         (workerid, slot, masterid, brid, acquired_at, builderid) \
+                         SELECT $1, $2, $3, id, $5, builderid FROM buildrequests WHERE id = $4 \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(worker)
+                    .bind(slot)
+                    .bind(master)
+                    .bind(brid)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if taken == 1 {
+                        tx.commit().await?;
+                        return Ok(Some(WorkerSlot::Taken(slot)));
+                    }
+                }
+                tx.rollback().await?;
+                Ok(Some(WorkerSlot::Full))
+            })
+            .await?;
+        match outcome {
+            Some(WorkerSlot::Taken(slot)) => Ok(WorkerSlot::Taken(slot)),
+            Some(_) => self.slot_refusal(worker, brid).await,
+            None => match self.held_slot(master, worker, brid).await? {
+                // Our own earlier try committed.
+                Some(slot) => Ok(WorkerSlot::Taken(slot)),
+                None => Err(StoreError::AlreadyClaimed),
+            },
+        }
+    }
+
+    /// The slot `master` holds on `worker` for `brid`, if its claim is `master`'s too.
+    async fn held_slot(
+        &self,
+        master: MasterId,
+        worker: super::WorkerId,
+        brid: BuildRequestId,
+    ) -> Result<Option<i64>, StoreError> {
+        self.retrying("held_slot", || async {
+            let row = sqlx::query(
+                "SELECT l.slot FROM worker_leases l JOIN buildrequest_claims c \
+                 ON c.brid = l.brid AND c.masterid = l.masterid \
+                 WHERE l.workerid = $1 AND l.brid = $2 AND l.masterid = $3",
+            )
+            .bind(worker)
+            .bind(brid)
+            .bind(master)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map(|r| r.try_get("slot")).transpose()?)
+        })
+        .await
+    }
+
     /// Releases `master`'s claims on those of `brids` that are not complete (a build that
     /// will not run here, e.g. no worker after all). Returns the released ids, sorted; ids
     /// the master does not hold are ignored.
@@ -288,7 +380,7 @@ impl Store {
     /// Cleans up after masters just marked inactive in `tx`.
     async fn housekeep(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut super::WriteTx,
         mut masters: Vec<MasterId>,
     ) -> Result<Expiry, StoreError> {
         masters.sort_unstable();
@@ -381,7 +473,7 @@ impl Store {
     /// doc of `store` for why it must come first); fails if the master is inactive.
     pub(super) async fn touch_master(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut super::WriteTx,
         master: MasterId,
     ) -> Result<i64, StoreError> {
         let now = self.now();
@@ -418,7 +510,7 @@ impl Store {
         Ok(held == brids.len() as i64)
     }
 
-    async fn all_completed_by(
+    pub(super) async fn all_completed_by(
         &self,
         master: MasterId,
         brids: &[BuildRequestId],

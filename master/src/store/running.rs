@@ -121,6 +121,32 @@ impl Store {
         .await
     }
 
+    /// Why `worker` has no slot for `brid`: it runs a build of the request's builder
+    /// already, or every slot is held.
+    pub(super) async fn slot_refusal(
+        &self,
+        worker: WorkerId,
+        brid: BuildRequestId,
+    ) -> Result<WorkerSlot, StoreError> {
+        self.retrying("slot_refusal", || async {
+            let running = sqlx::query(
+                "SELECT COUNT(*) AS n FROM worker_leases l JOIN buildrequests r \
+                 ON r.builderid = l.builderid WHERE l.workerid = $1 AND r.id = $2",
+            )
+            .bind(worker)
+            .bind(brid)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<i64, _>("n")?;
+            Ok(if running > 0 {
+                WorkerSlot::BuilderRunning
+            } else {
+                WorkerSlot::Full
+            })
+        })
+        .await
+    }
+
     pub async fn release_worker_slot(
         &self,
         master: MasterId,
@@ -192,25 +218,24 @@ impl Store {
         .await
     }
 
-    /// Workers connected to some active master (or to `only` if given), not paused:
-    /// `(workerid, name)`.
+    /// Workers connected to some active master (or to `only` if given), not paused.
     pub async fn available_workers(
         &self,
         only: Option<MasterId>,
-    ) -> Result<Vec<(WorkerId, String)>, StoreError> {
+    ) -> Result<std::collections::HashSet<WorkerId>, StoreError> {
         self.retrying("available_workers", || async {
             let rows = sqlx::query(
-                "SELECT DISTINCT w.id, w.name FROM workers w \
+                "SELECT DISTINCT w.id FROM workers w \
                  JOIN connected_workers c ON c.workerid = w.id \
                  JOIN masters m ON m.id = c.masterid \
-                 WHERE m.active = 1 AND w.paused = 0 AND ($1 < 0 OR m.id = $1) ORDER BY w.id",
+                 WHERE m.active = 1 AND w.paused = 0 AND ($1 < 0 OR m.id = $1)",
             )
             .bind(only.unwrap_or(-1))
             .fetch_all(&self.pool)
             .await?;
             Ok(rows
                 .iter()
-                .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+                .map(|r| r.try_get("id"))
                 .collect::<Result<_, sqlx::Error>>()?)
         })
         .await
@@ -475,32 +500,6 @@ impl Store {
         .await
     }
 
-    pub async fn set_build_properties(
-        &self,
-        build: BuildId,
-        props: &BTreeMap<String, (Value, String)>,
-    ) -> Result<(), StoreError> {
-        self.retrying("set_build_properties", || async {
-            let mut tx = self.begin_write().await?;
-            for (name, (value, source)) in props {
-                sqlx::query(
-                    "INSERT INTO build_properties (buildid, name, value, source) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (buildid, name) \
-                     DO UPDATE SET value = excluded.value, source = excluded.source",
-                )
-                .bind(build)
-                .bind(name)
-                .bind(value.to_string())
-                .bind(source)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
-        .await
-    }
-
     /// Marks the buildset complete if all its requests are; returns its results then (the
     /// worst of its requests', as Buildbot computes them).
     pub async fn maybe_complete_buildset(
@@ -509,33 +508,9 @@ impl Store {
     ) -> Result<Option<Results>, StoreError> {
         self.retrying("maybe_complete_buildset", || async {
             let mut tx = self.begin_write().await?;
-            let rows =
-                sqlx::query("SELECT complete, results FROM buildrequests WHERE buildsetid = $1")
-                    .bind(buildset)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let mut worst = Results::Success;
-            for r in &rows {
-                if r.try_get::<i64, _>("complete")? == 0 {
-                    tx.rollback().await?;
-                    return Ok(None);
-                }
-                let code: Option<i64> = r.try_get("results")?;
-                if let Some(res) = code.and_then(Results::from_code) {
-                    worst = worst.worst(res);
-                }
-            }
-            let done = sqlx::query(
-                "UPDATE buildsets SET complete = 1, complete_at = $1, results = $2 \
-                 WHERE id = $3 AND complete = 0",
-            )
-            .bind(self.now())
-            .bind(worst.code())
-            .bind(buildset)
-            .execute(&mut *tx)
-            .await?;
+            let done = super::progress::complete_buildset_in(&mut tx, buildset, self.now()).await?;
             tx.commit().await?;
-            Ok((done.rows_affected() == 1).then_some(worst))
+            Ok(done)
         })
         .await
     }
@@ -579,53 +554,6 @@ impl Store {
         .await
     }
 
-    /// Starts step `number` of a build.
-    pub async fn add_step(
-        &self,
-        build: BuildId,
-        number: i64,
-        name: &str,
-    ) -> Result<StepId, StoreError> {
-        self.retrying("add_step", || async {
-            let row = sqlx::query(
-                "INSERT INTO steps (number, name, buildid, started_at, state_string) \
-                 VALUES ($1, $2, $3, $4, 'running') \
-                 ON CONFLICT (buildid, number) DO UPDATE SET started_at = excluded.started_at \
-                 RETURNING id",
-            )
-            .bind(number)
-            .bind(name)
-            .bind(build)
-            .bind(self.now())
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(row.try_get("id")?)
-        })
-        .await
-    }
-
-    pub async fn finish_step(
-        &self,
-        step: StepId,
-        results: Results,
-        state_string: &str,
-    ) -> Result<(), StoreError> {
-        self.retrying("finish_step", || async {
-            sqlx::query(
-                "UPDATE steps SET complete_at = $1, results = $2, state_string = $3 \
-                 WHERE id = $4 AND complete_at IS NULL",
-            )
-            .bind(self.now())
-            .bind(results.code())
-            .bind(state_string)
-            .bind(step)
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        })
-        .await
-    }
-
     pub async fn set_build_state(
         &self,
         build: BuildId,
@@ -642,77 +570,19 @@ impl Store {
         .await
     }
 
-    /// Opens a log on a step (`kind` is Buildbot's type letter: `s` for stdio).
-    pub async fn add_log(&self, step: StepId, name: &str, kind: &str) -> Result<LogId, StoreError> {
-        let slug: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.retrying("add_log", || async {
-            let row = sqlx::query(
-                "INSERT INTO logs (name, slug, stepid, type) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (stepid, slug) DO UPDATE SET name = excluded.name RETURNING id",
-            )
-            .bind(name)
-            .bind(&slug)
-            .bind(step)
-            .bind(kind)
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(row.try_get("id")?)
-        })
-        .await
-    }
-
     /// Appends complete lines (`text` ends with a newline, as Buildbot's log chunks do) to a
     /// log; returns the first and last line numbers written.
     pub async fn append_log(&self, log: LogId, text: &str) -> Result<(i64, i64), StoreError> {
-        let lines = text.matches('\n').count() as i64;
-        if lines == 0 {
+        if !text.contains('\n') {
             return Err(StoreError::Db(sqlx::Error::Protocol(
                 "append_log needs newline-terminated text".into(),
             )));
         }
         self.retrying("append_log", || async {
             let mut tx = self.begin_write().await?;
-            let first: i64 = sqlx::query(
-                "UPDATE logs SET num_lines = num_lines + $1 WHERE id = $2 RETURNING num_lines",
-            )
-            .bind(lines)
-            .bind(log)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get::<i64, _>("num_lines")?
-                - lines;
-            sqlx::query(
-                "INSERT INTO logchunks (logid, first_line, last_line, content, compressed) \
-                 VALUES ($1, $2, $3, $4, 0)",
-            )
-            .bind(log)
-            .bind(first)
-            .bind(first + lines - 1)
-            .bind(text.as_bytes().to_vec())
-            .execute(&mut *tx)
-            .await?;
+            let lines = super::progress::append_in(&mut tx, log, text).await?;
             tx.commit().await?;
-            Ok((first, first + lines - 1))
-        })
-        .await
-    }
-
-    pub async fn finish_log(&self, log: LogId) -> Result<(), StoreError> {
-        self.retrying("finish_log", || async {
-            sqlx::query("UPDATE logs SET complete = 1 WHERE id = $1")
-                .bind(log)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
+            Ok(lines)
         })
         .await
     }
@@ -834,7 +704,7 @@ impl Store {
 }
 
 async fn insert_buildset(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut super::WriteTx,
     now: i64,
     b: &NewBuildset,
 ) -> Result<(BuildsetId, Vec<(BuilderId, BuildRequestId)>), StoreError> {
