@@ -171,19 +171,7 @@ impl Store {
             .retrying("claim_with_slot", || async {
                 let mut tx = self.begin_write().await?;
                 let now = self.touch_master(&mut tx, master).await?;
-                // ON CONFLICT DO NOTHING: a lost race must not abort the transaction.
-                let claimed = sqlx::query(
-                    "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) \
-                     SELECT id, $1, $2 FROM buildrequests WHERE id = $3 AND complete = 0 \
-                     ON CONFLICT (brid) DO NOTHING",
-                )
-                .bind(master)
-                .bind(now)
-                .bind(brid)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if claimed != 1 {
+                if !Self::claim_in(&mut tx, master, now, brid).await? {
                     tx.rollback().await?;
                     return Ok(None);
                 }
@@ -467,6 +455,28 @@ impl Store {
             released,
             retried_builds,
         })
+    }
+
+    /// Claims request `brid` for `master` inside `tx` if it is incomplete and unclaimed;
+    /// false if another master holds it or it is complete (ON CONFLICT DO NOTHING: a lost
+    /// race must not abort the transaction).
+    pub(super) async fn claim_in(
+        tx: &mut super::WriteTx,
+        master: MasterId,
+        now: i64,
+        brid: BuildRequestId,
+    ) -> Result<bool, StoreError> {
+        let claimed = sqlx::query(
+            "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) \
+             SELECT id, $1, $2 FROM buildrequests WHERE id = $3 AND complete = 0 \
+             ON CONFLICT (brid) DO NOTHING",
+        )
+        .bind(master)
+        .bind(now)
+        .bind(brid)
+        .execute(&mut **tx)
+        .await?;
+        Ok(claimed.rows_affected() == 1)
     }
 
     /// Heartbeats `master` inside `tx` as the transaction's first statement (see the module

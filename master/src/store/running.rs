@@ -526,17 +526,7 @@ impl Store {
         self.retrying("cancel_buildrequest", || async {
             let mut tx = self.begin_write().await?;
             let now = self.touch_master(&mut tx, master).await?;
-            let claimed = sqlx::query(
-                "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) \
-                 SELECT id, $1, $2 FROM buildrequests WHERE id = $3 AND complete = 0 \
-                 ON CONFLICT (brid) DO NOTHING",
-            )
-            .bind(master)
-            .bind(now)
-            .bind(brid)
-            .execute(&mut *tx)
-            .await?;
-            if claimed.rows_affected() != 1 {
+            if !Self::claim_in(&mut tx, master, now, brid).await? {
                 tx.rollback().await?;
                 return Ok(false);
             }
