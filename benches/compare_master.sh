@@ -38,7 +38,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     sleep 1
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    for d in "${DBS[@]}"; do dropdb --if-exists -f -d "$PG/postgres" "$d" 2>/dev/null \
+    for d in "${DBS[@]}"; do dropdb --if-exists -f --maintenance-db="$PG/postgres" "$d" 2>/dev/null \
         || psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true; done
     rm -rf "$WORK"
 }
@@ -60,11 +60,11 @@ wait_port() {
     echo "nothing listens on port $1 after 60 s" >&2
     return 1
 }
-new_db() {
+new_db() { # sets NEW_DB (not echoed: DBS must grow in this shell, not a subshell's)
     local name=sy_bench_$1_$$
     psql -q "$PG/postgres" -c "CREATE DATABASE $name" >/dev/null
     DBS+=("$name")
-    echo "$PG/$name"
+    NEW_DB="$PG/$name"
 }
 WORKERS_TOML=$("$SY" bench master --token x --workers "$WORKERS" --print-config)
 
@@ -118,11 +118,13 @@ for setup in $SETUPS; do
         bench "switchyard, 1 node, SQLite" ws://127.0.0.1:18280/ws 127.0.0.1:18280 "$(port_pid 18280)"
         ;;
     postgres)
-        node pg 18281 "$(new_db pg)"
+        new_db pg
+        node pg 18281 "$NEW_DB"
         bench "switchyard, 1 node, PostgreSQL" ws://127.0.0.1:18281/ws 127.0.0.1:18281 "$(port_pid 18281)"
         ;;
     mesh3)
-        db=$(new_db mesh)
+        new_db mesh
+        db=$NEW_DB
         for i in 1 2 3; do node "m$i" "1829$i" "$db" 18291 18292 18293; done
         sleep 3 # let the mesh links come up
         bench "switchyard, 3 meshed nodes, PostgreSQL" \
@@ -142,7 +144,8 @@ for setup in $SETUPS; do
             "$SY" start --no-master --listen 127.0.0.1:18300 > "$WORK/bbrouter.log" 2>&1 &
             PIDS+=($!)
             wait_port 18300
-            bbdb=$(new_db bb)
+            new_db bb
+            bbdb=$NEW_DB
             # SQLAlchemy 2.1 (what Buildbot 4.3 installs) reads a bare postgresql:// as
             # psycopg 3, which is not installed: name psycopg2's dialect.
             bbargs=(--db "${bbdb/postgres:/postgresql+psycopg2:}" --masters 2 --router ws://127.0.0.1:18300/ws
