@@ -30,9 +30,22 @@ pub(super) async fn queue_task(inner: Arc<Inner>) {
 /// many of the builder's oldest requests as it has workers with a free slot and no build of
 /// that builder running (Buildbot's rule: one build of a builder per worker at a time, so
 /// builds never share a workdir): requests for builders this master does not run, or whose
-/// workers are busy, cost nothing. A pass costs O(workers of the builder) in memory besides
-/// its queries, whatever the number of requests it starts (no scan per request).
+/// workers are busy, cost nothing. A pass with no unclaimed request for a builder it runs
+/// costs one query; any other pass costs O(workers of the builder) in memory besides its
+/// queries, whatever the number of requests it starts (no scan per request).
 pub(super) async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError> {
+    // Most passes find nothing to start (a build's end wakes the queue too): one small query
+    // answers that before the workers are read.
+    let waiting = inner.store.builders_with_unclaimed().await?;
+    let mut builders: Vec<(BuilderId, usize)> = inner
+        .builders_by_id
+        .iter()
+        .filter(|(k, _)| waiting.contains(k))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    if builders.is_empty() {
+        return Ok(());
+    }
     let only = (!inner.workers_anywhere).then_some(inner.master);
     let available = inner.store.available_workers(only).await?;
     if available.is_empty() {
@@ -45,8 +58,6 @@ pub(super) async fn assign_pending(inner: &Arc<Inner>) -> Result<(), StoreError>
         q.retain(|_, until| *until > now);
         q.keys().copied().collect()
     };
-    let mut builders: Vec<(BuilderId, usize)> =
-        inner.builders_by_id.iter().map(|(k, v)| (*k, *v)).collect();
     {
         use rand::seq::SliceRandom;
         builders.shuffle(&mut rand::rng());

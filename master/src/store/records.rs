@@ -223,6 +223,27 @@ impl Store {
         .await
     }
 
+    /// The builders with at least one unclaimed, incomplete request: the queue's first,
+    /// cheap question, so a pass with nothing to start reads no workers.
+    pub async fn builders_with_unclaimed(
+        &self,
+    ) -> Result<std::collections::HashSet<BuilderId>, StoreError> {
+        self.retrying("builders_with_unclaimed", || async {
+            let rows = sqlx::query(
+                "SELECT DISTINCT r.builderid FROM buildrequests r \
+                 LEFT JOIN buildrequest_claims c ON c.brid = r.id \
+                 WHERE r.complete = 0 AND c.brid IS NULL",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| r.try_get("builderid"))
+                .collect::<Result<_, sqlx::Error>>()?)
+        })
+        .await
+    }
+
     pub async fn get_buildrequest(
         &self,
         brid: BuildRequestId,
