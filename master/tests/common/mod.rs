@@ -2,6 +2,11 @@
 //! Test databases: a fresh SQLite file in a temp folder, or a fresh PostgreSQL database
 //! created on the server named by SWITCHYARD_TEST_POSTGRES and dropped afterwards, so tests
 //! (and concurrent runs) never see each other's rows.
+//!
+//! `api` is the harness of the REST API tests (`api_*.rs`).
+
+#[macro_use]
+pub mod api;
 
 use std::path::PathBuf;
 use std::time::Duration;
