@@ -20,7 +20,7 @@ use super::command::{
     self, invalid, seconds, CallError, Cause, KillReason, OutputSink, RunRequest, Stream,
     KILL_GRACE,
 };
-use super::{valid_url, WorkerOptions};
+use super::{valid_url, WorkerOptions, BUSY, DRAINING, SPAWN_FAILED};
 
 /// Connecting plus joining, at most.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,10 +43,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// reply, even an authorization error, proves the router alive). A router host that vanished
 /// without closing the TCP connection is noticed within this plus [`CONNECT_TIMEOUT`].
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
-
-const BUSY: &str = "switchyard.error.busy";
-const DRAINING: &str = "switchyard.error.draining";
-const SPAWN_FAILED: &str = "switchyard.error.spawn_failed";
 
 /// Exponential backoff with jitter.
 struct Backoff {
@@ -475,7 +471,7 @@ impl Worker {
         let (method, role, authid) = (text("authmethod"), text("authrole"), text("authid"));
         let ok = client.was_challenged()
             && method == "wampcra"
-            && role == crate::auth::WORKER_ROLE
+            && role == crate::WORKER_ROLE
             && authid == name;
         if !ok {
             tracing::error!(
@@ -504,10 +500,9 @@ impl Worker {
 
     /// One joined session, from registering to leaving.
     async fn session(self: Arc<Self>, client: Client, url: &str, seq: u64) -> End {
-        let prefix = format!("switchyard.worker.{}.", self.name());
         let mut channels = Vec::with_capacity(4);
         for p in ["info", "run", "reconnect", "shutdown"] {
-            let procedure = format!("{prefix}{p}");
+            let procedure = crate::worker_procedure(self.name(), p);
             let registered = tokio::select! {
                 _ = self.shutdown.cancelled() => {
                     Self::leave(&client).await;
@@ -555,7 +550,10 @@ impl Worker {
             cb(url);
         }
         let conn = Arc::new(Conn::new(client.clone(), seq));
-        let probe = tokio::spawn(probe(conn.clone(), format!("{prefix}info")));
+        let probe = tokio::spawn(probe(
+            conn.clone(),
+            crate::worker_procedure(self.name(), "info"),
+        ));
         let lost = |client: &Client| {
             End::Lost(
                 client

@@ -27,6 +27,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::BAD_WORKDIR;
+
 /// `max_output` when the call does not give one.
 pub(crate) const DEFAULT_MAX_OUTPUT: u64 = 64 * 1024 * 1024;
 /// A pump hands its buffer over once it holds this much...
@@ -113,14 +115,14 @@ impl Finished {
 
 /// What to run: through `/bin/sh -c`, or an argv with no shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum CommandLine {
+pub enum CommandLine {
     Shell(String),
     Argv(Vec<String>),
 }
 
 /// A `run` call's arguments, checked.
 #[derive(Debug, Clone)]
-pub(crate) struct RunRequest {
+pub struct RunRequest {
     pub command: CommandLine,
     /// Relative to the basedir; no `..`, not absolute (checked).
     pub workdir: PathBuf,
@@ -133,13 +135,12 @@ pub(crate) struct RunRequest {
 
 /// A call refused before anything ran: the WAMP error URI and its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CallError {
+pub struct CallError {
     pub uri: &'static str,
     pub message: String,
 }
 
 pub(crate) const INVALID_ARGUMENT: &str = "wamp.error.invalid_argument";
-pub(crate) const BAD_WORKDIR: &str = "switchyard.error.bad_workdir";
 
 pub(crate) fn invalid(message: impl Into<String>) -> CallError {
     CallError {
@@ -215,7 +216,7 @@ pub(crate) fn check_workdir(s: &str) -> Result<PathBuf, CallError> {
 impl RunRequest {
     /// Checks a `run` call's keyword arguments (unknown keys are ignored, for masters newer
     /// than this worker).
-    pub(crate) fn parse(payload: &Payload) -> Result<RunRequest, CallError> {
+    pub fn parse(payload: &Payload) -> Result<RunRequest, CallError> {
         let empty = Dict::new();
         let kwargs = payload.kwargs().unwrap_or(&empty);
         let command = match kwargs.get("command") {
@@ -314,7 +315,7 @@ impl RunRequest {
     }
 
     /// For logs: `build 12 step 3` (or less).
-    pub(crate) fn label(&self) -> String {
+    pub fn label(&self) -> String {
         match (self.build, self.step) {
             (Some(b), Some(s)) => format!("build {b} step {s}"),
             (Some(b), None) => format!("build {b}"),
