@@ -19,7 +19,7 @@ use std::time::Duration;
 use switchyard_router::client::{CalleeMessage, Client, ClientError};
 use switchyard_router::uri::errors;
 use switchyard_router::wire::{Dict, Id, Payload, Value};
-use tokio::sync::RwLock;
+use tokio::sync::{mpsc, RwLock};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -166,15 +166,20 @@ impl Worker {
         &self.opts.name
     }
 
-    /// One joined session, from registering to leaving.
-    async fn session(self: Arc<Self>, client: Client, url: &str, seq: u64) -> End {
+    /// Registers the four procedures, in order: their invocation channels, or how the session
+    /// ends instead (the name is taken, the router refused, the connection went, a stop).
+    async fn register(
+        &self,
+        client: &Client,
+        url: &str,
+    ) -> Result<Vec<mpsc::Receiver<CalleeMessage>>, End> {
         let mut channels = Vec::with_capacity(4);
         for p in ["info", "run", "reconnect", "shutdown"] {
             let procedure = crate::worker_procedure(self.name(), p);
             let registered = tokio::select! {
                 _ = self.shutdown.cancelled() => {
-                    Self::leave(&client).await;
-                    return End::Stop;
+                    Self::leave(client).await;
+                    return Err(End::Stop);
                 }
                 r = client.register(&procedure, Dict::new()) => r,
             };
@@ -186,8 +191,8 @@ impl Worker {
                          another worker named {name} is connected; leaving, will retry later",
                         name = self.name()
                     );
-                    Self::leave(&client).await;
-                    return End::Refused;
+                    Self::leave(client).await;
+                    return Err(End::Refused);
                 }
                 Err(ClientError::Wamp { uri, args }) => {
                     tracing::error!(
@@ -195,15 +200,24 @@ impl Worker {
                          leaving, will retry later",
                         self.name()
                     );
-                    Self::leave(&client).await;
-                    return End::Refused;
+                    Self::leave(client).await;
+                    return Err(End::Refused);
                 }
                 Err(e) => {
                     client.disconnect();
-                    return End::Lost(format!("registering {procedure} failed: {e}"));
+                    return Err(End::Lost(format!("registering {procedure} failed: {e}")));
                 }
             }
         }
+        Ok(channels)
+    }
+
+    /// One joined session, from registering to leaving.
+    async fn session(self: Arc<Self>, client: Client, url: &str, seq: u64) -> End {
+        let mut channels = match self.register(&client, url).await {
+            Ok(channels) => channels,
+            Err(end) => return end,
+        };
         let mut shutdown_rx = channels.pop().expect("four channels");
         let mut reconnect_rx = channels.pop().expect("four channels");
         let mut run_rx = channels.pop().expect("four channels");
@@ -338,6 +352,13 @@ impl Worker {
         };
         // Teardown: nothing more is sent but GOODBYE; the commands die with the session.
         probe.abort();
+        self.teardown(&client, &conn, seq).await;
+        end
+    }
+
+    /// Closes the gate, says GOODBYE (if the connection is still there), kills the session's
+    /// commands and waits (bounded) for them to be gone, then drops the connection.
+    async fn teardown(&self, client: &Client, conn: &Conn, seq: u64) {
         if conn.broken.is_cancelled() {
             client.disconnect();
         }
@@ -368,7 +389,6 @@ impl Worker {
             let _ = tokio::time::timeout(GOODBYE_TIMEOUT, client.closed()).await;
         }
         client.disconnect();
-        end
     }
 }
 
