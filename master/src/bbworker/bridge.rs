@@ -9,7 +9,7 @@
 //! name already registered (the same worker connected elsewhere) closes the connection: the
 //! name is never taken over.
 //!
-//! How the procedures map (the contract is in [`crate::worker`]):
+//! How the procedures map (the contract is in [`switchyard_worker`]):
 //! - `info`: what `get_worker_info` returned — `version`, `os` (`posix` or `windows`, from
 //!   Buildbot's `system`), `hostname` (the worker's `info/host` file), `basedir`, `admin`,
 //!   `access_uri`, `numcpus` — plus `name`, `kind: "buildbot-worker"` and `running`. The
