@@ -265,7 +265,7 @@ fn worker_password(args: &WorkerArgs) -> Result<String, String> {
         }
     }
     // Only a plain name can be a file name (the worker refuses others anyway).
-    if switchyard_master::worker::valid_name(&args.name) {
+    if switchyard_worker::valid_name(&args.name) {
         let f = args
             .data_dir
             .join("workers")
@@ -285,7 +285,7 @@ fn worker_password(args: &WorkerArgs) -> Result<String, String> {
 
 /// `switchyard worker`: runs until SIGTERM/SIGINT or a `shutdown` call; exit 0 then.
 fn worker(args: WorkerArgs, log_level: Option<String>) -> ExitCode {
-    use switchyard_master::worker::{run_worker, CancellationToken, WorkerOptions};
+    use switchyard_worker::{run_worker, CancellationToken, WorkerOptions};
     let password = match worker_password(&args) {
         Ok(p) => p,
         Err(msg) => {

@@ -12,12 +12,12 @@ use switchyard_master::control::Control;
 use switchyard_master::engine::secrets::{load_api_token, worker_passwords};
 use switchyard_master::engine::{Master, MasterOptions};
 use switchyard_master::ui;
-use switchyard_master::worker::CancellationToken;
 use switchyard_master::Store;
 use switchyard_router::auth::AllowAll;
 use switchyard_router::config::RouterConfig;
 use switchyard_router::transport::HttpMount;
 use switchyard_router::Router;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::FileConfig;
 

@@ -32,20 +32,13 @@ use switchyard_router::auth::{
 use switchyard_router::uri::{errors, MatchPolicy};
 use switchyard_router::wire::{Dict, Value};
 
-/// The role workers join with.
-pub const WORKER_ROLE: &str = "switchyard.worker";
-/// The namespace of worker procedures: `switchyard.worker.<name>.<procedure>`.
-pub const WORKER_NAMESPACE: &str = "switchyard.worker.";
+// The worker's contract owns its role and procedure names; the master grants and guards them.
+pub use switchyard_worker::{worker_procedure, WORKER_NAMESPACE, WORKER_ROLE};
 const TRUSTED: &str = switchyard_router::auth::roles::TRUSTED;
 /// The authid prefix of a master's in-process session: `master:<name>`.
 pub const MASTER_AUTHID_PREFIX: &str = "master:";
 /// The meta procedures that disconnect sessions.
 const KILL_PREFIX: &str = "wamp.session.kill";
-
-/// The URI of a worker's procedure.
-pub fn worker_procedure(worker: &str, procedure: &str) -> String {
-    format!("{WORKER_NAMESPACE}{worker}.{procedure}")
-}
 
 /// Workers by WAMP-CRA, everyone else anonymous.
 pub struct MasterAuthenticator {

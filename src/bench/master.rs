@@ -1,6 +1,6 @@
 //! `switchyard bench master`: load on a build master. N simulated workers in this process,
 //! each a real WAMP-CRA session over its own socket that registers the procedures of a
-//! `switchyard worker` (the contract in `switchyard_master::worker`) and answers `run` after
+//! `switchyard worker` (the contract in `switchyard_worker`) and answers `run` after
 //! a chosen time with a chosen amount of output; M builds forced through the REST API, at a
 //! rate or all at once. Measured from this process's clock: submit → the worker's `run` call
 //! (start), submit → `buildsets.<id>.complete` on the bus (complete).

@@ -9,7 +9,7 @@
 //! name already registered (the same worker connected elsewhere) closes the connection: the
 //! name is never taken over.
 //!
-//! How the procedures map (the contract is in [`crate::worker`]):
+//! How the procedures map (the contract is in [`switchyard_worker`]):
 //! - `info`: what `get_worker_info` returned — `version`, `os` (`posix` or `windows`, from
 //!   Buildbot's `system`), `hostname` (the worker's `info/host` file), `basedir`, `admin`,
 //!   `access_uri`, `numcpus` — plus `name`, `kind: "buildbot-worker"` and `running`. The
@@ -50,6 +50,7 @@ use serde_json::{json, Map, Value as Json};
 use switchyard_router::protocol::Flow;
 use switchyard_router::wire::{code, Dict, Id, Message, Payload, Value};
 use switchyard_router::LocalSession;
+use switchyard_worker::{CommandLine, RunRequest, BUSY, DRAINING, SPAWN_FAILED};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -59,7 +60,6 @@ use super::codec::{self, FromWorker};
 use super::startup::{clip, next_message, send_frame, start, End, Proc, Started, Ws, OUT_QUEUE};
 use super::{Io, Port};
 use crate::engine::events::to_wamp;
-use crate::worker::command::{CommandLine, RunRequest};
 
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Commands one worker runs at once.
@@ -70,9 +70,6 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// After interrupting the commands at a drain deadline, how long they get to complete.
 const INTERRUPT_WAIT: Duration = Duration::from_secs(10);
 
-const BUSY: &str = "switchyard.error.busy";
-const DRAINING: &str = "switchyard.error.draining";
-const SPAWN_FAILED: &str = "switchyard.error.spawn_failed";
 const CANCELED: &str = "wamp.error.canceled";
 
 /// What a request to the worker was, awaiting its response.

@@ -21,7 +21,7 @@
 //! master's realm with the worker role (`switchyard.worker`) and authid = the worker's name,
 //! and registers the four procedures of a `switchyard worker`
 //! (`switchyard.worker.<name>.info|run|reconnect|shutdown`, the contract in
-//! [`crate::worker`]). So the engine needs no change: presence, worker slots and
+//! [`switchyard_worker`]). So the engine needs no change: presence, worker slots and
 //! `max_builds`, claims from any master of the mesh, RETRY when the connection is lost, and
 //! the trust model (only masters may call a worker's procedures, enforced by the router's
 //! worker guard) hold for stock workers as for switchyard workers. A builder may list both

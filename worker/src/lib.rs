@@ -23,7 +23,10 @@
 //!
 //! # The procedures (the contract the master relies on)
 //!
-//! All are `switchyard.worker.<name>.<procedure>`, with keyword arguments in and out.
+//! All are `switchyard.worker.<name>.<procedure>` ([`worker_procedure`]), with keyword
+//! arguments in and out. The worker joins with the role [`WORKER_ROLE`]; this crate owns
+//! those names and the error URIs below ([`BUSY`], [`DRAINING`], [`SPAWN_FAILED`],
+//! [`BAD_WORKDIR`]); the master (`switchyard_master::auth`) takes them from here.
 //!
 //! ## `info`
 //!
@@ -93,14 +96,35 @@
 //! Cancelling the `shutdown` token given to [`run_worker`] leaves the session (GOODBYE), kills
 //! the running commands and returns `Ok(())`.
 
-pub(crate) mod command;
+mod command;
 mod session;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use command::{CallError, CommandLine, RunRequest};
 pub use tokio_util::sync::CancellationToken;
+
+/// The role workers join with: the worker refuses a session the router gave it under any
+/// other (and the master's authenticator grants it to configured workers only).
+pub const WORKER_ROLE: &str = "switchyard.worker";
+/// The namespace of worker procedures: `switchyard.worker.<name>.<procedure>`.
+pub const WORKER_NAMESPACE: &str = "switchyard.worker.";
+
+/// The URI of a worker's procedure.
+pub fn worker_procedure(worker: &str, procedure: &str) -> String {
+    format!("{WORKER_NAMESPACE}{worker}.{procedure}")
+}
+
+/// `run` refused: the worker already runs `max_commands` commands.
+pub const BUSY: &str = "switchyard.error.busy";
+/// `run` refused: the worker is about to reconnect or stop.
+pub const DRAINING: &str = "switchyard.error.draining";
+/// `run` failed before anything ran: the workdir cannot be created, the program not started.
+pub const SPAWN_FAILED: &str = "switchyard.error.spawn_failed";
+/// `run` refused: its `workdir` is absolute or has a `..` component.
+pub const BAD_WORKDIR: &str = "switchyard.error.bad_workdir";
 
 /// A callback told the router URL each time the worker has joined and registered.
 pub type OnConnect = Arc<dyn Fn(&str) + Send + Sync>;
