@@ -163,7 +163,10 @@ impl Worker {
             && authid == name;
         if !ok {
             tracing::error!(
-                "worker {name}: {url} let this worker join without the WAMP-CRA challenge it                  asked for (challenged: {}, authmethod {:?}, authrole {:?}, authid {:?}):                  refusing the session, registering nothing; is the worker configured in                  [master] workers on that node?",
+                "worker {name}: {url} let this worker join without the WAMP-CRA challenge it \
+                 asked for (challenged: {}, authmethod {:?}, authrole {:?}, authid {:?}): \
+                 refusing the session, registering nothing; is the worker configured in \
+                 [master] workers on that node?",
                 client.was_challenged(),
                 Trunc(&method),
                 Trunc(&role),
