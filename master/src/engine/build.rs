@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
+use switchyard_router::uri::errors;
 use switchyard_router::wire::{Dict, Message, Payload, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -622,9 +623,9 @@ async fn call_worker(
                             StepEnd::Stopped
                         } else {
                             match error.as_str() {
-                                "switchyard.error.bad_workdir"
-                                | "switchyard.error.spawn_failed"
-                                | "wamp.error.invalid_argument" => {
+                                switchyard_worker::BAD_WORKDIR
+                                | switchyard_worker::SPAWN_FAILED
+                                | errors::INVALID_ARGUMENT => {
                                     StepEnd::Refused(format!("{error}: {message}"))
                                 }
                                 _ => StepEnd::WorkerLost(format!("{error}: {message}")),
