@@ -142,7 +142,8 @@ impl Dealer {
     }
 
     /// Calls `f` with every local callee of every registration, under the dealer's lock, so
-    /// that a snapshot and the [`DealerHook::callee`] calls are ordered.
+    /// that a snapshot and the [`DealerHook::callee`](super::DealerHook::callee) calls are
+    /// ordered.
     pub fn for_each_local_callee(&self, mut f: impl FnMut(&RegistrationClaim<'_>, &SessionHandle)) {
         let st = self.state.lock();
         for reg in st.registrations.values() {
