@@ -14,7 +14,7 @@
 //!   `workers.<id>.connected|disconnected`;
 //! - **control**: listens for `control.builds.<id>.stop` so a stop sent to any master reaches
 //!   the one running the build;
-//! - one task per running build ([`build`]).
+//! - one task per running build (`build`).
 //!
 //! Any master can run a build on any worker in the mesh: workers are WAMP callees, so the
 //! call reaches them wherever they are connected.
@@ -385,7 +385,7 @@ impl Master {
     }
 
     /// Starts a graceful stop (as `POST /api/v2/masters/<id>` `stop` does): see
-    /// [`graceful_stop`]. Returns at once; [`Master::exit_requested`] says when it is done.
+    /// `graceful_stop`. Returns at once; [`Master::exit_requested`] says when it is done.
     pub fn stop_gracefully(&self) {
         begin_graceful_stop(&self.inner);
     }
