@@ -17,7 +17,7 @@
 //!
 //! # A worker like any other
 //!
-//! Each connection is bridged into the bus ([`bridge`]): an in-process WAMP session joins the
+//! Each connection is bridged into the bus (`bridge`): an in-process WAMP session joins the
 //! master's realm with the worker role (`switchyard.worker`) and authid = the worker's name,
 //! and registers the four procedures of a `switchyard worker`
 //! (`switchyard.worker.<name>.info|run|reconnect|shutdown`, the contract in

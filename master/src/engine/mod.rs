@@ -394,7 +394,7 @@ impl Master {
     }
 
     /// Starts a graceful stop (as `POST /api/v2/masters/<id>` `stop` does): see
-    /// [`graceful_stop`]. Returns at once; [`Master::exit_requested`] says when it is done.
+    /// `graceful_stop`. Returns at once; [`Master::exit_requested`] says when it is done.
     pub fn stop_gracefully(&self) {
         begin_graceful_stop(&self.inner);
     }

@@ -35,7 +35,7 @@ impl Store {
         .await
     }
 
-    /// The builds made for a change (newest first, at most [`MAX_LINKS`]).
+    /// The builds made for a change (newest first, at most `MAX_LINKS`).
     pub async fn change_buildids(&self, change: i64) -> Result<Vec<i64>, StoreError> {
         self.retrying("change_buildids", || async {
             let rows = sqlx::query(
@@ -94,7 +94,7 @@ impl Store {
     }
 
     /// `(buildset, rebuilt build)` of the rebuilds among `buildsets` (the buildset property
-    /// `rebuild_of` the engine sets), or of the newest [`MAX_LINKS`] rebuilds when
+    /// `rebuild_of` the engine sets), or of the newest `MAX_LINKS` rebuilds when
     /// `buildsets` is `None`.
     pub async fn rebuilt_builds(
         &self,

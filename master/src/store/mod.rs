@@ -21,7 +21,7 @@
 //! the lock is released). A master that was expired therefore cannot claim or complete
 //! anything until it registers again.
 //!
-//! Every transaction that writes starts with [`Store::begin_write`]: `BEGIN IMMEDIATE` on
+//! Every transaction that writes starts with `Store::begin_write`: `BEGIN IMMEDIATE` on
 //! SQLite, so the write lock is taken (or waited for, up to `busy_timeout`) before the
 //! first read. A deferred transaction that reads and then writes can be refused the upgrade
 //! with SQLITE_BUSY at once, whatever the busy timeout; its retry then sleeps with the

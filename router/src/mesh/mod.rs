@@ -7,12 +7,12 @@
 //! - [`frame`]: what peers say to each other and its encoding;
 //! - [`handshake`]: challenge/response over the shared secret;
 //! - [`link`]: one peer link's tasks (dial, accept, read, write, heartbeat);
-//! - [`realm`]: per-realm interest tables and the broker/dealer/realm hooks;
-//! - [`state`]: what a peer created here through one link, and applying its frames;
-//! - [`rpc`]: the stand-in sessions that carry calls across a link;
-//! - [`conflict`]: the registration conflict rule (the older claim wins everywhere);
-//! - [`fence`]: replies to interest changes held until every peer applied them;
-//! - [`kill`]: the meta API's kills carried out on the node of each victim.
+//! - `realm`: per-realm interest tables and the broker/dealer/realm hooks;
+//! - `state`: what a peer created here through one link, and applying its frames;
+//! - `rpc`: the stand-in sessions that carry calls across a link;
+//! - `conflict`: the registration conflict rule (the older claim wins everywhere);
+//! - `fence`: replies to interest changes held until every peer applied them;
+//! - `kill`: the meta API's kills carried out on the node of each victim.
 
 mod conflict;
 mod fence;

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use super::Metrics;
 use crate::realm::Realm;
+use crate::wire::code_name;
 use crate::Router;
 
 fn label(v: &str) -> String {
@@ -80,11 +81,12 @@ fn counters(out: &mut String, m: &Metrics) {
         "counter",
         "WAMP messages received from joined sessions, by realm and type.",
     );
-    let mut msgs: Vec<_> = m
-        .messages
-        .iter()
-        .map(|e| (e.key().clone(), e.value().load(Relaxed)))
-        .collect();
+    let mut msgs = Vec::new();
+    for e in m.messages.iter() {
+        for (code, n) in e.value().counted() {
+            msgs.push(((e.key().clone(), code_name(code)), n));
+        }
+    }
     msgs.sort();
     for ((realm, kind), n) in msgs {
         let _ = writeln!(

@@ -250,8 +250,11 @@ impl Connection {
         });
         realm.join(session.clone());
         tracing::debug!(session = id, realm = realm.name(), transport = %self.transport, "session joined");
+        // The router's own sessions (meta API) are not traffic worth counting.
+        let messages = (!self.internal).then(|| self.ctx.metrics().realm_messages(realm.name()));
         self.state = State::Established(Box::new(Joined {
             realm,
+            messages,
             session,
             subscriptions: HashSet::new(),
             registrations: HashSet::new(),

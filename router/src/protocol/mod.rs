@@ -33,6 +33,7 @@ use std::sync::Arc;
 use crate::auth::{AuthDecision, Authenticator, PendingAuth};
 use crate::context::Context;
 use crate::logsafe::Trunc;
+use crate::metrics::RealmMessages;
 use crate::outbound::Closed;
 use crate::realm::Realm;
 use crate::session::{Link, PeerFeatures, SessionHandle};
@@ -50,6 +51,9 @@ pub enum Flow {
 
 struct Joined {
     realm: Arc<Realm>,
+    /// Where the session's messages are counted: its realm's counters, resolved at join
+    /// (`None` for the router's own sessions, whose messages are not traffic worth counting).
+    messages: Option<Arc<RealmMessages>>,
     session: SessionHandle,
     subscriptions: HashSet<Id>,
     registrations: HashSet<Id>,
@@ -240,9 +244,8 @@ impl Connection {
                 msg.name()
             )),
             State::Established(joined) => {
-                // The router's own sessions (meta API) are not traffic worth counting.
-                if !self.internal {
-                    self.ctx.metrics().message(joined.realm.name(), msg.name());
+                if let Some(counters) = &joined.messages {
+                    counters.message(msg.code());
                 }
                 self.state = State::Established(joined);
                 self.established(msg)
