@@ -1,5 +1,9 @@
 //! The `switchyard` binary: command line, configuration and wiring.
 
+// clap turns the argument docs below into `--help` text, where `<name>` is a placeholder,
+// not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 /// mimalloc instead of glibc's malloc: routing allocates many small, short-lived buffers
 /// across threads, where glibc spent ~15% of the CPU in a fan-out profile.
 #[global_allocator]
