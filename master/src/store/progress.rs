@@ -134,18 +134,7 @@ impl Store {
         self.retrying("end_build", || async {
             let mut tx = self.begin_write().await?;
             let now = self.touch_master(&mut tx, master).await?;
-            let done = sqlx::query(
-                "UPDATE builds SET complete_at = $1, results = $2, state_string = $3 \
-                 WHERE id = $4 AND masterid = $5 AND complete_at IS NULL",
-            )
-            .bind(now)
-            .bind(results.code())
-            .bind(state_string)
-            .bind(build)
-            .bind(master)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
+            if !end_build_in(&mut tx, now, master, build, results, state_string).await? {
                 return Err(StoreError::NotClaimed { masterid: master });
             }
             tx.commit().await?;
@@ -177,18 +166,8 @@ impl Store {
             .retrying("finish_build_and_request", || async {
                 let mut tx = self.begin_write().await?;
                 let now = self.touch_master(&mut tx, master).await?;
-                let ended = sqlx::query(
-                    "UPDATE builds SET complete_at = $1, results = $2, state_string = $3 \
-                     WHERE id = $4 AND masterid = $5 AND complete_at IS NULL",
-                )
-                .bind(now)
-                .bind(results.code())
-                .bind(state_string)
-                .bind(build)
-                .bind(master)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                let ended =
+                    end_build_in(&mut tx, now, master, build, results, state_string).await?;
                 let completed = sqlx::query(
                     "UPDATE buildrequests SET complete = 1, results = $1, complete_at = $2 \
                      WHERE complete = 0 AND id = $3 \
@@ -201,7 +180,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                if ended != 1 || completed != 1 {
+                if !ended || completed != 1 {
                     tx.rollback().await?;
                     return Ok(None);
                 }
@@ -218,6 +197,30 @@ impl Store {
             None => Err(StoreError::NotClaimed { masterid: master }),
         }
     }
+}
+
+/// Ends `master`'s unfinished build inside `tx` with its result and final state; false if
+/// it is not that (another master's, or already ended).
+async fn end_build_in(
+    tx: &mut super::WriteTx,
+    now: i64,
+    master: MasterId,
+    build: BuildId,
+    results: Results,
+    state_string: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE builds SET complete_at = $1, results = $2, state_string = $3 \
+         WHERE id = $4 AND masterid = $5 AND complete_at IS NULL",
+    )
+    .bind(now)
+    .bind(results.code())
+    .bind(state_string)
+    .bind(build)
+    .bind(master)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Appends newline-terminated `text` to a log inside `tx`; the first and last line numbers.
