@@ -685,7 +685,7 @@ fn a_stock_worker_connects_over_tls() {
     w.start();
     let deadline = Instant::now() + Duration::from_secs(30);
     // The engine's presence: the bridged session registered and answered `info`.
-    while !node.log_text().contains("engine: worker connected") {
+    while !node.log_text().contains("worker connected worker=\"bb1\"") {
         assert!(
             Instant::now() < deadline,
             "the worker did not connect over TLS; node log:\n{}\nworker log:\n{}",
