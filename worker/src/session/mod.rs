@@ -275,45 +275,15 @@ impl Worker {
                 },
                 m = reconnect_rx.recv() => match m {
                     Some(CalleeMessage::Invocation { request, payload, .. }) => {
-                        match parse_reconnect(&payload) {
-                            Ok((urls, reason, deadline)) => {
-                                tracing::info!(
-                                    "worker {}: asked to reconnect to {urls:?} ({reason}); \
-                                     waiting for {} running command(s) first",
-                                    self.name(),
-                                    self.commands.len()
-                                );
-                                conn.draining.store(true, Ordering::Relaxed);
-                                conn.result(request, Dict::new()).await;
-                                // A pending stop stays a stop.
-                                if !matches!(pending, Some((End::Stop, _))) {
-                                    pending = Some((End::Reconnect(urls), Instant::now() + deadline));
-                                }
-                            }
-                            Err(e) => conn.error(request, e.uri, e.message).await,
-                        }
+                        self.on_reconnect(&conn, request, &payload, &mut pending).await
                     }
                     Some(CalleeMessage::Interrupt { .. }) => {}
                     None => break lost(&client),
                 },
                 m = shutdown_rx.recv() => match m {
                     Some(CalleeMessage::Invocation { request, payload, .. }) => {
-                        match parse_shutdown(&payload) {
-                            Ok((graceful, deadline)) => {
-                                conn.draining.store(true, Ordering::Relaxed);
-                                conn.result(request, Dict::new()).await;
-                                if !graceful {
-                                    tracing::info!("worker {}: asked to stop now", self.name());
-                                    break End::Stop;
-                                }
-                                tracing::info!(
-                                    "worker {}: asked to stop after {} running command(s)",
-                                    self.name(),
-                                    self.commands.len()
-                                );
-                                pending = Some((End::Stop, Instant::now() + deadline));
-                            }
-                            Err(e) => conn.error(request, e.uri, e.message).await,
+                        if let Some(end) = self.on_shutdown(&conn, request, &payload, &mut pending).await {
+                            break end;
                         }
                     }
                     Some(CalleeMessage::Interrupt { .. }) => {}
@@ -354,6 +324,61 @@ impl Worker {
         probe.abort();
         self.teardown(&client, &conn, seq).await;
         end
+    }
+
+    /// `reconnect`: drain, then end with [`End::Reconnect`] to the given URLs (a pending stop
+    /// stays a stop).
+    async fn on_reconnect(
+        &self,
+        conn: &Conn,
+        request: Id,
+        payload: &Payload,
+        pending: &mut Option<(End, Instant)>,
+    ) {
+        match parse_reconnect(payload) {
+            Ok((urls, reason, deadline)) => {
+                tracing::info!(
+                    "worker {}: asked to reconnect to {urls:?} ({reason}); \
+                     waiting for {} running command(s) first",
+                    self.name(),
+                    self.commands.len()
+                );
+                conn.draining.store(true, Ordering::Relaxed);
+                conn.result(request, Dict::new()).await;
+                if !matches!(pending, Some((End::Stop, _))) {
+                    *pending = Some((End::Reconnect(urls), Instant::now() + deadline));
+                }
+            }
+            Err(e) => conn.error(request, e.uri, e.message).await,
+        }
+    }
+
+    /// `shutdown`: `Some(End::Stop)` to stop now; a graceful one drains first (`pending`).
+    async fn on_shutdown(
+        &self,
+        conn: &Conn,
+        request: Id,
+        payload: &Payload,
+        pending: &mut Option<(End, Instant)>,
+    ) -> Option<End> {
+        match parse_shutdown(payload) {
+            Ok((graceful, deadline)) => {
+                conn.draining.store(true, Ordering::Relaxed);
+                conn.result(request, Dict::new()).await;
+                if !graceful {
+                    tracing::info!("worker {}: asked to stop now", self.name());
+                    return Some(End::Stop);
+                }
+                tracing::info!(
+                    "worker {}: asked to stop after {} running command(s)",
+                    self.name(),
+                    self.commands.len()
+                );
+                *pending = Some((End::Stop, Instant::now() + deadline));
+            }
+            Err(e) => conn.error(request, e.uri, e.message).await,
+        }
+        None
     }
 
     /// Closes the gate, says GOODBYE (if the connection is still there), kills the session's
