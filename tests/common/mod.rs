@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod masters;
+pub mod mesh;
 pub mod node;
 pub mod tls;
 
