@@ -8,6 +8,7 @@ pub mod masters;
 pub mod mesh;
 pub mod node;
 pub mod tls;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
