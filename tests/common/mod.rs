@@ -5,8 +5,10 @@
 
 pub mod browser;
 pub mod masters;
+pub mod mesh;
 pub mod node;
 pub mod tls;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

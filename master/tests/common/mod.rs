@@ -3,10 +3,12 @@
 //! created on the server named by SWITCHYARD_TEST_POSTGRES and dropped afterwards, so tests
 //! (and concurrent runs) never see each other's rows.
 //!
-//! `api` is the harness of the REST API tests (`api_*.rs`).
+//! `api` is the harness of the REST API tests (`api_*.rs`), `engine` that of the engine tests
+//! (`engine*.rs`).
 
 #[macro_use]
 pub mod api;
+pub mod engine;
 
 use std::path::PathBuf;
 use std::time::Duration;
