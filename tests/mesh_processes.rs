@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::mesh::poll_until;
 use common::{args, count_is, id_set, meta, meta_until, opts, sorted, Client};
 use switchyard_router::wire::{Id, Message, Value};
 
@@ -102,15 +103,15 @@ fn connected_peers(port: u16) -> Vec<String> {
     v
 }
 
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
+/// Polls `cond` every 100 ms for at most 20 s (a check may run `switchyard mesh status`).
+async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    poll_until(
+        what,
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        cond,
+    )
+    .await
 }
 
 async fn client(port: u16) -> Client {

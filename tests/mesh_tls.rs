@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::mesh::poll_until;
 use common::node::temp_dir;
 use common::tls::TestCa;
 use switchyard_router::client::{CalleeMessage, Client, ClientOptions};
@@ -179,15 +180,15 @@ fn spawn(dir: &Path, spec: NodeSpec<'_>) -> Proc {
     p
 }
 
-async fn eventually(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
+/// Polls `cond` every 100 ms for at most `secs` seconds.
+async fn eventually(what: &str, secs: u64, cond: impl FnMut() -> bool) {
+    poll_until(
+        what,
+        Duration::from_secs(secs),
+        Duration::from_millis(100),
+        cond,
+    )
+    .await
 }
 
 fn wss(port: u16) -> String {

@@ -87,12 +87,30 @@ impl Node {
 }
 
 /// Polls `cond` every 20 ms for at most 10 s.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
+pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    poll_until(
+        what,
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        cond,
+    )
+    .await
+}
+
+/// Polls `cond` every `every` for at most `limit`; panics naming `what` when it never holds.
+/// Tests on real processes poll less often (a check may start a process) and wait longer.
+pub async fn poll_until(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
         if cond() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
     panic!("timed out waiting for: {what}");
 }
