@@ -41,6 +41,7 @@ on_both_backends!(
     expiry_releases_claims_and_retries_builds,
     concurrent_expiry_has_one_winner,
     clean_stop_releases_leftover_claims,
+    buildset_properties_are_stored_whole,
 );
 
 /// A clock the test moves by hand, shared by the stores that should agree on the time.
@@ -48,6 +49,33 @@ fn manual_clock(start: i64) -> (Arc<AtomicI64>, switchyard_master::Clock) {
     let t = Arc::new(AtomicI64::new(start));
     let c = t.clone();
     (t, Arc::new(move || c.load(Ordering::SeqCst)))
+}
+
+/// A buildset's properties are written in one statement per 500 and read back as given:
+/// none, a few, and more than one statement's worth.
+async fn buildset_properties_are_stored_whole(db: &TestDb) {
+    use switchyard_master::store::NewBuildset;
+    let store = db.store().await;
+    let builder = store.ensure_builder("b").await.unwrap();
+    for count in [0usize, 3, 600] {
+        let properties: BTreeMap<String, (serde_json::Value, String)> = (0..count)
+            .map(|i| {
+                let value = serde_json::json!({"n": i, "s": format!("value {i}")});
+                (format!("p{i:04}"), (value, format!("source {i}")))
+            })
+            .collect();
+        let (bsid, requests) = store
+            .queue_buildset(&NewBuildset {
+                reason: format!("{count} properties"),
+                builders: vec![builder],
+                properties: properties.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(store.buildset_properties(bsid).await.unwrap(), properties);
+    }
 }
 
 async fn migrations_are_idempotent(db: &TestDb) {

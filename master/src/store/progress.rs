@@ -35,10 +35,7 @@ impl Store {
             let props: Vec<_> = s.properties.into_iter().flatten().collect();
             // One statement per 500 properties (bind counts stay far below the limits).
             for chunk in props.chunks(500) {
-                let values = (0..chunk.len())
-                    .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let values = rows_sharing_first(chunk.len(), 3);
                 let sql = format!(
                     "INSERT INTO build_properties (buildid, name, value, source) VALUES {values} \
                      ON CONFLICT (buildid, name) \
@@ -199,6 +196,18 @@ impl Store {
     }
 }
 
+/// The `VALUES` list of a multi-row INSERT whose rows share their first value: `rows` rows
+/// of `$1` and `per_row` more placeholders each, numbered on from `$2`.
+pub(super) fn rows_sharing_first(rows: usize, per_row: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let own = (0..per_row).map(|c| format!(", ${}", 2 + r * per_row + c));
+            format!("($1{})", own.collect::<String>())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Ends `master`'s unfinished build inside `tx` with its result and final state; false if
 /// it is not that (another master's, or already ended).
 async fn end_build_in(
@@ -289,4 +298,19 @@ pub(super) async fn complete_buildset_in(
     .execute(&mut **tx)
     .await?;
     Ok((done.rows_affected() == 1).then_some(worst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows_sharing_first;
+
+    #[test]
+    fn multi_row_values_share_the_first_placeholder() {
+        assert_eq!(rows_sharing_first(1, 2), "($1, $2, $3)");
+        assert_eq!(
+            rows_sharing_first(3, 3),
+            "($1, $2, $3, $4), ($1, $5, $6, $7), ($1, $8, $9, $10)"
+        );
+        assert_eq!(rows_sharing_first(0, 3), "");
+    }
 }

@@ -709,16 +709,21 @@ async fn insert_buildset(
     .fetch_one(&mut **tx)
     .await?
     .try_get("id")?;
-    for (name, (value, source)) in &b.properties {
-        sqlx::query(
+    // One statement per 500 properties, as a build's (store::progress::begin_step).
+    let props: Vec<_> = b.properties.iter().collect();
+    for chunk in props.chunks(500) {
+        let sql = format!(
             "INSERT INTO buildset_properties (buildsetid, property_name, property_value) \
-             VALUES ($1, $2, $3)",
-        )
-        .bind(bsid)
-        .bind(name)
-        .bind(Value::Array(vec![value.clone(), Value::String(source.clone())]).to_string())
-        .execute(&mut **tx)
-        .await?;
+             VALUES {}",
+            super::progress::rows_sharing_first(chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql).bind(bsid);
+        for (name, (value, source)) in chunk {
+            q = q
+                .bind(name.as_str())
+                .bind(Value::Array(vec![value.clone(), Value::String(source.clone())]).to_string());
+        }
+        q.execute(&mut **tx).await?;
     }
     let mut brids = Vec::with_capacity(b.builders.len());
     for builder in &b.builders {
